@@ -1,0 +1,301 @@
+"""The one error hierarchy of ca-service.
+
+Every leaf carries a stable ``code`` (dotted, lower case) that API clients, the CLI and tests rely
+on, and an HTTP ``status`` used by ``api/problems.py``. ``detail`` is a human sentence that never
+includes secrets or internals; structured ``fields`` travel to the problem document as extensions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CAServiceError(Exception):
+    """Base of every error ca-service raises on purpose."""
+
+    code: ClassVar[str] = "internal"
+    status: ClassVar[int] = 500
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str = "", **fields: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.fields = fields
+
+
+# --- request / input -------------------------------------------------------------------------------
+
+
+class RequestError(CAServiceError):
+    code = "request.invalid"
+    status = 400
+    title = "Invalid request"
+
+
+class MalformedJSON(RequestError):
+    code = "request.malformed_json"
+    title = "Request body is not valid JSON"
+
+
+class SchemaViolation(RequestError):
+    code = "request.schema"
+    status = 422
+    title = "Request does not match the schema"
+
+
+class NotFound(CAServiceError):
+    code = "not_found"
+    status = 404
+    title = "Not found"
+
+
+class Conflict(CAServiceError):
+    code = "conflict"
+    status = 409
+    title = "Conflict"
+
+
+class Unauthorized(CAServiceError):
+    code = "auth.unauthorized"
+    status = 401
+    title = "Authentication required"
+
+
+class Forbidden(CAServiceError):
+    code = "auth.forbidden"
+    status = 403
+    title = "Not allowed"
+
+
+# --- challenges and binding ------------------------------------------------------------------------
+
+
+class ChallengeError(CAServiceError):
+    code = "challenge.invalid"
+    status = 400
+    title = "Challenge refused"
+
+
+class ChallengeUnknown(ChallengeError):
+    code = "challenge.unknown"
+    title = "Unknown challenge"
+
+
+class ChallengeExpired(ChallengeError):
+    code = "challenge.expired"
+    title = "Challenge expired"
+
+
+class ChallengeConsumed(ChallengeError):
+    code = "challenge.consumed"
+    status = 409
+    title = "Challenge already used"
+
+
+class BindingMismatch(CAServiceError):
+    code = "binding.mismatch"
+    status = 422
+    title = "Evidence is not bound to this challenge and key"
+
+
+# --- CSR and keys ----------------------------------------------------------------------------------
+
+
+class CSRError(CAServiceError):
+    code = "csr.invalid"
+    status = 400
+    title = "CSR refused"
+
+
+class CSRMalformed(CSRError):
+    code = "csr.malformed"
+    title = "CSR cannot be parsed"
+
+
+class CSRSignatureInvalid(CSRError):
+    code = "csr.signature_invalid"
+    title = "CSR self-signature does not verify"
+
+
+class KeyTypeNotAllowed(CSRError):
+    code = "csr.key_type_not_allowed"
+    title = "Key type not allowed"
+
+
+# --- evidence --------------------------------------------------------------------------------------
+
+
+class EvidenceError(CAServiceError):
+    """Raised by every evidence verifier. Leaves name the attack or failure."""
+
+    code = "evidence.invalid"
+    status = 422
+    title = "Evidence refused"
+
+
+class EvidenceTypeUnknown(EvidenceError):
+    code = "evidence.type_unknown"
+    status = 400
+    title = "Unknown evidence type"
+
+
+class EvidenceMalformed(EvidenceError):
+    code = "evidence.malformed"
+    title = "Evidence cannot be parsed"
+
+
+class EvidenceUnsupported(EvidenceError):
+    code = "evidence.unsupported"
+    title = "Evidence version or variant not supported"
+
+
+class SignatureInvalid(EvidenceError):
+    code = "evidence.signature_invalid"
+    title = "Evidence signature does not verify"
+
+
+class ChainInvalid(EvidenceError):
+    code = "evidence.chain_invalid"
+    title = "Certificate chain does not verify"
+
+
+class RootUntrusted(EvidenceError):
+    code = "evidence.root_untrusted"
+    title = "Chain does not end at a pinned root"
+
+
+class CertificateExpired(EvidenceError):
+    code = "evidence.certificate_expired"
+    title = "A certificate in the chain is outside its validity window"
+
+
+class CertificateRevoked(EvidenceError):
+    code = "evidence.certificate_revoked"
+    title = "A certificate in the chain is revoked"
+
+
+class CollateralMissing(EvidenceError):
+    code = "evidence.collateral_missing"
+    title = "Required collateral is missing"
+
+
+class CollateralInvalid(EvidenceError):
+    code = "evidence.collateral_invalid"
+    title = "Collateral is malformed or its signature does not verify"
+
+
+class CollateralExpired(EvidenceError):
+    code = "evidence.collateral_expired"
+    title = "Collateral is outside its validity window"
+
+
+class CollateralMismatch(EvidenceError):
+    code = "evidence.collateral_mismatch"
+    title = "Collateral does not belong to this platform"
+
+
+class TcbLevelUnmatched(EvidenceError):
+    code = "evidence.tcb_level_unmatched"
+    title = "No matching TCB level"
+
+
+class TcbRevoked(EvidenceError):
+    code = "evidence.tcb_revoked"
+    title = "TCB level is revoked"
+
+
+class IdentityMismatch(EvidenceError):
+    code = "evidence.identity_mismatch"
+    title = "Enclave or module identity does not match"
+
+
+class DebugEnabled(EvidenceError):
+    code = "evidence.debug_enabled"
+    title = "Debug mode is enabled"
+
+
+class SeptVeNotDisabled(EvidenceError):
+    code = "evidence.sept_ve_disable_unset"
+    title = "SEPT_VE_DISABLE is not set"
+
+
+class ReportDataMismatch(EvidenceError):
+    code = "evidence.report_data_mismatch"
+    title = "Report data does not match the expected nonce"
+
+
+class InsecureEvidenceRefused(EvidenceError):
+    code = "evidence.insecure_refused"
+    status = 403
+    title = "Development evidence is not accepted in this profile"
+
+
+# --- policy and appraisal --------------------------------------------------------------------------
+
+
+class PolicyError(CAServiceError):
+    code = "policy.invalid"
+    status = 422
+    title = "Policy document refused"
+
+
+class PolicyNotFound(PolicyError):
+    code = "policy.not_found"
+    status = 404
+    title = "Policy not found"
+
+
+class PolicyInactive(PolicyError):
+    code = "policy.inactive"
+    status = 409
+    title = "Policy has no active version"
+
+
+class AppraisalFailed(CAServiceError):
+    code = "appraisal.failed"
+    status = 403
+    title = "Evidence does not satisfy the policy"
+
+
+class CertificateRequestRefused(CAServiceError):
+    code = "certificate.refused"
+    status = 403
+    title = "Certificate request not allowed by the policy"
+
+
+# --- log, chain, config ----------------------------------------------------------------------------
+
+
+class LogError(CAServiceError):
+    code = "log.invalid"
+    status = 400
+    title = "Log request refused"
+
+
+class ProofUnavailable(LogError):
+    code = "log.proof_unavailable"
+    title = "Proof cannot be produced for these parameters"
+
+
+class ConfigurationError(CAServiceError):
+    code = "config.invalid"
+    status = 500
+    title = "Service is misconfigured"
+
+
+class NotInitialised(CAServiceError):
+    code = "ca.not_initialised"
+    status = 503
+    title = "The CA is not initialised"
+
+
+class KeyDecryptionFailed(CAServiceError):
+    code = "ca.key_decryption_failed"
+    status = 500
+    title = "A key at rest could not be decrypted"
+
+
+class ChainError(CAServiceError):
+    code = "anchor.chain_error"
+    status = 502
+    title = "Chain RPC failed"

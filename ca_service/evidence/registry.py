@@ -1,0 +1,80 @@
+"""Evidence type -> verifier. The single entry point is :func:`ca_service.evidence.verify`."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+from ca_service.clock import require_aware
+from ca_service.errors import EvidenceError, EvidenceMalformed, EvidenceTypeUnknown, ReportDataMismatch
+from ca_service.evidence.base import VerifiedEvidence
+from ca_service.evidence.collateral_items import Collateral, load_collateral
+from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
+
+Verifier = Callable[[bytes, Collateral, datetime, TrustRoots], VerifiedEvidence]
+
+# Import paths, resolved lazily so one verifier's import cost or failure does not touch the others.
+_VERIFIERS: dict[str, str] = {
+    "sim": "ca_service.evidence.sim.verify:verify_sim",
+    "tdx-quote": "ca_service.evidence.intel.verify:verify_tdx",
+    "sgx-quote": "ca_service.evidence.intel.verify:verify_sgx",
+    "snp-report": "ca_service.evidence.snp.verify:verify_snp",
+    "nvidia-gpu": "ca_service.evidence.nvidia.verify:verify_nvidia",
+    "nitro": "ca_service.evidence.nitro.verify:verify_nitro",
+}
+
+MAX_EVIDENCE_BYTES = 1 << 20
+
+
+def known_kinds() -> tuple[str, ...]:
+    return tuple(_VERIFIERS)
+
+
+def _resolve(kind: str) -> Verifier:
+    import importlib
+
+    target = _VERIFIERS.get(kind)
+    if target is None:
+        raise EvidenceTypeUnknown(f"unknown evidence type {kind!r}", evidence_type=kind)
+    module_name, func = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise EvidenceTypeUnknown(f"evidence type {kind!r} is not available in this build") from exc
+    verifier: Verifier = getattr(module, func)
+    return verifier
+
+
+def verify(
+    kind: str,
+    evidence: bytes,
+    *,
+    collateral: Iterable[bytes] | Collateral = (),
+    at: datetime,
+    nonce: bytes | None = None,
+    roots: TrustRoots = DEFAULT_ROOTS,
+) -> VerifiedEvidence:
+    """Verify one evidence item cryptographically, as of ``at``.
+
+    ``nonce``, when given, must equal the leading bytes of the evidence's report data.
+
+    Raises:
+        EvidenceError: a leaf naming the failed check (``evidence.*`` codes).
+    """
+    at = require_aware(at)
+    verifier = _resolve(kind)
+    if not isinstance(evidence, bytes | bytearray) or len(evidence) == 0:
+        raise EvidenceMalformed("evidence is empty")
+    if len(evidence) > MAX_EVIDENCE_BYTES:
+        raise EvidenceMalformed("evidence is larger than 1 MiB")
+    coll = collateral if isinstance(collateral, Collateral) else load_collateral(collateral)
+    result = verifier(bytes(evidence), coll, at, roots)
+    if not isinstance(result, VerifiedEvidence):  # a verifier bug must never pass as success
+        raise EvidenceError("verifier returned no result")
+    if nonce is not None and (
+        len(nonce) > len(result.report_data)
+        or not hmac.compare_digest(result.report_data[: len(nonce)], nonce)
+    ):
+        raise ReportDataMismatch("report data does not start with the expected nonce")
+    return result

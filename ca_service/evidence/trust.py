@@ -1,0 +1,51 @@
+"""Pinned trust anchors, kept apart by vendor.
+
+A root is trusted only if the SHA-256 of its DER equals a pin listed here (or, for the development
+``sim`` TEE, a pin the deployment adds explicitly). Roots carried inside evidence are never trusted
+by being present: they must match a pin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field, replace
+
+from cryptography import x509
+
+# SHA-256 of the DER of each vendor root (../shared/vectors/README.md lists the same values).
+INTEL_SGX_ROOT_CA = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
+AMD_ARK_MILAN = "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"
+AMD_ARK_GENOA = "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1"
+NVIDIA_DEVICE_IDENTITY_CA = "102bf659d5419614c9d8e6aecebc80454eb26b1df6a769ac720b9a690b167b48"
+NVIDIA_RIM_ROOT_CA = "12977b5115acb0381179279fffeb5a8c4d264971ebb32298023a465fa41df5d1"
+AWS_NITRO_ROOT_G1 = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b"
+
+
+@dataclass(frozen=True)
+class TrustRoots:
+    """SHA-256 pins per trust domain. ``sim`` is empty unless a development deployment adds one."""
+
+    intel: frozenset[str] = frozenset({INTEL_SGX_ROOT_CA})
+    amd: frozenset[str] = frozenset({AMD_ARK_MILAN, AMD_ARK_GENOA})
+    nvidia_device: frozenset[str] = frozenset({NVIDIA_DEVICE_IDENTITY_CA})
+    nvidia_rim: frozenset[str] = frozenset({NVIDIA_RIM_ROOT_CA})
+    nitro: frozenset[str] = frozenset({AWS_NITRO_ROOT_G1})
+    sim: frozenset[str] = field(default_factory=frozenset)
+
+    def with_sim_root(self, root_der: bytes) -> TrustRoots:
+        return replace(self, sim=self.sim | {hashlib.sha256(root_der).hexdigest()})
+
+
+DEFAULT_ROOTS = TrustRoots()
+
+
+def is_pinned(cert: x509.Certificate, pins: frozenset[str]) -> bool:
+    """True iff the DER of ``cert`` hashes to one of ``pins`` (constant-time per comparison)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+    found = False
+    for pin in pins:
+        found |= hmac.compare_digest(digest, pin)
+    return found

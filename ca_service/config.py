@@ -1,0 +1,87 @@
+"""Frozen settings read from ``CA_SERVICE_*`` environment variables (documented in the README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ca_service.errors import ConfigurationError
+
+PROFILES = ("production", "insecure-dev")
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = Path(".ca-service")
+    profile: str = "production"
+    database_url: str = ""
+    public_url: str = "http://127.0.0.1:8080"
+    chain_rpc: str = "embedded"
+    chain_id: int | None = None
+    chain_private_key: str | None = None
+    anchor_confirmations: int = 2
+    challenge_ttl_seconds: int = 120
+    max_body_bytes: int = 4 * 1024 * 1024
+    key_encryption_keys: tuple[str, ...] = ()
+    log_origin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ConfigurationError(f"CA_SERVICE_PROFILE must be one of {', '.join(PROFILES)}")
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{(self.home / 'ca-service.db').resolve()}")
+        if not self.log_origin:
+            host = urlsplit(self.public_url).netloc or "localhost"
+            object.__setattr__(self, "log_origin", f"{host}/ca-service/log")
+        if self.challenge_ttl_seconds <= 0 or self.anchor_confirmations < 0:
+            raise ConfigurationError("challenge TTL must be positive and confirmations non-negative")
+
+    @property
+    def insecure(self) -> bool:
+        return self.profile == "insecure-dev"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        e = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = e.get(f"CA_SERVICE_{name}")
+            return value if value not in (None, "") else None
+
+        kwargs: dict[str, Any] = {}
+        if (v := get("HOME")) is not None:
+            kwargs["home"] = Path(v)
+        if (v := get("PROFILE")) is not None:
+            kwargs["profile"] = v
+        if (v := get("DATABASE_URL")) is not None:
+            kwargs["database_url"] = v
+        if (v := get("PUBLIC_URL")) is not None:
+            kwargs["public_url"] = v.rstrip("/")
+        if (v := get("CHAIN_RPC")) is not None:
+            kwargs["chain_rpc"] = v
+        if (v := get("CHAIN_PRIVATE_KEY")) is not None:
+            kwargs["chain_private_key"] = v
+        try:
+            if (v := get("CHAIN_ID")) is not None:
+                kwargs["chain_id"] = int(v)
+            if (v := get("ANCHOR_CONFIRMATIONS")) is not None:
+                kwargs["anchor_confirmations"] = int(v)
+            if (v := get("CHALLENGE_TTL_SECONDS")) is not None:
+                kwargs["challenge_ttl_seconds"] = int(v)
+            if (v := get("MAX_BODY_BYTES")) is not None:
+                kwargs["max_body_bytes"] = int(v)
+        except ValueError as exc:
+            raise ConfigurationError("a numeric CA_SERVICE_* setting is not an integer") from exc
+        if (v := get("KEY_ENCRYPTION_KEYS")) is not None:
+            kwargs["key_encryption_keys"] = tuple(k.strip() for k in v.split(",") if k.strip())
+        if (v := get("LOG_ORIGIN")) is not None:
+            kwargs["log_origin"] = v
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)

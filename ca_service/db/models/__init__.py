@@ -1,0 +1,25 @@
+"""All mapped tables. Alembic's env.py imports this package, so every model module is listed here."""
+
+from ca_service.db.base import Base
+from ca_service.db.models.core import (
+    ApiToken,
+    AuditEvent,
+    CAKey,
+    Certificate,
+    Challenge,
+    EvidenceBlob,
+    Policy,
+    PolicyVersion,
+)
+
+__all__ = [
+    "Base",
+    "ApiToken",
+    "AuditEvent",
+    "CAKey",
+    "Certificate",
+    "Challenge",
+    "EvidenceBlob",
+    "Policy",
+    "PolicyVersion",
+]

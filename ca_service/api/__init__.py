@@ -1,0 +1,1 @@
+"""Flask shell: create_app, problem+json, auth, one blueprint per resource under v1/."""

@@ -230,6 +230,24 @@ class InsecureEvidenceRefused(EvidenceError):
     title = "Development evidence is not accepted in this profile"
 
 
+# AMD SEV-SNP: the report and its VCEK/VLEK/ASK do not belong together (each its own attack).
+
+
+class SnpChipIdMismatch(CollateralMismatch):
+    code = "evidence.snp.chip_id_mismatch"
+    title = "VCEK hwID does not match the report's chip id (VCEK from another machine)"
+
+
+class SnpTcbMismatch(CollateralMismatch):
+    code = "evidence.snp.tcb_mismatch"
+    title = "VCEK/VLEK TCB extensions do not match the report's reported TCB"
+
+
+class SnpProductMismatch(CollateralMismatch):
+    code = "evidence.snp.product_mismatch"
+    title = "Certificates or report CPUID belong to another AMD product line"
+
+
 # --- policy and appraisal --------------------------------------------------------------------------
 
 

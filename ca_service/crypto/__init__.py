@@ -1,0 +1,1 @@
+"""Thin strict wrappers over pyca/cryptography (pure)."""

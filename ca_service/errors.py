@@ -317,3 +317,31 @@ class ChainError(CAServiceError):
     code = "anchor.chain_error"
     status = 502
     title = "Chain RPC failed"
+
+
+class ChainUnavailable(ChainError):
+    code = "anchor.chain_unavailable"
+    status = 503
+    title = "Chain RPC endpoint is unreachable"
+
+
+class ChainIdMismatch(ChainError):
+    code = "anchor.chain_id_mismatch"
+    status = 500
+    title = "Chain RPC serves another chain id than the configured one"
+
+
+class AnchorTransactionReverted(ChainError):
+    code = "anchor.tx_reverted"
+    title = "Anchor transaction reverted"
+
+
+class AnchorContractMissing(ChainError):
+    code = "anchor.contract_missing"
+    status = 503
+    title = "No anchor contract deployed (or its code is gone) on this chain"
+
+
+class AnchorNotFound(NotFound):
+    code = "anchor.not_found"
+    title = "No anchor covers this log entry yet"

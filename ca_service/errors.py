@@ -295,6 +295,63 @@ class ProofUnavailable(LogError):
     title = "Proof cannot be produced for these parameters"
 
 
+class LogEntryNotFound(LogError):
+    code = "log.entry_not_found"
+    status = 404
+    title = "No log entry at this index"
+
+
+class TilePathInvalid(LogError):
+    code = "log.tile_path_invalid"
+    title = "Not a C2SP tlog-tiles path"
+
+
+class TileNotFound(LogError):
+    code = "log.tile_not_found"
+    status = 404
+    title = "Tile not available at the current tree size"
+
+
+class LeafInvalid(LogError):
+    code = "log.leaf_invalid"
+    title = "Log leaf is malformed"
+
+
+class NotCheckpointed(LogError):
+    code = "log.not_checkpointed"
+    status = 404
+    title = "No checkpoint covers this entry yet"
+
+
+class InclusionProofInvalid(LogError):
+    code = "log.inclusion_proof_invalid"
+    status = 422
+    title = "Inclusion proof does not verify"
+
+
+class ConsistencyProofInvalid(LogError):
+    code = "log.consistency_proof_invalid"
+    status = 422
+    title = "Consistency proof does not verify"
+
+
+class CheckpointInvalid(LogError):
+    code = "log.checkpoint_invalid"
+    status = 422
+    title = "Checkpoint or signed note is malformed"
+
+
+class CheckpointSignatureInvalid(CheckpointInvalid):
+    code = "log.checkpoint_signature_invalid"
+    title = "Checkpoint signature does not verify with the log key"
+
+
+class LogInconsistent(LogError):
+    code = "log.inconsistent"
+    status = 500
+    title = "Stored log state disagrees with a published checkpoint"
+
+
 class ConfigurationError(CAServiceError):
     code = "config.invalid"
     status = 500

@@ -1,0 +1,185 @@
+"""Appraisal: verified evidence x policy -> every check with expected, actual and result.
+
+Appraisal never raises on a failed check: it returns them all, so a refusal says why, item by
+item. A rule this module does not know how to evaluate fails (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ca_service.evidence.base import VerifiedEvidence
+from ca_service.policy.model import Policy
+
+
+@dataclass(frozen=True)
+class AppraisalCheck:
+    evidence: str
+    claim: str
+    expected: Any
+    actual: Any
+    passed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"evidence": self.evidence, "claim": self.claim, "expected": self.expected,
+                "actual": self.actual, "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class Appraisal:
+    policy_name: str
+    policy_digest: str
+    checks: tuple[AppraisalCheck, ...]
+
+    @property
+    def passed(self) -> bool:
+        return len(self.checks) > 0 and all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> tuple[AppraisalCheck, ...]:
+        return tuple(c for c in self.checks if not c.passed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"policy": self.policy_name, "policy_digest": self.policy_digest,
+                "passed": self.passed, "checks": [c.to_json() for c in self.checks]}
+
+
+def _debug_of(ve: VerifiedEvidence) -> Any:
+    """The debug flag, from an explicit claim or the TEE's attribute bits; None if unknown."""
+    claims = ve.claims
+    if isinstance(claims.get("debug"), bool):
+        return claims["debug"]
+    if ve.kind in ("tdx-quote", "sim") and isinstance(claims.get("td_attributes"), str):
+        return bool(int.from_bytes(bytes.fromhex(claims["td_attributes"]), "little") & 1)
+    if ve.kind == "sgx-quote" and isinstance(claims.get("attributes"), str):
+        return bool(bytes.fromhex(claims["attributes"])[0] & 0x02)
+    policy_bits = claims.get("policy")
+    if ve.kind == "snp-report" and isinstance(policy_bits, dict) and isinstance(policy_bits.get("debug"), bool):
+        return policy_bits["debug"]
+    return None
+
+
+def _any_of(claim: str) -> Callable[[VerifiedEvidence, Any], tuple[Any, bool]]:
+    def check(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+        actual = ve.claims.get(claim)
+        if isinstance(actual, str):
+            actual = actual.lower()
+        return actual, actual is not None and actual in expected
+    return check
+
+
+def _tcb_status(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+    return ve.tcb_status, ve.tcb_status in expected
+
+
+def _advisories(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+    actual = sorted(ve.advisory_ids)
+    return actual, set(actual) <= set(expected["allow"])
+
+
+def _min_int(claim: str) -> Callable[[VerifiedEvidence, Any], tuple[Any, bool]]:
+    def check(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+        actual = ve.claims.get(claim)
+        return actual, isinstance(actual, int) and actual >= expected
+    return check
+
+
+def _debug(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+    actual = _debug_of(ve)
+    return actual, actual is not None and actual == expected
+
+
+def _loader_digests(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+    loaded = ve.claims.get("loaded_digests")
+    if not isinstance(loaded, list):
+        return None, False
+    return loaded, any(d in loaded for d in expected)
+
+
+def _min_tcb(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+    reported = ve.claims.get("reported_tcb")
+    if not isinstance(reported, dict):
+        return None, False
+    ok = all(isinstance(reported.get(k), int) and reported[k] >= v for k, v in expected.items())
+    return {k: reported.get(k) for k in expected}, ok
+
+
+def _min_driver(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+    actual = ve.claims.get("driver_version")
+    if not isinstance(actual, str):
+        return None, False
+
+    def parts(v: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in v.split(".") if p.isdigit())
+    return actual, parts(actual) >= parts(expected)
+
+
+def _rim_match(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+    rim = ve.claims.get("rim")
+    if not isinstance(rim, dict) or "mismatched_indexes" not in rim:
+        return None, False
+    return rim["mismatched_indexes"], rim["mismatched_indexes"] == []
+
+
+_SIMPLE: dict[str, Callable[[VerifiedEvidence, Any], tuple[Any, bool]]] = {
+    "tcb_status": _tcb_status,
+    "advisories": _advisories,
+    "min_tcb_evaluation_data_number": _min_int("tcb_evaluation_data_number"),
+    "debug": _debug,
+    "loader_digests": _loader_digests,
+    "min_tcb": _min_tcb,
+    "min_driver": _min_driver,
+    "measurements": _rim_match,
+    "min_isv_svn": _min_int("isv_svn"),
+    "isv_prod_id": _any_of("isv_prod_id"),
+    "vmpl": _any_of("vmpl"),
+    "signing_key": _any_of("signing_key"),
+    "product": _any_of("product"),
+    **{k: _any_of(k) for k in ("mrtd", "mrconfigid", "mrowner", "mrownerconfig", "mrseam", "mrenclave",
+                               "mrsigner", "measurement", "host_data")},
+}
+
+
+def _appraise_item(kind: str, rules: dict[str, Any], ve: VerifiedEvidence) -> list[AppraisalCheck]:
+    out: list[AppraisalCheck] = []
+    for rule, expected in sorted(rules.items()):
+        if rule == "rtmr":
+            for idx, allowed in sorted(expected.items()):
+                actual, ok = _any_of(f"rtmr{idx}")(ve, allowed)
+                out.append(AppraisalCheck(kind, f"rtmr{idx}", allowed, actual, ok))
+        elif rule == "pcrs":
+            pcrs = ve.claims.get("pcrs")
+            for idx, allowed in sorted(expected.items()):
+                actual = pcrs.get(idx) if isinstance(pcrs, dict) else None
+                out.append(AppraisalCheck(kind, f"pcr{idx}", allowed, actual, actual in allowed))
+        elif rule in _SIMPLE:
+            actual, ok = _SIMPLE[rule](ve, expected)
+            out.append(AppraisalCheck(kind, rule, expected, actual, ok))
+        else:  # a rule we cannot evaluate never passes
+            out.append(AppraisalCheck(kind, rule, expected, "unsupported rule", False))
+    return out
+
+
+def appraise(policy: Policy, items: Sequence[VerifiedEvidence], *, insecure_allowed: bool) -> Appraisal:
+    """Appraise verified evidence items against ``policy``.
+
+    Every type in ``evidence.required`` must be present exactly once; no unrequested type may
+    appear; ``sim`` evidence passes only when ``insecure_allowed`` (the insecure-dev profile).
+    """
+    checks: list[AppraisalCheck] = []
+    kinds = [ve.kind for ve in items]
+    for kind in policy.required:
+        n = kinds.count(kind)
+        checks.append(AppraisalCheck(kind, "present", 1, n, n == 1))
+    for kind in sorted(set(kinds) - set(policy.required)):
+        checks.append(AppraisalCheck(kind, "allowed_type", sorted(policy.required), kind, False))
+    for ve in items:
+        if ve.kind not in policy.required:
+            continue
+        if ve.insecure:
+            checks.append(AppraisalCheck(ve.kind, "insecure_profile", "insecure-dev",
+                                         "insecure-dev" if insecure_allowed else "production", insecure_allowed))
+        checks.extend(_appraise_item(ve.kind, policy.rules(ve.kind), ve))
+    return Appraisal(policy_name=policy.name, policy_digest=policy.digest, checks=tuple(checks))

@@ -1,0 +1,140 @@
+"""Policy documents: YAML -> validated, normalised, content-addressed :class:`Policy`.
+
+The digest is SHA-256 over the RFC 8785 canonical JSON of the normalised document
+(docs/adr/0003-policy-canonicalisation.md): the same document, however it is formatted in YAML,
+gets the same digest, so applying it twice yields the same version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import rfc8785
+import yaml
+
+from ca_service.errors import PolicyError
+
+MAX_POLICY_BYTES = 64 * 1024
+_DURATION = re.compile(r"^(\d{1,6})([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@lru_cache(maxsize=1)
+def policy_schema() -> dict[str, Any]:
+    text = resources.files("ca_service.policy").joinpath("policy.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def parse_duration(text: str) -> timedelta:
+    m = _DURATION.match(text)
+    if m is None:
+        raise PolicyError(f"{text!r} is not a duration like 24h")
+    return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])
+
+
+def _normalise(value: Any, path: str = "") -> Any:
+    """Stringify mapping keys (YAML `0:` becomes "0"), lower-case hex, refuse non-JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _normalise(v, f"{path}/{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v, path) for v in value]
+    if isinstance(value, bool | int | str) or value is None:
+        if isinstance(value, str) and re.fullmatch(r"[0-9A-Fa-f]{64,}", value):
+            return value.lower()
+        return value
+    if isinstance(value, float):
+        raise PolicyError(f"{path or '/'}: floats are not allowed in policies")
+    raise PolicyError(f"{path or '/'}: unsupported YAML value of type {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy document. Immutable; identified by ``digest``."""
+
+    name: str
+    document: dict[str, Any]
+    canonical: bytes
+    digest: str
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(self.document["evidence"]["required"])
+
+    def rules(self, kind: str) -> dict[str, Any]:
+        section: dict[str, Any] = self.document["evidence"].get(kind, {})
+        return section
+
+    @property
+    def max_lifetime(self) -> timedelta:
+        return parse_duration(self.document["certificate"]["max_lifetime"])
+
+    @property
+    def certificate(self) -> dict[str, Any]:
+        cert: dict[str, Any] = self.document["certificate"]
+        return cert
+
+    @property
+    def allows_sim(self) -> bool:
+        return "sim" in self.required
+
+    def policy_id(self, version: int) -> str:
+        return f"urn:ca-service:policy:{self.name}@{version}#sha256:{self.digest}"
+
+
+def policy_from_document(doc: Any) -> Policy:
+    """Validate a decoded document and build the Policy.
+
+    Raises:
+        PolicyError (``policy.invalid``): schema violation, empty or unknown section, or a
+        required evidence type without a section (fail closed).
+    """
+    if not isinstance(doc, dict):
+        raise PolicyError("a policy is a mapping at the top level")
+    doc = _normalise(doc)
+    validator = jsonschema.Draft202012Validator(policy_schema())
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        where = "/" + "/".join(str(p) for p in first.absolute_path)
+        raise PolicyError(f"{where}: {first.message}", errors=[
+            {"path": "/" + "/".join(str(p) for p in e.absolute_path), "message": e.message} for e in errors[:20]
+        ])
+    evidence = doc["evidence"]
+    sections = {k for k in evidence if k != "required"}
+    required = set(evidence["required"])
+    if missing := sorted(required - sections):
+        raise PolicyError(f"evidence types {missing} are required but have no reference values")
+    if extra := sorted(sections - required):
+        raise PolicyError(f"evidence sections {extra} are not listed in evidence.required")
+    parse_duration(doc["certificate"]["max_lifetime"])
+    canonical = rfc8785.dumps(doc)
+    return Policy(name=doc["name"], document=doc, canonical=canonical, digest=hashlib.sha256(canonical).hexdigest())
+
+
+def load_policy(source: str | bytes) -> Policy:
+    """Parse a YAML (or JSON) policy document.
+
+    Raises:
+        PolicyError (``policy.invalid``).
+    """
+    if len(source) > MAX_POLICY_BYTES:
+        raise PolicyError("policy document is larger than 64 KiB")
+    try:
+        doc = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        raise PolicyError("policy is not valid YAML") from exc
+    return policy_from_document(doc)
+
+
+def policy_from_canonical(canonical: bytes) -> Policy:
+    doc = json.loads(canonical)
+    return policy_from_document(doc)

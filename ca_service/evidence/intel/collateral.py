@@ -1,0 +1,216 @@
+"""Intel DCAP collateral: TCB Info, QE Identity, PCK CRL and Root CA CRL, verified once and cached.
+
+Input is dcap-qvl's ``QuoteCollateralV3`` JSON (the shape of ``collateral.json`` in the shared
+vectors): TCB Info and QE Identity as the exact signed JSON text, their raw r||s signatures and
+issuer chains (PEM), the two CRLs as hex DER, and the PCK CRL issuer chain.
+
+Intel DCAP QVL collateral steps named below:
+  (C1) Root CA CRL: signed by the pinned Intel SGX Root CA.
+  (C2) TCB Info: issuer chain to the pinned root, ECDSA P-256 signature over the exact ``tcbInfo`` bytes.
+  (C3) QE Identity: likewise over the exact ``enclaveIdentity`` bytes.
+  (C4) PCK CRL: issuer chain to the pinned root, CRL signature by its issuer.
+  (C5) revocation of every signing certificate against the CRL of its issuer.
+  (C6) at verification time: issueDate <= at <= nextUpdate for TCB Info, QE Identity and both CRLs,
+       and every certificate's validity window (not cached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from ca_service.errors import CollateralExpired, CollateralInvalid, CollateralMissing, EvidenceError
+from ca_service.evidence.collateral_items import Collateral
+from ca_service.evidence.intel.cache import LRU
+from ca_service.evidence.intel.pck import VerifiedChain, load_pem_chain, verify_chain
+from ca_service.evidence.intel.tcb import QeIdentity, TcbInfo, parse_qe_identity, parse_tcb_info
+
+_V3_FIELDS = (
+    "pck_crl_issuer_chain",
+    "root_ca_crl",
+    "pck_crl",
+    "tcb_info_issuer_chain",
+    "tcb_info",
+    "tcb_info_signature",
+    "qe_identity_issuer_chain",
+    "qe_identity",
+    "qe_identity_signature",
+)
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+@dataclass(frozen=True, slots=True)
+class Crl:
+    issuer: bytes  # DER of the issuer Name
+    revoked: frozenset[int]
+    this_update: datetime
+    next_update: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCollateral:
+    """Everything in one QuoteCollateralV3 document whose signatures verified (C1-C5)."""
+
+    tcb_info: TcbInfo
+    qe_identity: QeIdentity
+    chains: tuple[VerifiedChain, ...]
+    crls: tuple[Crl, ...]
+    revoked_by_issuer: dict[bytes, frozenset[int]]
+    sha256: dict[str, str]
+
+    def check_time(self, at: datetime) -> None:
+        """(C6) Raises CollateralExpired or CertificateExpired when ``at`` is outside a window."""
+        for name, start, end in (
+            ("TCB Info", self.tcb_info.issue_date, self.tcb_info.next_update),
+            ("QE Identity", self.qe_identity.issue_date, self.qe_identity.next_update),
+        ):
+            if at < start or at > end:
+                raise CollateralExpired(f"{name} is not valid at {at.isoformat()}", item=name)
+        for crl in self.crls:
+            if at < crl.this_update or crl.next_update is None or at > crl.next_update:
+                raise CollateralExpired(f"a CRL is not valid at {at.isoformat()}", item="crl")
+        for chain in self.chains:
+            chain.check_time(at)
+
+
+_COLLATERAL_CACHE: LRU[VerifiedCollateral] = LRU(64)
+_CHAIN_CACHE: LRU[VerifiedChain] = LRU(64)
+_CRL_CACHE: LRU[Crl] = LRU(64)
+
+
+def clear_caches() -> None:
+    for cache in (_COLLATERAL_CACHE, _CHAIN_CACHE, _CRL_CACHE):
+        cache.clear()
+
+
+def find_v3_document(collateral: Collateral) -> bytes:
+    """The QuoteCollateralV3 JSON among the collateral items.
+
+    Raises:
+        CollateralMissing (``evidence.collateral_missing``): none given.
+        CollateralInvalid (``evidence.collateral_invalid``): more than one.
+    """
+    found = [doc for doc in collateral.json_documents if b'"tcb_info"' in doc and b'"qe_identity"' in doc]
+    if not found:
+        raise CollateralMissing("Intel collateral (QuoteCollateralV3 JSON) is missing")
+    if len(found) > 1:
+        raise CollateralInvalid("more than one Intel collateral document was given")
+    return found[0]
+
+
+def verified_collateral(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
+    """Verify (C1-C5) a QuoteCollateralV3 document, or return the cached result for the same bytes.
+
+    Raises:
+        CollateralInvalid, RootUntrusted, ChainInvalid, CertificateRevoked (``evidence.*``).
+    """
+    key = (hashlib.sha256(doc).digest(), pins)
+    return _COLLATERAL_CACHE.get_or_compute(key, lambda: _verify_document(doc, pins))
+
+
+def _verify_document(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
+    try:
+        obj = json.loads(doc)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CollateralInvalid("Intel collateral is not JSON") from exc
+    if not isinstance(obj, dict) or not all(isinstance(obj.get(f), str) for f in _V3_FIELDS):
+        raise CollateralInvalid("Intel collateral is not a QuoteCollateralV3 document")
+    fields: dict[str, str] = {f: obj[f] for f in _V3_FIELDS}
+    tcb_chain = _chain(fields["tcb_info_issuer_chain"], pins, "TCB Info")
+    qe_chain = _chain(fields["qe_identity_issuer_chain"], pins, "QE Identity")
+    crl_chain = _chain(fields["pck_crl_issuer_chain"], pins, "PCK CRL")
+    # (C1) Root CA CRL, signed by the pinned root (the root of the TCB signing chain).
+    root_crl = _crl(_unhex(fields["root_ca_crl"], "root_ca_crl"), tcb_chain.root, "Root CA CRL")
+    # (C4) PCK CRL, signed by the first certificate of its issuer chain.
+    pck_crl = _crl(_unhex(fields["pck_crl"], "pck_crl"), crl_chain.leaf, "PCK CRL")
+    # (C2) TCB Info and (C3) QE Identity: signatures over the exact signed bytes, checked before parsing.
+    tcb_bytes = fields["tcb_info"].encode()
+    qe_bytes = fields["qe_identity"].encode()
+    _verify_raw_sig(tcb_chain.leaf, fields["tcb_info_signature"], tcb_bytes, "TCB Info")
+    _verify_raw_sig(qe_chain.leaf, fields["qe_identity_signature"], qe_bytes, "QE Identity")
+    tcb_info = parse_tcb_info(_json(tcb_bytes, "TCB Info"))
+    qe_identity = parse_qe_identity(_json(qe_bytes, "QE Identity"))
+    revoked = {root_crl.issuer: root_crl.revoked, pck_crl.issuer: pck_crl.revoked}
+    chains = (tcb_chain, qe_chain, crl_chain)
+    # (C5) the signing certificates themselves must not be revoked.
+    for chain in chains:
+        chain.check_revocation(revoked)
+    digests = {
+        "intel.collateral": hashlib.sha256(doc).hexdigest(),
+        "intel.tcb_info": hashlib.sha256(tcb_bytes).hexdigest(),
+        "intel.qe_identity": hashlib.sha256(qe_bytes).hexdigest(),
+        "intel.pck_crl": hashlib.sha256(bytes.fromhex(fields["pck_crl"])).hexdigest(),
+        "intel.root_ca_crl": hashlib.sha256(bytes.fromhex(fields["root_ca_crl"])).hexdigest(),
+    }
+    return VerifiedCollateral(tcb_info, qe_identity, chains, (root_crl, pck_crl), revoked, digests)
+
+
+def _unhex(value: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError as exc:
+        raise CollateralInvalid(f"collateral field {what} is not hex", field=what) from exc
+
+
+def _json(data: bytes, what: str) -> object:
+    try:
+        return json.loads(data)
+    except ValueError as exc:
+        raise CollateralInvalid(f"{what} is not JSON") from exc
+
+
+def _chain(pem: str, pins: frozenset[str], what: str) -> VerifiedChain:
+    data = pem.encode()
+    key = (hashlib.sha256(data).digest(), pins)
+
+    def compute() -> VerifiedChain:
+        try:
+            return verify_chain(load_pem_chain(data, what), pins, what)
+        except EvidenceError as exc:
+            # A broken collateral chain is broken collateral; keep the specific leaf for roots.
+            if exc.code in ("evidence.chain_invalid",):
+                raise CollateralInvalid(f"{what} issuer chain does not verify") from exc
+            raise
+
+    return _CHAIN_CACHE.get_or_compute(key, compute)
+
+
+def _crl(der: bytes, issuer: x509.Certificate, what: str) -> Crl:
+    key = (hashlib.sha256(der).digest(), hashlib.sha256(issuer.tbs_certificate_bytes).digest())
+
+    def compute() -> Crl:
+        try:
+            crl = x509.load_der_x509_crl(der)
+            ok = crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        except (ValueError, TypeError) as exc:
+            raise CollateralInvalid(f"{what} cannot be parsed") from exc
+        if not ok:
+            raise CollateralInvalid(f"{what} signature or issuer does not verify", item=what)
+        return Crl(
+            issuer=crl.issuer.public_bytes(),
+            revoked=frozenset(r.serial_number for r in crl),
+            this_update=crl.last_update_utc,
+            next_update=crl.next_update_utc,
+        )
+
+    return _CRL_CACHE.get_or_compute(key, compute)
+
+
+def _verify_raw_sig(cert: x509.Certificate, sig_hex: str, data: bytes, what: str) -> None:
+    raw = _unhex(sig_hex, f"{what} signature")
+    key = cert.public_key()
+    if len(raw) != 64 or not isinstance(key, ec.EllipticCurvePublicKey):
+        raise CollateralInvalid(f"{what} signature is not a raw P-256 r||s")
+    der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
+    try:
+        key.verify(der, data, _ECDSA_SHA256)
+    except InvalidSignature as exc:
+        raise CollateralInvalid(f"{what} signature does not verify", item=what) from exc

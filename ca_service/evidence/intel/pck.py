@@ -1,0 +1,226 @@
+"""X.509 for Intel DCAP: chains to the pinned Intel SGX Root CA, and the PCK certificate's SGX extensions.
+
+References: Intel SGX PCK Certificate and CRL Profile Specification (section 1.3 "PCK Certificate",
+1.5 "Intel SGX Extensions": OID 1.2.840.113741.1.13.1 with PPID, TCB (comp01..16, PCESVN, CPUSVN),
+PCE-ID, FMSPC, SGX Type).
+
+Signature and linkage checks are independent of time and are done once per chain (the caller caches
+the result); validity windows are kept as data and checked at ``at`` on every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.error import PyAsn1Error
+
+from ca_service.errors import (
+    CertificateExpired,
+    CertificateRevoked,
+    ChainInvalid,
+    EvidenceMalformed,
+    RootUntrusted,
+)
+from ca_service.evidence.intel.cache import LRU
+from ca_service.evidence.trust import is_pinned
+
+SGX_EXTENSION_OID = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
+_OID_PPID = "1.2.840.113741.1.13.1.1"
+_OID_TCB = "1.2.840.113741.1.13.1.2"
+_OID_PCEID = "1.2.840.113741.1.13.1.3"
+_OID_FMSPC = "1.2.840.113741.1.13.1.4"
+_OID_PCESVN = "1.2.840.113741.1.13.1.2.17"
+_COMP_OIDS = tuple(f"1.2.840.113741.1.13.1.2.{i}" for i in range(1, 17))
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """One certificate's validity window, checked at verification time."""
+
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    serial: int
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedChain:
+    """A chain whose links and signatures verified up to a pinned root (leaf first)."""
+
+    certs: tuple[x509.Certificate, ...]
+    windows: tuple[Window, ...]
+
+    @property
+    def leaf(self) -> x509.Certificate:
+        return self.certs[0]
+
+    @property
+    def root(self) -> x509.Certificate:
+        return self.certs[-1]
+
+    def check_time(self, at: datetime) -> None:
+        """Raises CertificateExpired (``evidence.certificate_expired``) outside any window."""
+        for w in self.windows:
+            if at < w.not_before or at > w.not_after:
+                raise CertificateExpired(
+                    f"certificate {w.subject!r} is not valid at {at.isoformat()}", subject=w.subject
+                )
+
+    def check_revocation(self, revoked_by_issuer: dict[bytes, frozenset[int]]) -> None:
+        """Each non-root certificate's serial against the CRL of its issuer (keyed by issuer DER name).
+
+        Raises:
+            CertificateRevoked (``evidence.certificate_revoked``).
+            ChainInvalid (``evidence.chain_invalid``): no CRL covers a certificate (unknown status).
+        """
+        for cert in self.certs[:-1]:
+            serials = revoked_by_issuer.get(cert.issuer.public_bytes())
+            if serials is None:
+                raise ChainInvalid("no CRL from the issuer of a chain certificate", subject=_name(cert))
+            if cert.serial_number in serials:
+                raise CertificateRevoked("a certificate in the chain is revoked", subject=_name(cert))
+
+
+def _name(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string()
+
+
+def load_pem_chain(data: bytes, what: str) -> tuple[x509.Certificate, ...]:
+    """Raises ChainInvalid (``evidence.chain_invalid``) if ``data`` holds no parseable certificate."""
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise ChainInvalid(f"{what} certificate chain cannot be parsed") from exc
+    return tuple(certs)
+
+
+def verify_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], what: str) -> VerifiedChain:
+    """Verify links and signatures of a leaf-first chain ending at a pinned root.
+
+    Raises:
+        ChainInvalid (``evidence.chain_invalid``): broken link, bad signature, non-CA issuer, not EC.
+        RootUntrusted (``evidence.root_untrusted``): the last certificate's SHA-256 is not pinned.
+    """
+    if len(certs) < 2:
+        raise ChainInvalid(f"{what} chain is too short")
+    if len(certs) > 4:
+        raise ChainInvalid(f"{what} chain is too long")
+    root = certs[-1]
+    # Never trust a root because it is carried along: its DER must match a pin.
+    if not is_pinned(root, pins):
+        raise RootUntrusted(f"{what} chain does not end at a pinned Intel root")
+    for i, cert in enumerate(certs):
+        issuer = certs[min(i + 1, len(certs) - 1)]
+        if i > 0:
+            _require_ca(cert, what)
+        if not isinstance(issuer.public_key(), ec.EllipticCurvePublicKey):
+            raise ChainInvalid(f"{what} chain issuer key is not ECDSA")
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise ChainInvalid(f"{what} chain link {i} does not verify", subject=_name(cert)) from exc
+    windows = tuple(
+        Window(_name(c), c.not_valid_before_utc, c.not_valid_after_utc, c.serial_number) for c in certs
+    )
+    return VerifiedChain(tuple(certs), windows)
+
+
+def _require_ca(cert: x509.Certificate, what: str) -> None:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except (x509.ExtensionNotFound, ValueError) as exc:
+        raise ChainInvalid(f"{what} chain issuer has no basicConstraints", subject=_name(cert)) from exc
+    if not bc.ca:
+        raise ChainInvalid(f"{what} chain issuer is not a CA", subject=_name(cert))
+
+
+@dataclass(frozen=True, slots=True)
+class PckInfo:
+    """The SGX extension values of a PCK leaf certificate (PCK profile, section 1.5)."""
+
+    ppid: bytes
+    cpu_svn: tuple[int, ...]  # SGX TCB comp01..comp16 SVNs
+    pce_svn: int
+    pce_id: bytes
+    fmspc: bytes
+
+
+def _octets(value: object, length: int, what: str) -> bytes:
+    out: bytes = bytes(value)  # type: ignore[call-overload]
+    if len(out) != length:
+        raise EvidenceMalformed(f"PCK extension {what} has the wrong length", field=what)
+    return out
+
+
+def parse_pck_extension(cert: x509.Certificate) -> PckInfo:
+    """Parse the Intel SGX extension of a PCK certificate (pyasn1, DER).
+
+    Raises:
+        EvidenceMalformed (``evidence.malformed``): extension missing or not of the documented shape.
+    """
+    try:
+        ext = cert.extensions.get_extension_for_oid(SGX_EXTENSION_OID).value
+        raw = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
+        top, rest = der_decoder.decode(raw)
+        if rest:
+            raise EvidenceMalformed("PCK SGX extension has trailing bytes")
+        entries = {str(item[0]): item[1] for item in top}
+        tcb = {str(item[0]): item[1] for item in entries[_OID_TCB]}
+        comps = tuple(int(tcb[oid]) for oid in _COMP_OIDS)
+        pce_svn = int(tcb[_OID_PCESVN])
+        info = PckInfo(
+            ppid=_octets(entries[_OID_PPID], 16, "PPID"),
+            cpu_svn=comps,
+            pce_svn=pce_svn,
+            pce_id=_octets(entries[_OID_PCEID], 2, "PCE-ID"),
+            fmspc=_octets(entries[_OID_FMSPC], 6, "FMSPC"),
+        )
+    except EvidenceMalformed:
+        raise
+    except (x509.ExtensionNotFound, PyAsn1Error, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise EvidenceMalformed("PCK certificate has no well-formed Intel SGX extension") from exc
+    if not all(0 <= c < 256 for c in comps) or not 0 <= pce_svn < 65536:
+        raise EvidenceMalformed("PCK certificate TCB SVNs are out of range")
+    return info
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedPck:
+    """A PCK chain from a quote's certification data, verified to a pinned root, with its extension."""
+
+    chain: VerifiedChain
+    info: PckInfo
+    public_key: ec.EllipticCurvePublicKey
+    sha256: str  # of the certification data as carried in the quote
+
+
+_PCK_CACHE: LRU[VerifiedPck] = LRU(256)
+
+
+def verified_pck(cert_data: bytes, pins: frozenset[str]) -> VerifiedPck:
+    """Verify the PCK chain of certification data type 5 (PEM, leaf first), cached by its bytes.
+
+    Raises:
+        ChainInvalid, RootUntrusted (``evidence.*``); EvidenceMalformed for a bad SGX extension.
+    """
+    digest = hashlib.sha256(cert_data).digest()
+    return _PCK_CACHE.get_or_compute((digest, pins), lambda: _verify_pck(cert_data, digest, pins))
+
+
+def _verify_pck(cert_data: bytes, digest: bytes, pins: frozenset[str]) -> VerifiedPck:
+    chain = verify_chain(load_pem_chain(cert_data, "PCK"), pins, "PCK")
+    key = chain.leaf.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ChainInvalid("PCK certificate key is not P-256")
+    return VerifiedPck(chain, parse_pck_extension(chain.leaf), key, digest.hex())
+
+
+def clear_cache() -> None:
+    _PCK_CACHE.clear()

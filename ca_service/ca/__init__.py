@@ -1,0 +1,1 @@
+"""Certificate profiles, the attestation extension, EAR claims (PURE)."""

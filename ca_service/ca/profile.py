@@ -1,0 +1,207 @@
+"""Certificate profiles: offline root, issuing CA, short-lived end-entity certificates.
+
+The end-entity certificate carries the attestation result in a non-critical ``id-pe-cmw``
+extension (1.3.6.1.5.5.7.1.35, draft-ietf-rats-msg-wrap): ``CMW ::= CHOICE { json UTF8String, ... }``
+holding a JSON CMW record ``[media-type, base64url(EAR claims JSON)]``.
+"""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+
+from ca_service.crypto.keys import ParsedCSR
+from ca_service.errors import CertificateRequestRefused
+from ca_service.policy.model import Policy
+
+ID_PE_CMW = ObjectIdentifier("1.3.6.1.5.5.7.1.35")
+EAR_MEDIA_TYPE = 'application/eat-ucs+json; eat_profile="tag:ietf.org,2026:rats/ear#03"'
+EKU_OIDS = {"serverAuth": ExtendedKeyUsageOID.SERVER_AUTH, "clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH}
+BACKDATE = timedelta(minutes=5)
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(body)]) + body
+
+
+def encode_cmw_json(ear: dict[str, Any]) -> bytes:
+    """DER of the CMW CHOICE ``json`` alternative (a UTF8String) holding a JSON CMW record."""
+    payload = base64.urlsafe_b64encode(json.dumps(ear, sort_keys=True, separators=(",", ":")).encode())
+    record = json.dumps([EAR_MEDIA_TYPE, payload.rstrip(b"=").decode()], separators=(",", ":")).encode()
+    return b"\x0c" + _der_length(len(record)) + record
+
+
+def decode_cmw_json(der: bytes) -> dict[str, Any]:
+    """Inverse of :func:`encode_cmw_json` (relying parties, tests)."""
+    if not der or der[0] != 0x0C:
+        raise ValueError("not a CMW json (UTF8String) value")
+    first = der[1]
+    if first < 0x80:
+        start, length = 2, first
+    else:
+        nlen = first & 0x7F
+        start, length = 2 + nlen, int.from_bytes(der[2 : 2 + nlen], "big")
+    record = json.loads(der[start : start + length])
+    if not isinstance(record, list) or len(record) != 2 or record[0] != EAR_MEDIA_TYPE:
+        raise ValueError("unexpected CMW record")
+    value = record[1] + "=" * (-len(record[1]) % 4)
+    ear: dict[str, Any] = json.loads(base64.urlsafe_b64decode(value))
+    return ear
+
+
+def ear_from_certificate(cert: x509.Certificate) -> dict[str, Any]:
+    ext = cert.extensions.get_extension_for_oid(ID_PE_CMW)
+    value = ext.value
+    if not isinstance(value, x509.UnrecognizedExtension):
+        raise ValueError("unexpected id-pe-cmw parsing")
+    return decode_cmw_json(value.value)
+
+
+def _sign_hash(key: Any) -> hashes.HashAlgorithm | None:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return None
+    if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1):
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def ca_name(cn: str, insecure: bool) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ca-service")]
+    if insecure:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "INSECURE-DEV (not in a TEE)"))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    return x509.Name(attrs)
+
+
+def build_root(key: Any, *, now: datetime, insecure: bool, years: int = 10) -> x509.Certificate:
+    name = ca_name("ca-service Root CA", insecure)
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE).not_valid_after(now + timedelta(days=365 * years))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=1), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(ski, critical=False)
+        .sign(key, _sign_hash(key))
+    )
+
+
+def build_issuing(key: Any, root_key: Any, root: x509.Certificate, *, now: datetime, insecure: bool,
+                  public_url: str, years: int = 3) -> x509.Certificate:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(ca_name("ca-service Issuing CA", insecure)).issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - BACKDATE).not_valid_after(min(now + timedelta(days=365 * years), root.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+        .sign(root_key, _sign_hash(root_key))
+    )
+
+
+def _dns_allowed(name: str, patterns: Sequence[str]) -> bool:
+    name = name.lower()
+    for pat in patterns:
+        if pat.startswith("*."):
+            # one label only: *.cvm.example matches a.cvm.example, not a.b.cvm.example
+            suffix = pat[1:]
+            if name.endswith(suffix) and "." not in name[: -len(suffix)] and name[: -len(suffix)]:
+                return True
+        elif fnmatch.fnmatchcase(name, pat) and "*" not in pat:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class IssuanceRequest:
+    """A frozen, checked request: what the end-entity certificate will say."""
+
+    csr: ParsedCSR
+    dns_names: tuple[str, ...]
+    ekus: tuple[str, ...]
+    lifetime: timedelta
+
+
+def check_request(policy: Policy, csr: ParsedCSR, requested_lifetime: timedelta | None) -> IssuanceRequest:
+    """Apply the policy's certificate rules to a CSR.
+
+    Raises:
+        CertificateRequestRefused (``certificate.refused``): key type, SAN or lifetime not allowed.
+    """
+    rules = policy.certificate
+    key_types = rules.get("key_types", ["ec-p256", "ec-p384", "ed25519"])
+    if csr.key_type not in key_types:
+        raise CertificateRequestRefused(f"key type {csr.key_type} is not allowed by policy {policy.name}",
+                                        check="key_types", expected=key_types, actual=csr.key_type)
+    if csr.requested_other_names():
+        raise CertificateRequestRefused("only DNS subject alternative names can be requested", check="san")
+    dns = csr.requested_dns_names()
+    patterns = rules.get("san", {}).get("dns", [])
+    for name in dns:
+        if not _dns_allowed(name, patterns):
+            raise CertificateRequestRefused(f"DNS name {name!r} is not allowed by policy {policy.name}",
+                                            check="san.dns", expected=patterns, actual=name)
+    ceiling = policy.max_lifetime
+    lifetime = ceiling if requested_lifetime is None else requested_lifetime
+    if lifetime <= timedelta(0) or lifetime > ceiling:
+        raise CertificateRequestRefused(f"lifetime must be positive and at most {ceiling}",
+                                        check="max_lifetime", expected=str(ceiling), actual=str(lifetime))
+    return IssuanceRequest(csr=csr, dns_names=tuple(dns), ekus=tuple(rules.get("eku", ["clientAuth"])),
+                           lifetime=lifetime)
+
+
+def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Certificate, now: datetime,
+                     serial: int, ear: dict[str, Any], public_url: str, insecure: bool) -> x509.Certificate:
+    subject_attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ca-service attested workload")]
+    if insecure:
+        subject_attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "INSECURE-DEV"))
+    cn = req.dns_names[0] if req.dns_names else f"spki-sha256:{req.csr.spki_sha256[:32]}"
+    subject_attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    pub = req.csr.csr.public_key()
+    not_before = now - BACKDATE
+    not_after = min(now + req.lifetime, issuer.not_valid_after_utc)
+    ku_agreement = isinstance(pub, ec.EllipticCurvePublicKey)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(subject_attrs)).issuer_name(issuer.subject)
+        .public_key(pub)
+        .serial_number(serial)
+        .not_valid_before(not_before).not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, ku_agreement, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([EKU_OIDS[e] for e in req.ekus]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
+        .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(f"{public_url}/v1/ca/crl")], None, None, None)]), critical=False)
+        .add_extension(x509.AuthorityInformationAccess([
+            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                   x509.UniformResourceIdentifier(f"{public_url}/v1/ocsp")),
+            x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
+                                   x509.UniformResourceIdentifier(f"{public_url}/v1/ca/issuing.cer")),
+        ]), critical=False)
+        .add_extension(x509.UnrecognizedExtension(ID_PE_CMW, encode_cmw_json(ear)), critical=False)
+    )
+    if req.dns_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(n) for n in req.dns_names]), critical=False)
+    return builder.sign(issuer_key, _sign_hash(issuer_key))

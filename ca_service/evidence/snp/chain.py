@@ -1,0 +1,325 @@
+"""ARK -> ASK/ASVK -> VCEK/VLEK: pick the certificates by content, verify, and cache the result.
+
+Steps (AMD 57230 section 2 "Certificate chain"; every signature is RSASSA-PSS, SHA-384, MGF1
+SHA-384, salt 48 bytes):
+
+1. The ARK is self-issued and its SHA-256 is pinned in ``roots.amd``; a root carried in the
+   collateral is trusted only through the pin. Then its self-signature is checked.
+2. The ASK (VCEK chains) or ASVK (VLEK chains) is a CA certificate signed by the ARK.
+3. The VCEK/VLEK is signed by the ASK/ASVK and holds a P-384 key.
+4. Every certificate is inside its validity window at ``at``.
+5. The product line named by the ARK, the intermediate and the VCEK/VLEK productName agree.
+
+A verified chain is immutable (a VCEK is fixed per chip and TCB), so the signature checks are
+cached per (VCEK/VLEK, ASK/ASVK, ARK) digests; what depends on the call (pins, ``at``, CRL) is
+re-checked every time. Only successes are cached.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca_service.errors import (
+    CertificateExpired,
+    CertificateRevoked,
+    ChainInvalid,
+    CollateralExpired,
+    CollateralInvalid,
+    CollateralMissing,
+    RootUntrusted,
+    SnpProductMismatch,
+)
+from ca_service.evidence.snp.certs import (
+    PRODUCT_LINES,
+    ProductLine,
+    VekInfo,
+    common_name,
+    line_from_cn,
+    parse_vek,
+    vek_key_type,
+)
+from ca_service.evidence.snp.parse import SigningKey
+from ca_service.evidence.trust import is_pinned
+
+_PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
+_CACHE_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class VerifiedChain:
+    """A chain whose signatures verified: everything needed to check a report against it."""
+
+    line: ProductLine
+    vek: VekInfo
+    vek_key: ec.EllipticCurvePublicKey
+    ark: x509.Certificate
+    intermediate: x509.Certificate
+    leaf: x509.Certificate
+    fingerprints: tuple[str, str, str]  # vek, intermediate, ark (SHA-256 of DER, hex)
+
+    def certificates(self) -> tuple[tuple[str, x509.Certificate], ...]:
+        inter = "asvk" if self.vek.key_type is SigningKey.VLEK else "ask"
+        return ((self.vek.key_type.name.lower(), self.leaf), (inter, self.intermediate), ("ark", self.ark))
+
+
+class _LRU:
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[tuple[str, ...], object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> object | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[str, ...], value: object) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+_CHAINS = _LRU(_CACHE_SIZE)
+_CRLS = _LRU(_CACHE_SIZE)
+
+
+def clear_caches() -> None:
+    """Forget every verified chain and CRL (tests and benchmarks measure the cold path with it)."""
+    _CHAINS.clear()
+    _CRLS.clear()
+
+
+def fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _verify_pss(issuer: x509.Certificate, cert: x509.Certificate, what: str) -> None:
+    key = issuer.public_key()
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ChainInvalid(f"{what}: issuer key is not RSA")
+    if cert.signature_algorithm_oid != x509.oid.SignatureAlgorithmOID.RSASSA_PSS or not isinstance(
+        cert.signature_hash_algorithm, hashes.SHA384
+    ):
+        raise ChainInvalid(f"{what}: signature is not RSASSA-PSS with SHA-384")
+    try:
+        key.verify(cert.signature, cert.tbs_certificate_bytes, _PSS, hashes.SHA384())
+    except (InvalidSignature, UnsupportedAlgorithm) as exc:
+        raise ChainInvalid(f"{what}: signature does not verify") from exc
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return False
+    return bool(bc.ca and ku.key_cert_sign)
+
+
+def select_vek_candidates(certs: Iterable[x509.Certificate], key: SigningKey) -> list[x509.Certificate]:
+    """Every distinct VCEK (or VLEK) in the collateral, in a stable order."""
+    seen: set[bytes] = set()
+    out: list[x509.Certificate] = []
+    for cert in certs:
+        if vek_key_type(cert) is not key:
+            continue
+        der = cert.public_bytes(Encoding.DER)
+        if der not in seen:
+            seen.add(der)
+            out.append(cert)
+    return out
+
+
+def _find_issuer(
+    certs: Iterable[x509.Certificate], cert: x509.Certificate, want_self_issued: bool
+) -> x509.Certificate | None:
+    for cand in certs:
+        if cand.subject != cert.issuer:
+            continue
+        if want_self_issued != (cand.subject == cand.issuer):
+            continue
+        return cand
+    return None
+
+
+def _other_lines(certs: Iterable[x509.Certificate], prefix: str) -> list[str]:
+    names = {common_name(c.subject) for c in certs}
+    return sorted(n for n in names if line_from_cn(n, prefix) is not None)
+
+
+def build_chain(
+    leaf: x509.Certificate, certs: tuple[x509.Certificate, ...], pins: frozenset[str]
+) -> VerifiedChain:
+    """Find and verify the ASK/ASVK and ARK above ``leaf`` (a VCEK/VLEK), cached.
+
+    Does not check validity windows: see :func:`check_validity`.
+
+    Raises:
+        CollateralMissing: no intermediate or ARK for this leaf in the collateral.
+        SnpProductMismatch (``evidence.snp.product_mismatch``): the collateral's ASK/ARK are for
+            another product line than the VCEK/VLEK.
+        RootUntrusted: the ARK is not pinned.
+        ChainInvalid: a signature, role or key type is wrong.
+        CollateralInvalid: the VCEK/VLEK extensions are malformed.
+    """
+    vek = parse_vek(leaf)
+    line = PRODUCT_LINES.get(vek.product_line_name)
+    if line is None:
+        raise SnpProductMismatch(f"VCEK/VLEK product {vek.product_name!r} is not a known product line")
+
+    want_inter = line.intermediate_cn(vek.key_type)
+    if common_name(leaf.issuer) != want_inter:
+        raise SnpProductMismatch(
+            f"{vek.key_type.name} for {line.name} is issued by "
+            f"{common_name(leaf.issuer)!r}, not {want_inter!r}"
+        )
+    inter = _find_issuer(certs, leaf, want_self_issued=False)
+    if inter is None:
+        others = _other_lines(certs, "SEV-VLEK-" if vek.key_type is SigningKey.VLEK else "SEV-")
+        if others:
+            raise SnpProductMismatch(
+                f"{vek.key_type.name} needs {want_inter}; collateral has {', '.join(others)}"
+            )
+        raise CollateralMissing(f"no {want_inter} certificate in the collateral")
+    ark = _find_issuer(certs, inter, want_self_issued=True)
+    if ark is None:
+        others = _other_lines(certs, "ARK-")
+        if others:
+            raise SnpProductMismatch(f"{want_inter} needs {line.ark_cn}; collateral has {', '.join(others)}")
+        raise CollateralMissing(f"no {line.ark_cn} certificate in the collateral")
+    if common_name(ark.subject) != line.ark_cn:
+        raise SnpProductMismatch(f"ARK {common_name(ark.subject)!r} is not {line.ark_cn!r}")
+
+    # Step 1 first: an unpinned root is refused before any work is spent on it.
+    if not is_pinned(ark, pins):
+        raise RootUntrusted(f"{common_name(ark.subject)} is not a pinned AMD root")
+
+    fps = (fingerprint(leaf), fingerprint(inter), fingerprint(ark))
+    cached = _CHAINS.get(fps)
+    if isinstance(cached, VerifiedChain):
+        return cached
+
+    _verify_pss(ark, ark, "ARK self-signature")
+    if not _is_ca(ark):
+        raise ChainInvalid("ARK is not a CA certificate with keyCertSign")
+    _verify_pss(ark, inter, f"{want_inter} signed by {line.ark_cn}")
+    if not _is_ca(inter):
+        raise ChainInvalid(f"{want_inter} is not a CA certificate with keyCertSign")
+    _verify_pss(inter, leaf, f"{vek.key_type.name} signed by {want_inter}")
+    key = leaf.public_key()
+    if not isinstance(key, ec.EllipticCurvePublicKey):  # vek_key_type checked; keeps mypy exact
+        raise ChainInvalid("VCEK/VLEK key is not EC P-384")
+
+    chain = VerifiedChain(line, vek, key, ark, inter, leaf, fps)
+    _CHAINS.put(fps, chain)
+    return chain
+
+
+def check_validity(chain: VerifiedChain, at: datetime) -> None:
+    """Raises CertificateExpired if any certificate of the chain is outside its window at ``at``."""
+    for role, cert in chain.certificates():
+        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+            raise CertificateExpired(
+                f"{role.upper()} valid {cert.not_valid_before_utc.isoformat()} .. "
+                f"{cert.not_valid_after_utc.isoformat()}, not at {at.isoformat()}"
+            )
+
+
+@dataclass(frozen=True)
+class CrlResult:
+    checked: bool
+    detail: str
+    this_update: datetime | None = None
+    next_update: datetime | None = None
+    sha256: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "checked": self.checked,
+            "this_update": self.this_update.isoformat() if self.this_update else None,
+            "next_update": self.next_update.isoformat() if self.next_update else None,
+            "sha256": self.sha256,
+            "revoked": False if self.checked else None,
+        }
+
+
+def check_crls(
+    chain: VerifiedChain, crls: Iterable[x509.CertificateRevocationList], at: datetime
+) -> CrlResult:
+    """Check every CRL issued by this chain's ARK: signature, window at ``at``, and revocation of
+    the ASK/ASVK (the certificate the ARK issues; VCEKs are not revoked one by one, they are
+    superseded by TCB). CRLs of other issuers are ignored; with none left, revocation is reported
+    as not checked.
+
+    Raises:
+        CollateralInvalid: a CRL naming the ARK as issuer does not verify, or has no nextUpdate.
+        CollateralExpired (``evidence.collateral_expired``): the CRL is not valid at ``at``.
+        CertificateRevoked: the ASK/ASVK serial is listed.
+    """
+    import hashlib
+
+    ark_name = chain.ark.subject
+    ark_key = chain.ark.public_key()
+    ours = [c for c in crls if c.issuer == ark_name]
+    if not ours:
+        return CrlResult(
+            False, f"no CRL issued by {chain.line.ark_cn} in the collateral: revocation not checked"
+        )
+    results: list[CrlResult] = []
+    for crl in ours:
+        digest = hashlib.sha256(crl.public_bytes(Encoding.DER)).hexdigest()
+        key = (digest, chain.fingerprints[2])
+        if _CRLS.get(key) is None:
+            if crl.signature_algorithm_oid != x509.oid.SignatureAlgorithmOID.RSASSA_PSS or not isinstance(
+                crl.signature_hash_algorithm, hashes.SHA384
+            ):
+                raise CollateralInvalid("AMD CRL is not signed with RSASSA-PSS/SHA-384")
+            if not isinstance(ark_key, rsa.RSAPublicKey):
+                raise CollateralInvalid("ARK key is not RSA")
+            try:
+                ark_key.verify(crl.signature, crl.tbs_certlist_bytes, _PSS, hashes.SHA384())
+            except InvalidSignature as exc:
+                raise CollateralInvalid(f"CRL signature by {chain.line.ark_cn} does not verify") from exc
+            _CRLS.put(key, True)
+        this_update, next_update = crl.last_update_utc, crl.next_update_utc
+        if next_update is None:
+            raise CollateralInvalid("AMD CRL has no nextUpdate")
+        if not this_update <= at <= next_update:
+            raise CollateralExpired(
+                f"CRL valid {this_update.isoformat()} .. {next_update.isoformat()}, not at {at.isoformat()}"
+            )
+        entry = crl.get_revoked_certificate_by_serial_number(chain.intermediate.serial_number)
+        if entry is not None and entry.revocation_date_utc <= at:
+            raise CertificateRevoked(
+                f"{common_name(chain.intermediate.subject)} serial "
+                f"{chain.intermediate.serial_number:#x} is revoked"
+            )
+        results.append(
+            CrlResult(
+                True,
+                f"signed by {chain.line.ark_cn}, valid at {at.isoformat()}, "
+                f"{common_name(chain.intermediate.subject)} not revoked",
+                this_update,
+                next_update,
+                digest,
+            )
+        )
+    return results[-1]

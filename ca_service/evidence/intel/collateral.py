@@ -190,16 +190,17 @@ def _crl(der: bytes, issuer: x509.Certificate, what: str) -> Crl:
         try:
             crl = x509.load_der_x509_crl(der)
             ok = crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-        except (ValueError, TypeError) as exc:
+            parsed = Crl(
+                issuer=crl.issuer.public_bytes(),
+                revoked=frozenset(r.serial_number for r in crl),
+                this_update=crl.last_update_utc,
+                next_update=crl.next_update_utc,
+            )
+        except Exception as exc:  # noqa: BLE001 - the pyca boundary: any parse failure is bad collateral
             raise CollateralInvalid(f"{what} cannot be parsed") from exc
         if not ok:
             raise CollateralInvalid(f"{what} signature or issuer does not verify", item=what)
-        return Crl(
-            issuer=crl.issuer.public_bytes(),
-            revoked=frozenset(r.serial_number for r in crl),
-            this_update=crl.last_update_utc,
-            next_update=crl.next_update_utc,
-        )
+        return parsed
 
     return _CRL_CACHE.get_or_compute(key, compute)
 

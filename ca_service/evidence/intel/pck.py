@@ -23,6 +23,7 @@ from pyasn1.error import PyAsn1Error
 
 from ca_service.errors import (
     CertificateExpired,
+    EvidenceError,
     CertificateRevoked,
     ChainInvalid,
     EvidenceMalformed,
@@ -89,14 +90,17 @@ class VerifiedChain:
 
 
 def _name(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
+    try:
+        return cert.subject.rfc4514_string()
+    except (ValueError, KeyError):  # a mangled name must not turn a refusal into a crash
+        return "<unparseable name>"
 
 
 def load_pem_chain(data: bytes, what: str) -> tuple[x509.Certificate, ...]:
     """Raises ChainInvalid (``evidence.chain_invalid``) if ``data`` holds no parseable certificate."""
     try:
         certs = x509.load_pem_x509_certificates(data)
-    except ValueError as exc:
+    except Exception as exc:  # noqa: BLE001 - the pyca boundary: any parse failure is a chain failure
         raise ChainInvalid(f"{what} certificate chain cannot be parsed") from exc
     return tuple(certs)
 
@@ -108,6 +112,15 @@ def verify_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], what: 
         ChainInvalid (``evidence.chain_invalid``): broken link, bad signature, non-CA issuer, not EC.
         RootUntrusted (``evidence.root_untrusted``): the last certificate's SHA-256 is not pinned.
     """
+    try:
+        return _verify_chain(certs, pins, what)
+    except EvidenceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyca parses lazily: a mangled field surfaces here, any type
+        raise ChainInvalid(f"{what} chain holds a malformed certificate") from exc
+
+
+def _verify_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], what: str) -> VerifiedChain:
     if len(certs) < 2:
         raise ChainInvalid(f"{what} chain is too short")
     if len(certs) > 4:
@@ -124,7 +137,7 @@ def verify_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], what: 
             raise ChainInvalid(f"{what} chain issuer key is not ECDSA")
         try:
             cert.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature) as exc:
+        except InvalidSignature as exc:
             raise ChainInvalid(f"{what} chain link {i} does not verify", subject=_name(cert)) from exc
     windows = tuple(
         Window(_name(c), c.not_valid_before_utc, c.not_valid_after_utc, c.serial_number) for c in certs
@@ -184,7 +197,7 @@ def parse_pck_extension(cert: x509.Certificate) -> PckInfo:
         )
     except EvidenceMalformed:
         raise
-    except (x509.ExtensionNotFound, PyAsn1Error, KeyError, IndexError, TypeError, ValueError) as exc:
+    except (x509.ExtensionNotFound, PyAsn1Error, Exception) as exc:  # noqa: BLE001 - parser boundary
         raise EvidenceMalformed("PCK certificate has no well-formed Intel SGX extension") from exc
     if not all(0 <= c < 256 for c in comps) or not 0 <= pce_svn < 65536:
         raise EvidenceMalformed("PCK certificate TCB SVNs are out of range")
@@ -216,7 +229,10 @@ def verified_pck(cert_data: bytes, pins: frozenset[str]) -> VerifiedPck:
 
 def _verify_pck(cert_data: bytes, digest: bytes, pins: frozenset[str]) -> VerifiedPck:
     chain = verify_chain(load_pem_chain(cert_data, "PCK"), pins, "PCK")
-    key = chain.leaf.public_key()
+    try:
+        key = chain.leaf.public_key()
+    except Exception as exc:  # noqa: BLE001 - the pyca boundary: any parse failure is a chain failure
+        raise ChainInvalid("PCK certificate key cannot be parsed") from exc
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ChainInvalid("PCK certificate key is not P-256")
     return VerifiedPck(chain, parse_pck_extension(chain.leaf), key, digest.hex())

@@ -28,7 +28,8 @@ def _id(v: Vector) -> str:
 
 
 def _verify(v: Vector, at=None):
-    return verify(f"{v.tee}-quote", v.read("quote"), collateral=[v.read("collateral")], at=at or v.verify_time)
+    at = at or v.verify_time
+    return verify(f"{v.tee}-quote", v.read("quote"), collateral=[v.read("collateral")], at=at)
 
 
 def test_every_intel_vector_is_listed():

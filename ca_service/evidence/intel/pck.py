@@ -23,9 +23,9 @@ from pyasn1.error import PyAsn1Error
 
 from ca_service.errors import (
     CertificateExpired,
-    EvidenceError,
     CertificateRevoked,
     ChainInvalid,
+    EvidenceError,
     EvidenceMalformed,
     RootUntrusted,
 )

@@ -11,6 +11,7 @@ from ca_service.db.models.core import (
     Policy,
     PolicyVersion,
 )
+from ca_service.db.models.tlog import TlogCheckpoint, TlogEntry, TlogTile
 
 __all__ = [
     "Base",
@@ -22,4 +23,7 @@ __all__ = [
     "EvidenceBlob",
     "Policy",
     "PolicyVersion",
+    "TlogCheckpoint",
+    "TlogEntry",
+    "TlogTile",
 ]

@@ -43,12 +43,13 @@ _COMP_OIDS = tuple(f"1.2.840.113741.1.13.1.2.{i}" for i in range(1, 17))
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """One certificate's validity window, checked at verification time."""
+    """One certificate's validity window and revocation key, checked at verification time."""
 
     subject: str
     not_before: datetime
     not_after: datetime
     serial: int
+    issuer: bytes  # DER of the issuer Name, to find the CRL that covers this certificate
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +82,12 @@ class VerifiedChain:
             CertificateRevoked (``evidence.certificate_revoked``).
             ChainInvalid (``evidence.chain_invalid``): no CRL covers a certificate (unknown status).
         """
-        for cert in self.certs[:-1]:
-            serials = revoked_by_issuer.get(cert.issuer.public_bytes())
+        for w in self.windows[:-1]:
+            serials = revoked_by_issuer.get(w.issuer)
             if serials is None:
-                raise ChainInvalid("no CRL from the issuer of a chain certificate", subject=_name(cert))
-            if cert.serial_number in serials:
-                raise CertificateRevoked("a certificate in the chain is revoked", subject=_name(cert))
+                raise ChainInvalid("no CRL from the issuer of a chain certificate", subject=w.subject)
+            if w.serial in serials:
+                raise CertificateRevoked("a certificate in the chain is revoked", subject=w.subject)
 
 
 def _name(cert: x509.Certificate) -> str:
@@ -140,7 +141,10 @@ def _verify_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], what:
         except InvalidSignature as exc:
             raise ChainInvalid(f"{what} chain link {i} does not verify", subject=_name(cert)) from exc
     windows = tuple(
-        Window(_name(c), c.not_valid_before_utc, c.not_valid_after_utc, c.serial_number) for c in certs
+        Window(
+            _name(c), c.not_valid_before_utc, c.not_valid_after_utc, c.serial_number, c.issuer.public_bytes()
+        )
+        for c in certs
     )
     return VerifiedChain(tuple(certs), windows)
 

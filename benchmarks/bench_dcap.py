@@ -57,35 +57,37 @@ def main() -> None:
     args = ap.parse_args()
     print(f"{'quote':8} {'mode':5} {'ours µs':>9} {'dcap-qvl µs':>12} {'ratio':>6}")
     for label, tee, path in CASES:
-        v = next(x for x in vectors_for(tee) if x.path == path)
-        quote, coll_bytes, at = v.read("quote"), v.read("collateral"), v.verify_time
-        now = int(at.timestamp())
-        coll = load_collateral([coll_bytes])
-        qcoll = dcap_qvl.QuoteCollateralV3.from_json(coll_bytes.decode())
-        kind = f"{tee}-quote"
+        bench_case(label, tee, path, args.number, args.runs)
 
-        def ours_warm() -> object:
-            return verify(kind, quote, collateral=coll, at=at)
 
-        def ours_cold() -> object:
-            clear_ours()
-            return verify(kind, quote, collateral=[coll_bytes], at=at)
+def bench_case(label: str, tee: str, path: str, number: int, runs: int) -> None:
+    v = next(x for x in vectors_for(tee) if x.path == path)
+    quote, coll_bytes, at = v.read("quote"), v.read("collateral"), v.verify_time
+    now = int(at.timestamp())
+    coll = load_collateral([coll_bytes])
+    qcoll = dcap_qvl.QuoteCollateralV3.from_json(coll_bytes.decode())
+    kind = f"{tee}-quote"
 
-        def theirs_warm() -> object:
-            return dcap_qvl.verify(quote, qcoll, now)
+    def ours_warm() -> object:
+        return verify(kind, quote, collateral=coll, at=at)
 
-        def theirs_cold() -> object:
-            return dcap_qvl.verify(quote, dcap_qvl.QuoteCollateralV3.from_json(coll_bytes.decode()), now)
+    def ours_cold() -> object:
+        clear_ours()
+        return verify(kind, quote, collateral=[coll_bytes], at=at)
 
-        for mode, a, b, n in (
-            ("warm", ours_warm, theirs_warm, args.number),
-            ("cold", ours_cold, theirs_cold, max(20, args.number // 10)),
-        ):
-            # Interleave to share the machine's noise; median of runs for each.
-            ta = per_call(a, n, args.runs)
-            tb = per_call(b, n, args.runs)
-            print(f"{label:8} {mode:5} {ta * 1e6:9.1f} {tb * 1e6:12.1f} {ta / tb:6.2f}")
+    def theirs_warm() -> object:
+        return dcap_qvl.verify(quote, qcoll, now)
 
+    def theirs_cold() -> object:
+        return dcap_qvl.verify(quote, dcap_qvl.QuoteCollateralV3.from_json(coll_bytes.decode()), now)
+
+    for mode, a, b, n in (
+        ("warm", ours_warm, theirs_warm, number),
+        ("cold", ours_cold, theirs_cold, max(20, number // 10)),
+    ):
+        ta = per_call(a, n, runs)
+        tb = per_call(b, n, runs)
+        print(f"{label:8} {mode:5} {ta * 1e6:9.1f} {tb * 1e6:12.1f} {ta / tb:6.2f}")
 
 if __name__ == "__main__":
     main()

@@ -232,7 +232,11 @@ def verified_pck(cert_data: bytes, pins: frozenset[str]) -> VerifiedPck:
 
 
 def _verify_pck(cert_data: bytes, digest: bytes, pins: frozenset[str]) -> VerifiedPck:
-    chain = verify_chain(load_pem_chain(cert_data, "PCK"), pins, "PCK")
+    certs = load_pem_chain(cert_data, "PCK")
+    # PCK profile 1.1: PCK leaf <- PCK Platform/Processor CA <- Intel SGX Root CA, nothing else.
+    if len(certs) != 3:
+        raise ChainInvalid("PCK chain must be leaf, PCK CA and root")
+    chain = verify_chain(certs, pins, "PCK")
     try:
         key = chain.leaf.public_key()
     except Exception as exc:  # noqa: BLE001 - the pyca boundary: any parse failure is a chain failure

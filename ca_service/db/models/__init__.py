@@ -1,6 +1,7 @@
 """All mapped tables. Alembic's env.py imports this package, so every model module is listed here."""
 
 from ca_service.db.base import Base
+from ca_service.db.models.anchor import Anchor, AnchorContract, AnchorWorkerLease  # noqa: F401
 from ca_service.db.models.core import (
     ApiToken,
     AuditEvent,

@@ -1,0 +1,134 @@
+"""Anchoring use cases: the worker wired to settings, and the read side for the API and proofs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from ca_service.anchor.chain import ChainClient, client_for
+from ca_service.anchor.worker import AnchorPolicy, AnchorWorker, Checkpoint, CheckpointSource
+from ca_service.db.models.anchor import Anchor, AnchorContract
+from ca_service.db.models.tlog import TlogCheckpoint
+from ca_service.db.session import Database
+from ca_service.errors import AnchorNotFound, RequestError
+from ca_service.services.container import Services
+
+
+class DbCheckpointSource:
+    """The newest checkpoint the transparency log published (``tlog_checkpoints``)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def newest(self) -> Checkpoint | None:
+        with self.db.read() as s:
+            row = s.scalars(select(TlogCheckpoint).order_by(TlogCheckpoint.size.desc()).limit(1)).first()
+        if row is None:
+            return None
+        return Checkpoint(size=row.size, root=bytes(row.root_hash), note=row.note.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class AnchorView:
+    """What relying parties get: enough to find and check the anchor on chain themselves."""
+
+    chain_id: int
+    contract: str
+    tx_hash: str | None
+    block_number: int | None
+    size: int
+    root: str
+    checkpoint_hash: str
+    state: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chain_id": self.chain_id, "contract": self.contract, "tx_hash": self.tx_hash,
+                "block_number": self.block_number, "size": self.size, "root": self.root,
+                "checkpoint_hash": self.checkpoint_hash, "state": self.state}
+
+
+def _hex(b: bytes | None) -> str | None:
+    return None if b is None else "0x" + bytes(b).hex()
+
+
+def _view(a: Anchor, c: AnchorContract) -> AnchorView:
+    return AnchorView(chain_id=c.chain_id, contract=c.address, tx_hash=_hex(a.tx_hash),
+                      block_number=a.block_number, size=a.size, root="0x" + bytes(a.root).hex(),
+                      checkpoint_hash="0x" + bytes(a.checkpoint_hash).hex(), state=a.state)
+
+
+def policy_from_settings(services: Services, **overrides: Any) -> AnchorPolicy:
+    return AnchorPolicy(confirmations=services.settings.anchor_confirmations, **overrides)
+
+
+def chain_for(services: Services) -> ChainClient:
+    """The configured chain (the process-wide instance for ``embedded``).
+
+    Raises:
+        ConfigurationError (``config.invalid``): RPC URL without a publisher key.
+    """
+    s = services.settings
+    return client_for(s.chain_rpc, private_key=s.chain_private_key, chain_id=s.chain_id)
+
+
+def make_worker(services: Services, *, chain: ChainClient | None = None,
+                source: CheckpointSource | None = None, policy: AnchorPolicy | None = None) -> AnchorWorker:
+    return AnchorWorker(services.db, chain or chain_for(services), source or DbCheckpointSource(services.db),
+                        services.clock, policy or policy_from_settings(services))
+
+
+# --- read side (API, proof bundles) -------------------------------------------------------------------
+
+
+def list_anchors(db: Database, *, limit: int = 100, before_size: int | None = None) -> list[AnchorView]:
+    """Anchors of the active contracts, newest first (every state; ``state`` says which)."""
+    if not 1 <= limit <= 1000:
+        raise RequestError("limit must be 1..1000")
+    q = (select(Anchor, AnchorContract).join(AnchorContract, Anchor.contract_id == AnchorContract.id)
+         .where(AnchorContract.retired_at.is_(None)).order_by(Anchor.size.desc()).limit(limit))
+    if before_size is not None:
+        q = q.where(Anchor.size < before_size)
+    with db.read() as s:
+        return [_view(a, c) for a, c in s.execute(q).all()]
+
+
+def latest_anchor(db: Database) -> AnchorView:
+    """The newest final anchor.
+
+    Raises:
+        AnchorNotFound (``anchor.not_found``): nothing final yet.
+    """
+    q = (select(Anchor, AnchorContract).join(AnchorContract, Anchor.contract_id == AnchorContract.id)
+         .where(AnchorContract.retired_at.is_(None), Anchor.state == "final")
+         .order_by(Anchor.size.desc()).limit(1))
+    with db.read() as s:
+        row = s.execute(q).first()
+    if row is None:
+        raise AnchorNotFound("no final anchor yet")
+    return _view(row[0], row[1])
+
+
+def anchor_covering(db: Database, index: int) -> AnchorView | None:
+    """The smallest final anchor whose tree contains leaf ``index`` (size > index), or None.
+
+    For the certificate proof route: the inclusion proof to that anchor's size plus this anchor
+    let a relying party check the entry against the chain.
+    """
+    if index < 0:
+        raise RequestError("log index must be non-negative")
+    q = (select(Anchor, AnchorContract).join(AnchorContract, Anchor.contract_id == AnchorContract.id)
+         .where(AnchorContract.retired_at.is_(None), Anchor.state == "final", Anchor.size > index)
+         .order_by(Anchor.size).limit(1))
+    with db.read() as s:
+        row = s.execute(q).first()
+    return None if row is None else _view(row[0], row[1])
+
+
+def require_anchor_covering(db: Database, index: int) -> AnchorView:
+    """Raises AnchorNotFound (``anchor.not_found``) when no final anchor covers ``index`` yet."""
+    view = anchor_covering(db, index)
+    if view is None:
+        raise AnchorNotFound("no final anchor covers this log entry yet", index=index)
+    return view

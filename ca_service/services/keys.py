@@ -85,7 +85,7 @@ class KeyStore:
             public_key_der=key.public_key().public_bytes(
                 serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
             ),
-            encrypted_private_key=self.encrypt(key) if role != "root" else None,
+            encrypted_private_key=self.encrypt(key) if role not in ("root", "sim-root") else None,
         )
         session.add(row)
         with self._lock:
@@ -119,8 +119,8 @@ class KeyStore:
 
     def private_key(self, role: str) -> Any:
         key, _ = self._load(role)
-        if role == "root":
-            raise ValueError("the root key is offline")
+        if role in ("root", "sim-root"):
+            raise ValueError(f"the {role} private key is not held by the service")
         return key
 
     def certificate(self, role: str) -> x509.Certificate:

@@ -1,0 +1,72 @@
+"""The Flask app factory. Flask stays a thin shell: parse, call one service, serialize."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from typing import Any
+
+from flask import Flask, Response, json, request
+
+from ca_service.api import problems
+from ca_service.config import Settings
+from ca_service.errors import MalformedJSON, RequestError
+from ca_service.services.container import Services
+
+log = logging.getLogger("ca_service.api")
+
+# Blueprints, each `bp` in its module. Optional ones register when their module is present.
+BLUEPRINTS = (
+    "ca_service.api.v1.health",
+    "ca_service.api.v1.challenges",
+    "ca_service.api.v1.certificates",
+    "ca_service.api.v1.ca",
+)
+OPTIONAL_BLUEPRINTS = (
+    "ca_service.api.v1.log",
+    "ca_service.api.v1.anchors",
+)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    settings = settings or (services.settings if services else Settings.from_env())
+    svc = services or Services.create(settings)
+    app = Flask("ca_service")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["ca_service"] = svc
+    problems.init_app(app)
+    for module_name in BLUEPRINTS + OPTIONAL_BLUEPRINTS:
+        if module_name in OPTIONAL_BLUEPRINTS and importlib.util.find_spec(module_name) is None:
+            continue
+        module = importlib.import_module(module_name)
+        app.register_blueprint(module.bp)
+
+    @app.after_request
+    def _headers(resp: Response) -> Response:
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Cache-Control", "no-store")
+        if settings.insecure:
+            resp.headers["X-CA-Service-Profile"] = "insecure-dev"
+        return resp
+
+    return app
+
+
+def json_body() -> Any:
+    """The request's JSON body, or a problem: 415 for another media type, 400 for bad JSON."""
+    mimetype = request.mimetype
+    if mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise UnsupportedMediaType("send application/json")
+    raw = request.get_data(cache=False)
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedJSON("request body is not valid JSON") from exc
+
+
+class UnsupportedMediaType(RequestError):
+    code = "request.unsupported_media_type"
+    status = 415
+    title = "Unsupported media type"

@@ -1,0 +1,75 @@
+"""RFC 9457 problem details, in one place. Unknown errors: generic 500 with a correlation id."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+from ca_service.errors import CAServiceError
+
+log = logging.getLogger("ca_service.api")
+
+PROBLEM_TYPE_BASE = "https://ca-service.example/problems/"
+
+_HTTP_CODES = {
+    400: "request.bad_request",
+    401: "auth.unauthorized",
+    403: "auth.forbidden",
+    404: "not_found",
+    405: "request.method_not_allowed",
+    406: "request.not_acceptable",
+    413: "request.too_large",
+    415: "request.unsupported_media_type",
+    429: "request.rate_limited",
+}
+
+
+def problem(status: int, code: str, title: str, detail: str, **extensions: Any) -> Response:
+    body = {"type": PROBLEM_TYPE_BASE + code, "title": title, "status": status, "detail": detail, "code": code}
+    for k, v in extensions.items():
+        if k not in body:
+            body[k] = v
+    resp = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    return resp
+
+
+def init_app(app: Flask) -> None:
+    @app.errorhandler(CAServiceError)
+    def _ca_error(exc: CAServiceError) -> Response:
+        if exc.status >= 500:
+            cid = str(uuid.uuid4())
+            log.error("service error %s (%s)", exc.code, cid, exc_info=exc)
+            return problem(exc.status, exc.code, exc.title, f"{exc.title}; correlation id {cid}", correlation_id=cid)
+        return problem(exc.status, exc.code, exc.title, exc.detail, **_jsonable(exc.fields))
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "request.error")
+        resp = problem(status, code, exc.name, exc.description or exc.name)
+        valid = getattr(exc, "valid_methods", None)
+        if status == 405 and valid:
+            resp.headers["Allow"] = ", ".join(valid)
+        return resp
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        cid = str(uuid.uuid4())
+        log.error("unexpected error (%s) on %s %s", cid, request.method, request.path, exc_info=exc)
+        return problem(500, "internal", "Internal error", f"An unexpected error occurred; correlation id {cid}",
+                       correlation_id=cid)
+
+
+def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in fields.items():
+        try:
+            json.dumps(v)
+        except (TypeError, ValueError):
+            v = str(v)
+        out[k] = v
+    return out

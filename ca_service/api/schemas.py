@@ -1,0 +1,84 @@
+"""Request and response schemas at the edge (pydantic v2; their JSON Schema feeds OpenAPI)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ca_service.errors import SchemaViolation
+
+MAX_EVIDENCE_B64 = 1_500_000
+
+
+def _b64(value: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(value.encode("ascii"), validate=True)
+    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
+        raise ValueError(f"{what} is not valid base64") from exc
+
+
+class EvidenceItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str = Field(min_length=1, max_length=32)
+    data: str = Field(min_length=1, max_length=MAX_EVIDENCE_B64)
+    collateral: list[str] = Field(default_factory=list, max_length=16)
+
+    @field_validator("data")
+    @classmethod
+    def _data_b64(cls, v: str) -> str:
+        _b64(v, "evidence data")
+        return v
+
+    @field_validator("collateral")
+    @classmethod
+    def _coll_b64(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if len(item) > MAX_EVIDENCE_B64:
+                raise ValueError("collateral item too large")
+            _b64(item, "collateral item")
+        return v
+
+    def data_bytes(self) -> bytes:
+        return _b64(self.data, "evidence data")
+
+    def collateral_bytes(self) -> tuple[bytes, ...]:
+        return tuple(_b64(c, "collateral item") for c in self.collateral)
+
+
+class CertificateRequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    challenge_id: str = Field(min_length=1, max_length=64)
+    csr: str = Field(min_length=1, max_length=16384)
+    policy: str = Field(min_length=1, max_length=64)
+    evidence: list[EvidenceItemIn] = Field(min_length=1, max_length=9)
+    lifetime_seconds: int | None = Field(default=None, gt=0, le=366 * 86400)
+
+
+class ChallengeOut(BaseModel):
+    id: str
+    nonce: str
+    expires_at: str
+
+
+class CertificateOut(BaseModel):
+    serial: str
+    certificate_chain: str
+    appraisal: dict[str, Any]
+    ear: dict[str, Any]
+    policy: dict[str, Any]
+    log_index: int
+
+
+def parse_model(model: type[BaseModel], data: Any) -> Any:
+    """Validate ``data`` against ``model``; refusals name each failing field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()[:20]]
+        first = errors[0] if errors else {"field": "", "message": "invalid"}
+        raise SchemaViolation(f"{first['field'] or 'body'}: {first['message']}", errors=errors) from None

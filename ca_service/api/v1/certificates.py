@@ -1,0 +1,46 @@
+"""POST /v1/certificates, GET /v1/certificates/{serial}."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+from ca_service.api.app import json_body
+from ca_service.api.context import services
+from ca_service.api.schemas import CertificateRequestIn, parse_model
+from ca_service.services.issuance import CertificateRequest, EvidenceItem, get_certificate, issue_certificate
+
+bp = Blueprint("certificates", __name__, url_prefix="/v1/certificates")
+
+
+@bp.post("")
+def post_certificate() -> ResponseReturnValue:
+    body: CertificateRequestIn = parse_model(CertificateRequestIn, json_body())
+    req = CertificateRequest(
+        challenge_id=body.challenge_id,
+        csr_pem=body.csr,
+        policy=body.policy,
+        evidence=tuple(EvidenceItem(e.type, e.data_bytes(), e.collateral_bytes()) for e in body.evidence),
+        lifetime=timedelta(seconds=body.lifetime_seconds) if body.lifetime_seconds else None,
+    )
+    issued = issue_certificate(services(), req)
+    return jsonify(issued.to_json()), 201
+
+
+@bp.get("/<serial>")
+def get_one(serial: str) -> ResponseReturnValue:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    row = get_certificate(services(), serial)
+    pem = x509.load_der_x509_certificate(row.der).public_bytes(Encoding.PEM).decode()
+    return jsonify(
+        serial=row.serial, status=row.status, subject=row.subject, issued_at=row.issued_at.isoformat(),
+        not_before=row.not_before.isoformat(), not_after=row.not_after.isoformat(), spki_sha256=row.spki_sha256,
+        policy={"name": row.policy_name, "version": row.policy_version, "digest": row.policy_digest},
+        evidence=row.evidence, appraisal=row.appraisal, log_index=row.log_index,
+        revoked_at=row.revoked_at.isoformat() if row.revoked_at else None, revocation_reason=row.revocation_reason,
+        certificate=pem,
+    )

@@ -1,0 +1,29 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy.exc import SQLAlchemyError
+
+from ca_service.api.context import services
+from ca_service.api.problems import problem
+from ca_service.errors import CAServiceError
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    svc = services()
+    try:
+        svc.db.ping()
+        svc.keys.certificate("issuing")
+    except (SQLAlchemyError, CAServiceError):
+        return problem(503, "service.not_ready", "Not ready", "database or CA keys are not available")
+    return jsonify(status="ready", profile=svc.settings.profile)

@@ -1,0 +1,82 @@
+"""Relying-party checks of an issued certificate (PURE): chain to a pinned root, validity, EAR."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+
+from ca_service.ca.profile import ear_from_certificate
+
+
+@dataclass
+class CertCheck:
+    name: str
+    passed: bool
+    detail: str = ""
+
+
+@dataclass
+class CertificateReport:
+    checks: list[CertCheck] = field(default_factory=list)
+    ear: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def add(self, name: str, passed: bool, detail: str = "") -> bool:
+        self.checks.append(CertCheck(name, passed, detail))
+        return passed
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.passed, "checks": [c.__dict__ for c in self.checks], "ear": self.ear}
+
+
+def verify_certificate(chain: list[x509.Certificate], root: x509.Certificate, at: datetime,
+                       accept_insecure: bool = False) -> CertificateReport:
+    """Check leaf -> intermediates -> root (the given root only), validity at ``at``, the EAR."""
+    report = CertificateReport()
+    if not chain:
+        report.add("chain", False, "no certificate")
+        return report
+    path = [*chain, root] if chain[-1] != root else chain
+    ok = True
+    for child, parent in zip(path, path[1:], strict=False):
+        try:
+            child.verify_directly_issued_by(parent)
+        except (ValueError, TypeError, InvalidSignature):
+            ok = False
+            report.add("signature", False, f"{child.subject.rfc4514_string()} is not signed by "
+                                            f"{parent.subject.rfc4514_string()}")
+            break
+        try:
+            bc = parent.extensions.get_extension_for_class(x509.BasicConstraints).value
+            if not bc.ca:
+                ok = False
+                report.add("basic_constraints", False, f"{parent.subject.rfc4514_string()} is not a CA")
+        except x509.ExtensionNotFound:
+            ok = False
+            report.add("basic_constraints", False, "issuer without basicConstraints")
+    if ok:
+        report.add("chain", True, f"{len(path)} certificates to the pinned root")
+    for cert in path:
+        if not cert.not_valid_before_utc <= at <= cert.not_valid_after_utc:
+            report.add("validity", False, f"{cert.subject.rfc4514_string()} is not valid at {at.isoformat()}")
+            break
+    else:
+        report.add("validity", True, f"valid at {at.isoformat()}")
+    try:
+        ear = ear_from_certificate(chain[0])
+        report.ear = ear
+    except (x509.ExtensionNotFound, ValueError) as exc:
+        report.add("attestation_result", False, f"no readable id-pe-cmw EAR: {type(exc).__name__}")
+        return report
+    status = ear.get("ear.status")
+    allowed = {"affirming", "warning"} if accept_insecure else {"affirming"}
+    report.add("attestation_result", status in allowed,
+               f"ear.status={status}; policy {ear.get('ear.appraisal-policy-id')}")
+    return report

@@ -1,0 +1,1 @@
+"""The ``ca-service`` command line: one module per command group."""

@@ -1,0 +1,50 @@
+"""Entry point: ``ca-service``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+
+import click
+
+from ca_service.errors import CAServiceError
+
+# (module, attribute) of each command or group; optional ones are added when present.
+COMMANDS = (
+    ("ca_service.cli.init", "init"),
+    ("ca_service.cli.serve", "serve"),
+    ("ca_service.cli.db", "db"),
+    ("ca_service.cli.demo", "demo"),
+    ("ca_service.cli.agent", "agent"),
+    ("ca_service.cli.evidence", "evidence"),
+    ("ca_service.cli.policy", "policy"),
+    ("ca_service.cli.verify", "verify"),
+)
+OPTIONAL_COMMANDS = (
+    ("ca_service.cli.log", "log"),
+    ("ca_service.cli.anchor", "anchor"),
+    ("ca_service.cli.token", "token"),
+    ("ca_service.cli.collateral", "collateral"),
+    ("ca_service.cli.revoke", "revoke"),
+)
+
+
+@click.group()
+@click.version_option(package_name="ca-service")
+def cli() -> None:
+    """ca-service: attestation-backed certificate authority."""
+
+
+for _module, _attr in COMMANDS + OPTIONAL_COMMANDS:
+    if (_module, _attr) in OPTIONAL_COMMANDS and importlib.util.find_spec(_module) is None:
+        continue
+    cli.add_command(getattr(importlib.import_module(_module), _attr))
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except CAServiceError as exc:
+        click.echo(f"error [{exc.code}]: {exc.detail}", err=True)
+        sys.exit(1)

@@ -1,0 +1,118 @@
+"""``ca-service init``: database, offline root, issuing CA, log and EAR keys, sim TEE (dev only)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from ca_service.ca.profile import build_issuing, build_root
+from ca_service.config import Settings
+from ca_service.services import policies
+from ca_service.services.container import Services
+from ca_service.services.keys import ensure_fernet_keys
+
+
+def upgrade_database(settings: Settings) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_migrations_dir()))
+    cfg.attributes["url"] = settings.database_url
+    command.upgrade(cfg, "head")
+
+
+def _migrations_dir() -> Path:
+    here = Path(__file__).resolve().parents[2] / "migrations"
+    if here.exists():
+        return here
+    raise FileNotFoundError("migrations/ not found next to the package")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def sim_tee_dir(settings: Settings) -> Path:
+    return settings.home / "sim-tee"
+
+
+def load_sim_tee(settings: Settings) -> object:
+    """The InsecureSimTee of this home (created by init in the insecure-dev profile)."""
+    from ca_service.evidence.sim.attester import InsecureSimTee
+
+    seed_file = sim_tee_dir(settings) / "seed"
+    if not seed_file.exists():
+        raise FileNotFoundError(f"no sim TEE in {seed_file.parent}: run `ca-service init` in the insecure-dev profile")
+    return InsecureSimTee.from_seed(bytes.fromhex(seed_file.read_text().strip()))
+
+
+@dataclass(frozen=True)
+class InitResult:
+    created: bool
+    root_key_file: Path | None
+    root_passphrase_file: Path | None
+    notes: tuple[str, ...]
+
+
+def init_ca(settings: Settings) -> InitResult:
+    """Idempotent: creates only what is missing."""
+    settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ensure_fernet_keys(settings)
+    upgrade_database(settings)
+    svc = Services.create(settings)
+    notes: list[str] = []
+    try:
+        now = svc.clock.now()
+        if svc.keys.has("issuing"):
+            return InitResult(False, None, None, ("CA already initialised",))
+        root_key = ec.generate_private_key(ec.SECP384R1())
+        root = build_root(root_key, now=now, insecure=settings.insecure)
+        issuing_key = ec.generate_private_key(ec.SECP256R1())
+        issuing = build_issuing(issuing_key, root_key, root, now=now, insecure=settings.insecure,
+                                public_url=settings.public_url)
+        passphrase = os.environ.get("CA_SERVICE_ROOT_PASSPHRASE") or secrets.token_urlsafe(32)
+        offline = settings.home / "offline"
+        key_file = offline / "root-key.pem"
+        pass_file = offline / "root-key.passphrase"
+        _write_private(key_file, root_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(passphrase.encode())))
+        if not os.environ.get("CA_SERVICE_ROOT_PASSPHRASE"):
+            _write_private(pass_file, passphrase.encode() + b"\n")
+        (settings.home / "root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+        notes.append(f"offline root key written encrypted to {key_file}: move it (and its passphrase) off this host")
+        with svc.db.transaction() as session:
+            svc.keys.store(session, "root", root_key, root, now)
+            svc.keys.store(session, "issuing", issuing_key, issuing, now)
+            svc.keys.store(session, "log", ed25519.Ed25519PrivateKey.generate(), None, now)
+            svc.keys.store(session, "ear", ec.generate_private_key(ec.SECP256R1()), None, now)
+            if settings.insecure:
+                from ca_service.evidence.sim.attester import InsecureSimTee
+
+                seed = secrets.token_bytes(32)
+                _write_private(sim_tee_dir(settings) / "seed", seed.hex().encode() + b"\n")
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    tee = InsecureSimTee.from_seed(seed)
+                svc.keys.store(session, "sim-root", tee.root_key, tee.root_cert, now)
+                source = resources.files("ca_service.data").joinpath("sim.yaml").read_text()
+                ref, _ = policies.apply_policy_in(session, source, actor="init", now=now)
+                session.flush()
+                policies.activate_in(session, ref.policy.name, ref.version, actor="init", now=now)
+                notes.append("insecure-dev: sim TEE created and policy 'sim' activated")
+        return InitResult(True, key_file, None if os.environ.get("CA_SERVICE_ROOT_PASSPHRASE") else pass_file,
+                          tuple(notes))
+    finally:
+        svc.close()

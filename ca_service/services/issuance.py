@@ -1,0 +1,172 @@
+"""Flow 1: evidence + CSR in, certificate out. Owns its transactions.
+
+Order (DESIGN.md flow 1): parse the CSR, consume the challenge (its own short transaction: a
+refused request still uses it up), verify every evidence item, check each binding, appraise
+against the active policy version, apply the policy's certificate rules, then in ONE transaction
+append the log leaf, sign, and insert the certificate with its appraisal and evidence digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ca_service import evidence as evidence_mod
+from ca_service.ca.ear import build_ear
+from ca_service.ca.profile import build_end_entity, check_request
+from ca_service.crypto.keys import KEY_TYPES, parse_csr
+from ca_service.db.models import Certificate, EvidenceBlob
+from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, LogInconsistent, NotFound
+from ca_service.evidence.base import VerifiedEvidence
+from ca_service.evidence.binding import check_binding
+from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
+from ca_service.policy.appraise import Appraisal, appraise
+from ca_service.services import policies
+from ca_service.services.challenges import consume_challenge
+from ca_service.services.container import Services
+from ca_service.tlog import leaves as tlog_leaves
+from ca_service.tlog.sequencer import append_leaf, lock_log
+from ca_service.tlog.store import stored_size
+
+
+@dataclass(frozen=True)
+class EvidenceItem:
+    kind: str
+    data: bytes
+    collateral: tuple[bytes, ...] = ()
+
+
+@dataclass(frozen=True)
+class CertificateRequest:
+    challenge_id: str
+    csr_pem: str
+    policy: str
+    evidence: tuple[EvidenceItem, ...]
+    lifetime: timedelta | None = None
+
+
+@dataclass(frozen=True)
+class IssuedCertificate:
+    serial: str
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    appraisal: Appraisal
+    ear: dict[str, Any]
+    policy: policies.PolicyRef
+    log_index: int
+
+    def chain_pem(self) -> str:
+        return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in self.chain)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "certificate_chain": self.chain_pem(),
+            "appraisal": self.appraisal.to_json(),
+            "ear": self.ear,
+            "policy": {"name": self.policy.policy.name, "version": self.policy.version,
+                       "digest": self.policy.policy.digest, "id": self.policy.id},
+            "log_index": self.log_index,
+        }
+
+
+def trust_roots(svc: Services) -> TrustRoots:
+    """Vendor pins, plus the sim root's pin in the insecure-dev profile only."""
+    if svc.settings.insecure and svc.keys.has("sim-root"):
+        return DEFAULT_ROOTS.with_sim_root(svc.keys.certificate("sim-root").public_bytes(serialization.Encoding.DER))
+    return DEFAULT_ROOTS
+
+
+def verify_items(svc: Services, items: tuple[EvidenceItem, ...], at: datetime) -> list[VerifiedEvidence]:
+    roots = trust_roots(svc)
+    verified = []
+    for item in items:
+        if item.kind == "sim" and not svc.settings.insecure:
+            raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
+        verified.append(evidence_mod.verify(item.kind, item.data, collateral=item.collateral, at=at, roots=roots))
+    return verified
+
+
+def _store_evidence(session: Session, items: tuple[EvidenceItem, ...], now: datetime) -> list[dict[str, str]]:
+    out = []
+    for item in items:
+        digest = hashlib.sha256(item.data).hexdigest()
+        if session.get(EvidenceBlob, digest) is None:
+            session.add(EvidenceBlob(sha256=digest, kind=item.kind, data=item.data, created_at=now))
+        out.append({"type": item.kind, "sha256": digest})
+    return out
+
+
+def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertificate:
+    """Issue a certificate for an attested key, or raise a CAServiceError naming what failed."""
+    now = svc.clock.now()
+    csr = parse_csr(req.csr_pem, allowed=KEY_TYPES)
+    nonce = consume_challenge(svc, req.challenge_id, now)
+
+    with svc.db.read() as session:
+        ref = policies.active_policy(session, req.policy)
+    verified = verify_items(svc, req.evidence, now)
+    for ve in verified:
+        check_binding(ve.report_data, nonce, csr.spki_der)
+    appraisal = appraise(ref.policy, verified, insecure_allowed=svc.settings.insecure)
+    if not appraisal.passed:
+        raise AppraisalFailed(
+            f"{len(appraisal.failed)} check(s) of policy {ref.id} failed",
+            policy=ref.id, failed_checks=[c.to_json() for c in appraisal.failed])
+    issuance = check_request(ref.policy, csr, req.lifetime)
+
+    issuer_key = svc.keys.private_key("issuing")
+    issuer = svc.keys.certificate("issuing")
+    serial_int = x509.random_serial_number()
+    serial = format(serial_int, "x")
+    with svc.db.transaction() as session:
+        evidence_refs = _store_evidence(session, req.evidence, now)
+        # The certificate names its log index and the leaf names the certificate's digest: take
+        # the sequencing lock, read the next index, sign, then append and check the index held.
+        lock_log(session)
+        log_index = stored_size(session)
+        ear = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=nonce, log_index=log_index,
+                        profile=svc.settings.profile)
+        cert = build_end_entity(issuance, issuer_key=issuer_key, issuer=issuer, now=now, serial=serial_int,
+                                ear=ear, public_url=svc.settings.public_url, insecure=svc.settings.insecure)
+        der = cert.public_bytes(serialization.Encoding.DER)
+        session.add(Certificate(
+            serial=serial, issued_at=now, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
+            subject=cert.subject.rfc4514_string(), spki_sha256=csr.spki_sha256, evidence=evidence_refs,
+            policy_name=ref.policy.name, policy_version=ref.version, policy_digest=ref.policy.digest,
+            appraisal=appraisal.to_json() | {"ear": ear}, der=der, status="valid", log_index=log_index))
+        leaf = tlog_leaves.issuance_leaf(
+            at=now, serial=serial, certificate_sha256=hashlib.sha256(der).hexdigest(), spki_sha256=csr.spki_sha256,
+            evidence=[(e["type"], e["sha256"]) for e in evidence_refs],
+            collateral_sha256=sorted({d for ve in verified for d in ve.collateral_sha256.values()}),
+            policy_name=ref.policy.name, policy_version=ref.version, policy_digest=ref.policy.digest,
+            appraisal_status=ear["ear.status"],
+        )
+        session.flush()
+        appended = append_leaf(session, leaf)
+        if appended != log_index:  # the lock makes this impossible; never issue if it happens
+            raise LogInconsistent("log index moved while the sequencing lock was held")
+    return IssuedCertificate(serial=serial, certificate=cert, chain=(cert, issuer), appraisal=appraisal, ear=ear,
+                             policy=ref, log_index=log_index)
+
+
+def normalise_serial(serial: str) -> str:
+    s = serial.lower().removeprefix("0x").lstrip("0") or "0"
+    if len(s) > 42 or any(c not in "0123456789abcdef" for c in s):
+        raise NotFound("no certificate with this serial")
+    return s
+
+
+def get_certificate(svc: Services, serial: str) -> Certificate:
+    with svc.db.read() as session:
+        row = session.execute(select(Certificate).where(Certificate.serial == normalise_serial(serial))).scalar_one_or_none()
+        if row is None:
+            raise NotFound("no certificate with this serial")
+        return row

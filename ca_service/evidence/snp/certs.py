@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pyasn1.codec.der import decoder as der_decoder
@@ -211,13 +212,30 @@ def vek_key_type(cert: x509.Certificate) -> SigningKey | None:
     return SigningKey.VCEK if cn == VCEK_CN else SigningKey.VLEK
 
 
+_VEK_CACHE: dict[bytes, VekInfo] = {}
+_VEK_CACHE_SIZE = 1024
+
+
 def parse_vek(cert: x509.Certificate) -> VekInfo:
-    """Read the AMD extensions of a VCEK/VLEK.
+    """Read the AMD extensions of a VCEK/VLEK (memoised per certificate: a warm report must not
+    pay for ASN.1 decoding again).
 
     Raises:
         CollateralInvalid (``evidence.collateral_invalid``): not a VCEK/VLEK, or an extension is
             missing or malformed (a VCEK without hwID, an SPL that is not a small INTEGER...).
     """
+    fp = cert.fingerprint(hashes.SHA256())
+    cached = _VEK_CACHE.get(fp)
+    if cached is not None:
+        return cached
+    info = _parse_vek(cert)
+    if len(_VEK_CACHE) >= _VEK_CACHE_SIZE:
+        _VEK_CACHE.clear()
+    _VEK_CACHE[fp] = info
+    return info
+
+
+def _parse_vek(cert: x509.Certificate) -> VekInfo:
     key_type = vek_key_type(cert)
     if key_type is None:
         raise CollateralInvalid("certificate is not an AMD VCEK/VLEK (subject CN, P-384 key)")

@@ -40,6 +40,7 @@ from ca_service.errors import (
     SnpProductMismatch,
 )
 from ca_service.evidence.snp.certs import (
+    _VEK_CACHE,
     PRODUCT_LINES,
     ProductLine,
     VekInfo,
@@ -102,9 +103,11 @@ _CRLS = _LRU(_CACHE_SIZE)
 
 
 def clear_caches() -> None:
-    """Forget every verified chain and CRL (tests and benchmarks measure the cold path with it)."""
+    """Forget every verified chain, CRL and parsed VCEK/VLEK (tests and benchmarks measure the
+    cold path with it)."""
     _CHAINS.clear()
     _CRLS.clear()
+    _VEK_CACHE.clear()
 
 
 def fingerprint(cert: x509.Certificate) -> str:

@@ -137,6 +137,13 @@ def _is_ca(cert: x509.Certificate) -> bool:
     return bool(bc.ca and ku.key_cert_sign)
 
 
+def _may_sign_crls(cert: x509.Certificate) -> bool:
+    try:
+        return bool(cert.extensions.get_extension_for_class(x509.KeyUsage).value.crl_sign)
+    except x509.ExtensionNotFound:
+        return False
+
+
 def select_vek_candidates(certs: Iterable[x509.Certificate], key: SigningKey) -> list[x509.Certificate]:
     """Every distinct VCEK (or VLEK) in the collateral, in a stable order."""
     seen: set[bytes] = set()
@@ -282,6 +289,8 @@ def check_crls(
     ark_name = chain.ark.subject
     ark_key = chain.ark.public_key()
     ours = [c for c in crls if c.issuer == ark_name]
+    if ours and not _may_sign_crls(chain.ark):
+        raise CollateralInvalid(f"{chain.line.ark_cn} key usage does not include cRLSign")
     if not ours:
         return CrlResult(
             False, f"no CRL issued by {chain.line.ark_cn} in the collateral: revocation not checked"

@@ -94,7 +94,9 @@ def _lock_publisher(session: Session, wait: bool) -> bool:
     if wait:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY})
         return True
-    got: bool = session.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY}).scalar_one()
+    got: bool = session.execute(
+        text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": PUBLISH_LOCK_KEY}
+    ).scalar_one()
     return got
 
 
@@ -226,7 +228,9 @@ def tile(svc: Services, path: str) -> tuple[bytes, TileRef]:
                 raise TileNotFound("the log has not reached this entry bundle", path=ref.path)
             lo = ref.index * 256
             leaves = session.scalars(
-                select(TlogEntry.leaf).where(TlogEntry.idx >= lo, TlogEntry.idx < lo + ref.width).order_by(TlogEntry.idx)
+                select(TlogEntry.leaf)
+                .where(TlogEntry.idx >= lo, TlogEntry.idx < lo + ref.width)
+                .order_by(TlogEntry.idx)
             )
             return encode_entry_bundle(list(leaves)), ref
         if tile_width(ref.level, ref.index, size) < ref.width:
@@ -280,6 +284,8 @@ def run_publisher(
 def start_publisher(svc: Services, **kwargs: Any) -> tuple[threading.Thread, threading.Event]:
     """Run :func:`run_publisher` in a daemon thread (for ``serve``); set the event to stop it."""
     stop = threading.Event()
-    thread = threading.Thread(target=run_publisher, args=(svc, stop), kwargs=kwargs, name="tlog-publisher", daemon=True)
+    thread = threading.Thread(
+        target=run_publisher, args=(svc, stop), kwargs=kwargs, name="tlog-publisher", daemon=True
+    )
     thread.start()
     return thread, stop

@@ -122,7 +122,7 @@ class NoteVerifier:
         Raises:
             CheckpointInvalid (``log.checkpoint_invalid``): malformed or unsupported key.
         """
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)  # the base64 may hold "+", the name may not
         if len(parts) != 3 or not re.fullmatch(r"[0-9a-f]{8}", parts[1]):
             raise CheckpointInvalid("vkey must be <name>+<8 hex>+<base64>")
         blob = _b64decode(parts[2])

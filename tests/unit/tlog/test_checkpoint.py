@@ -72,6 +72,12 @@ def test_every_byte_mutation_is_refused(pos: int, flip: int) -> None:
         NoteVerifier.from_vkey(GO_VKEY).verify(mutated)
 
 
+def test_vkey_with_plus_in_base64() -> None:
+    # transparency-dev/formats note tests: the base64 of this key contains a '+'.
+    v = NoteVerifier.from_vkey("TEST+7997405c+AQcC+FTVKf0jlTdHDY3rbevmnKxxPjigCXlVtGe6RIr6")
+    assert v.name == "TEST" and v.vkey == "TEST+7997405c+AQcC+FTVKf0jlTdHDY3rbevmnKxxPjigCXlVtGe6RIr6"
+
+
 @pytest.mark.parametrize(
     "vkey",
     [

@@ -1,0 +1,3 @@
+from ca_service.cli.main import main
+
+main()

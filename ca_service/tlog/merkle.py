@@ -260,3 +260,35 @@ def hashes_source(leaf_hashes: Sequence[bytes]) -> SubtreeHashes:
         return levels[level][index]
 
     return get
+
+
+class TreeBuilder:
+    """Streaming RFC 9162 root: append leaf hashes one by one, O(log n) memory.
+
+    Start from a *frontier* (the hashes of :func:`complete_subtrees` of a trusted tree, checked
+    against its root with :meth:`root`) to extend a tree without re-reading its prefix.
+    """
+
+    def __init__(self, size: int = 0, frontier: Sequence[bytes] = ()) -> None:
+        levels = [lvl for lvl, _ in complete_subtrees(size)]
+        if len(levels) != len(frontier):
+            raise ProofUnavailable("frontier does not match the tree size", size=size)
+        self.size = size
+        self._stack: list[tuple[int, bytes]] = list(zip(levels, frontier, strict=True))
+
+    def append(self, leaf_hash_: bytes) -> None:
+        level, cur = 0, leaf_hash_
+        while self._stack and self._stack[-1][0] == level:
+            _, left = self._stack.pop()
+            cur = node_hash(left, cur)
+            level += 1
+        self._stack.append((level, cur))
+        self.size += 1
+
+    def root(self) -> bytes:
+        if not self._stack:
+            return EMPTY_ROOT
+        acc = self._stack[-1][1]
+        for _, left in reversed(self._stack[:-1]):
+            acc = node_hash(left, acc)
+        return acc

@@ -147,3 +147,17 @@ def test_bad_parameters() -> None:
         merkle.verify_consistency(3, 2, b"\x00" * 32, b"\x00" * 32, [])
     with pytest.raises(ConsistencyProofInvalid):
         merkle.verify_consistency(3, 3, b"\x00" * 32, b"\x01" * 32, [])
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(0, 600), m=st.integers(0, 600))
+def test_tree_builder_from_frontier(n: int, m: int) -> None:
+    m = min(m, n)
+    hashes = [merkle.leaf_hash(x) for x in _leaves(n)]
+    subtrees = merkle.complete_subtrees(m)
+    frontier = [merkle.root_of_leaf_hashes(hashes[i << lvl : (i + 1) << lvl]) for lvl, i in subtrees]
+    b = merkle.TreeBuilder(m, frontier)
+    assert b.root() == merkle.root_of_leaf_hashes(hashes[:m])
+    for h in hashes[m:]:
+        b.append(h)
+    assert b.size == n and b.root() == merkle.root_of_leaf_hashes(hashes)

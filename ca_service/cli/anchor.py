@@ -84,7 +84,7 @@ def deploy(ctx: click.Context) -> None:
 @anchor.command()
 @click.option("--once", is_flag=True, help="Advance until idle, then exit.")
 @click.option("--interval", type=float, default=None, help="Anchor at least every T seconds (default 60).")
-@click.option("--leaves", type=int, default=None, help="Or as soon as N leaves are unanchored (default 1000).")
+@click.option("--leaves", type=int, default=None, help="Or once N leaves are unanchored (default 1000).")
 @click.option("--finalized", is_flag=True, help="Also accept the chain's `finalized` tag as final.")
 @click.option("--poll", type=float, default=2.0, show_default=True, help="Seconds between ticks.")
 @click.pass_context

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from ca_service.anchor.chain import ChainClient
+from ca_service.anchor.chain import ChainClient, InsecureEmbeddedChainWarning
 from ca_service.anchor.worker import AnchorPolicy, AnchorWorker
 from ca_service.db.models.anchor import Anchor, AnchorContract
 from ca_service.db.session import Database
 from ca_service.errors import ChainUnavailable
 
-from .conftest import ListSource, StepClock
+from .fakes import ListSource, StepClock
 
 
 def _worker(db: Database, chain: ChainClient, source: ListSource, clock: StepClock, **kw) -> AnchorWorker:
@@ -121,7 +121,8 @@ def test_embedded_contract_from_a_dead_process_is_retired(sqlite_db, embedded_ch
     source, clock = ListSource(), StepClock()
     w = _worker(sqlite_db, embedded_chain, source, clock)
     w.tick()
-    fresh = ChainClient.in_process()  # the next process: a new in-process chain
+    with pytest.warns(InsecureEmbeddedChainWarning):
+        fresh = ChainClient.in_process()  # the next process: a new in-process chain
     w2 = _worker(sqlite_db, fresh, source, clock)
     assert w2.tick().action == "deployed"
     with sqlite_db.read() as s:

@@ -70,7 +70,7 @@ def ear_from_certificate(cert: x509.Certificate) -> dict[str, Any]:
     return decode_cmw_json(value.value)
 
 
-def _sign_hash(key: Any) -> hashes.HashAlgorithm | None:
+def _sign_hash(key: Any) -> hashes.SHA256 | hashes.SHA384 | None:
     if isinstance(key, ed25519.Ed25519PrivateKey):
         return None
     if isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP384R1):
@@ -109,7 +109,8 @@ def build_issuing(key: Any, root_key: Any, root: x509.Certificate, *, now: datet
         .subject_name(ca_name("ca-service Issuing CA", insecure)).issuer_name(root.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - BACKDATE).not_valid_after(min(now + timedelta(days=365 * years), root.not_valid_after_utc))
+        .not_valid_before(now - BACKDATE)
+        .not_valid_after(min(now + timedelta(days=365 * years), root.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
@@ -187,7 +188,8 @@ def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Cert
         .serial_number(serial)
         .not_valid_before(not_before).not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, ku_agreement, False, False, False, False, False, False), critical=True)
+        .add_extension(x509.KeyUsage(True, False, ku_agreement, False, False, False, False, False, False),
+                       critical=True)
         .add_extension(x509.ExtendedKeyUsage([EKU_OIDS[e] for e in req.ekus]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)

@@ -166,7 +166,8 @@ def normalise_serial(serial: str) -> str:
 
 def get_certificate(svc: Services, serial: str) -> Certificate:
     with svc.db.read() as session:
-        row = session.execute(select(Certificate).where(Certificate.serial == normalise_serial(serial))).scalar_one_or_none()
+        row = session.execute(
+            select(Certificate).where(Certificate.serial == normalise_serial(serial))).scalar_one_or_none()
         if row is None:
             raise NotFound("no certificate with this serial")
         return row

@@ -20,7 +20,8 @@ def vectors_dir() -> Path:
     env = os.environ.get("CA_SERVICE_VECTORS")
     if env:
         return Path(env)
-    for cand in (REPO.parent / "shared" / "vectors", REPO / "vectors"):
+    # beside the checkout (../shared/vectors), else the workplace copy a fresh CI clone sees
+    for cand in (REPO.parent / "shared" / "vectors", Path("/work/shared/vectors")):
         if (cand / "manifest.json").exists():
             return cand
     raise FileNotFoundError("shared vectors not found: set CA_SERVICE_VECTORS")

@@ -84,7 +84,7 @@ def verify_sim(evidence: bytes, collateral: Collateral, at: datetime, roots: Tru
         raise SeptVeNotDisabled("sim TD does not set SEPT_VE_DISABLE")
     checks.append(Check("td_attributes", True, "not debug; SEPT_VE_DISABLE set"))
 
-    claims = {name: value.hex() for name, value in report.fields.items()}
+    claims: dict[str, str | bool] = {name: value.hex() for name, value in report.fields.items()}
     claims["debug"] = False
     claims["tee"] = "sim"
     return VerifiedEvidence(

@@ -380,7 +380,11 @@ class AnchorWorker:
         """Tick until ``stop`` is set; back off exponentially while the chain is unreachable."""
         delay = poll_seconds
         while not stop.is_set():
-            result = self.tick()
+            try:
+                result = self.tick()
+            except Exception:  # a database outage must not kill the background thread
+                log.exception("anchor tick crashed")
+                result = TickResult("error", detail="unexpected failure")
             if result.action == "error":
                 delay = min(max_backoff, delay * 2)
             else:

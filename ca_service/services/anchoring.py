@@ -12,7 +12,7 @@ from ca_service.anchor.worker import AnchorPolicy, AnchorWorker, Checkpoint, Che
 from ca_service.db.models.anchor import Anchor, AnchorContract
 from ca_service.db.models.tlog import TlogCheckpoint
 from ca_service.db.session import Database
-from ca_service.errors import AnchorNotFound, RequestError
+from ca_service.errors import AnchorNotFound, ChainError, RequestError
 from ca_service.services.container import Services
 
 
@@ -132,3 +132,39 @@ def require_anchor_covering(db: Database, index: int) -> AnchorView:
     if view is None:
         raise AnchorNotFound("no final anchor covers this log entry yet", index=index)
     return view
+
+
+# --- one-shot (demo, `anchor --once`) -----------------------------------------------------------------
+
+TERMINAL = ("idle", "skipped", "waiting", "locked", "error", "final", "failed")
+
+
+def anchor_now(services: Services, *, chain: ChainClient | None = None, max_steps: int = 12) -> AnchorView:
+    """Anchor the newest checkpoint now (deploying if needed) and return the newest final anchor.
+
+    For the demo on the embedded chain (final at inclusion). On a real chain with confirmations
+    this returns the previous final anchor until enough blocks are on top; run the worker instead.
+
+    Raises:
+        ChainError leaves (``anchor.*``); AnchorNotFound (``anchor.not_found``) if nothing is final.
+    """
+    worker = make_worker(services, chain=chain,
+                         policy=policy_from_settings(services, interval_seconds=0, max_leaves=1))
+    for _ in range(max_steps):
+        r = worker.tick()
+        if r.action == "error":
+            raise ChainError(r.detail)
+        if r.action in TERMINAL and r.action != "final":
+            break
+    return latest_anchor(services.db)
+
+
+def anchor_matches_chain(chain: ChainClient, view: AnchorView) -> bool:
+    """A relying party's check: the chain's Anchored event for ``view.size`` has this root and
+    checkpoint hash, in this transaction, under the chain id and contract the view names."""
+    if chain.chain_id != view.chain_id or view.tx_hash is None:
+        return False
+    ev = chain.find_anchor_event(view.contract, view.size)
+    return (ev is not None and "0x" + ev.root.hex() == view.root
+            and "0x" + ev.checkpoint_hash.hex() == view.checkpoint_hash
+            and "0x" + ev.tx_hash.hex() == view.tx_hash and ev.block_number == view.block_number)

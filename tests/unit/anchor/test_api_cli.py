@@ -73,3 +73,19 @@ def test_cli_deploy_is_idempotent(svc: Services) -> None:
     first = json.loads(runner.invoke(anchor, ["deploy"], obj=svc).output)
     second = json.loads(runner.invoke(anchor, ["deploy"], obj=svc).output)
     assert first == second and first["contract"].startswith("0x")
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_anchor_now_and_relying_party_check(svc: Services) -> None:
+    from ca_service.services.anchoring import anchor_matches_chain, anchor_now, chain_for
+
+    _publish(svc, 2)
+    first = anchor_now(svc)
+    assert first.size == 2 and first.state == "final"
+    _publish(svc, 9)
+    view = anchor_now(svc)
+    assert view.size == 9
+    chain = chain_for(svc)
+    assert anchor_matches_chain(chain, view)
+    forged = type(view)(**{**view.__dict__, "root": "0x" + "00" * 32})
+    assert not anchor_matches_chain(chain, forged)

@@ -56,9 +56,9 @@ def _free_port() -> int:
 
 
 def _serve(app: Any, port: int) -> Any:
-    from werkzeug.serving import make_server
-
     import logging
+
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     server = make_server("127.0.0.1", port, app, threaded=True)

@@ -281,6 +281,38 @@ class CertificateRequestRefused(CAServiceError):
     title = "Certificate request not allowed by the policy"
 
 
+class PolicyRetired(PolicyError):
+    code = "policy.retired"
+    status = 409
+    title = "Policy version is retired"
+
+
+class PolicyVersionActive(PolicyError):
+    code = "policy.version_active"
+    status = 409
+    title = "Policy version is active"
+
+
+class TokenInvalid(Unauthorized):
+    code = "auth.token_invalid"
+    title = "Bearer token not recognised"
+
+
+class TokenExpired(Unauthorized):
+    code = "auth.token_expired"
+    title = "Bearer token expired"
+
+
+class TokenRevoked(Unauthorized):
+    code = "auth.token_revoked"
+    title = "Bearer token revoked"
+
+
+class RoleForbidden(Forbidden):
+    code = "auth.role_forbidden"
+    title = "The token's role does not allow this"
+
+
 # --- log, chain, config ----------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ BLUEPRINTS = (
     "ca_service.api.v1.challenges",
     "ca_service.api.v1.certificates",
     "ca_service.api.v1.ca",
+    "ca_service.api.v1.policies", "ca_service.api.v1.attestations", "ca_service.api.v1.audit", "ca_service.api.v1.jwks",
 )
 OPTIONAL_BLUEPRINTS = (
     "ca_service.api.v1.log",

@@ -1,17 +1,33 @@
-"""IETF EAR (EAT Attestation Results) claims, draft-ietf-rats-ear, profile ``#03``.
+"""IETF EAR (EAT Attestation Results) claims, draft-ietf-rats-ear, profile ``#03``, and its JWT form.
 
-Trustworthiness vector values follow AR4SI (draft-ietf-rats-ar4si): 2 affirming, 32 warning,
-96 contraindicated; 0 no claim.
+JSON claim names are the draft's (section 3 "Attestation Result" and 3.2 "Appraisal"):
+``eat_profile``, ``iat``, ``ear.verifier-id``, ``eat_nonce`` and ``submods`` at the top, one
+appraisal per evidence item in ``submods`` with ``ear.status``, ``ear.trustworthiness-vector``
+and ``ear.appraisal-policy-id``. The top level also repeats the composite ``ear.status`` and
+``ear.appraisal-policy-id`` (the draft's pre-submods form, read by our relying-party CLI);
+everything service-specific is under the ``ca-service.`` prefix (draft section 3: private claims).
+
+Trustworthiness vector values follow AR4SI (draft-ietf-rats-ar4si section 2.3): 2 affirming,
+32 warning, 96 contraindicated; 0 no claim.
+
+The JWT form (RFC 7519) is signed ES256 (RFC 7518 section 3.4) with the service's ``ear`` key;
+its ``kid`` is the key's RFC 7638 JWK thumbprint and the key is published as a JWK Set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+
 from ca_service.evidence.base import VerifiedEvidence
-from ca_service.policy.appraise import Appraisal
+from ca_service.policy.appraise import Appraisal, AppraisalCheck
 
 EAR_PROFILE = "tag:ietf.org,2026:rats/ear#03"
 VERIFIER_ID = {"developer": "ca-service", "build": "ca-service 0.1.0"}
@@ -29,20 +45,45 @@ def _status(tier: int) -> str:
     return {AFFIRMING: "affirming", WARNING: "warning", CONTRAINDICATED: "contraindicated"}.get(tier, "none")
 
 
-def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str) -> dict[str, Any]:
+# Which AR4SI trustworthiness claim each policy rule speaks to.
+_HARDWARE_RULES = frozenset({"tcb_status", "advisories", "min_tcb_evaluation_data_number", "min_tcb_date",
+                             "min_tee_tcb_svn", "min_cpu_svn", "min_tcb", "min_launch_tcb", "min_committed_tcb",
+                             "product", "signing_key", "insecure_profile", "present", "allowed_type",
+                             "min_driver"})
+_EXECUTABLE_PREFIXES = ("mrtd", "rtmr", "mrseam", "mrsignerseam", "mrenclave", "mrsigner", "measurement",
+                        "loader_digests", "measurements", "pcr", "isv_prod_id", "min_isv_svn", "min_guest_svn",
+                        "family_id", "image_id", "id_key_digest")
+
+
+def _claim_of(check: AppraisalCheck) -> str:
+    if check.claim in _HARDWARE_RULES:
+        return "hardware"
+    if check.claim.startswith(_EXECUTABLE_PREFIXES):
+        return "executables"
+    return "configuration"  # debug, guest policy, VMPL, platform info, host data, config ids, unknown
+
+
+def _tier(checks: Sequence[AppraisalCheck]) -> int:
+    if not checks:
+        return 0
+    return AFFIRMING if all(c.passed for c in checks) else CONTRAINDICATED
+
+
+def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str, *, bound: bool = True) -> dict[str, Any]:
+    """The appraisal of one evidence item; ``bound``: its report data was checked against a nonce."""
     item_checks = [c for c in appraisal.checks if c.evidence == ve.kind]
+    vector = {
+        name: _tier([c for c in item_checks if _claim_of(c) == name])
+        for name in ("hardware", "executables", "configuration")
+    }
+    if vector["hardware"] == AFFIRMING and (ve.insecure or ve.tcb_status not in (None, "UpToDate")):
+        vector["hardware"] = WARNING  # genuine, but not up to date (or not hardware at all)
+    vector["instance-identity"] = AFFIRMING if bound else 0
     passed = bool(item_checks) and all(c.passed for c in item_checks)
-    hardware = WARNING if ve.insecure else AFFIRMING
-    executables = AFFIRMING if passed else CONTRAINDICATED
-    tier = max(hardware, executables)
+    tier = CONTRAINDICATED if not passed else max(vector.values())
     return {
         "ear.status": _status(tier),
-        "ear.trustworthiness-vector": {
-            "hardware": hardware,
-            "executables": executables,
-            "configuration": AFFIRMING if passed else CONTRAINDICATED,
-            "instance-identity": AFFIRMING,
-        },
+        "ear.trustworthiness-vector": {k: v for k, v in vector.items() if v != 0},
         "ear.appraisal-policy-id": policy_id,
         "ca-service.tee": ve.kind,
         "ca-service.insecure": ve.insecure,
@@ -63,9 +104,20 @@ def build_ear(
     nonce: bytes | None = None,
     log_index: int | None = None,
     profile: str = "production",
+    bound: bool = True,
+    item_nonces: Mapping[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """The EAR claims set for one composite appraisal."""
-    submods = {ve.kind: submod(ve, appraisal, policy_id) for ve in items}
+    """The EAR claims set for one composite appraisal.
+
+    ``bound``: every item's report data was checked against ``nonce`` (issuance: the challenge
+    binding). ``item_nonces``: per evidence type, a caller nonce its report data was checked
+    against; it goes to that submod's ``eat_nonce`` and makes its instance identity affirming.
+    """
+    item_nonces = item_nonces or {}
+    submods = {ve.kind: submod(ve, appraisal, policy_id, bound=bound or ve.kind in item_nonces) for ve in items}
+    for kind, item_nonce in item_nonces.items():
+        if kind in submods:
+            submods[kind]["eat_nonce"] = item_nonce.hex()
     worst = "affirming"
     order = ["affirming", "warning", "contraindicated", "none"]
     for sm in submods.values():
@@ -87,3 +139,43 @@ def build_ear(
     if log_index is not None:
         ear["ca-service.log-index"] = log_index
     return ear
+
+
+# --- JWT form ----------------------------------------------------------------------------------------
+
+EAR_JWT_ALG = "ES256"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _p256(public_key: Any) -> ec.EllipticCurvePublicKey:
+    if not isinstance(public_key, ec.EllipticCurvePublicKey) or not isinstance(public_key.curve, ec.SECP256R1):
+        raise ValueError("the EAR key must be ECDSA P-256 (ES256)")
+    return public_key
+
+
+def jwk_thumbprint(public_key: Any) -> str:
+    """RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order, no whitespace."""
+    nums = _p256(public_key).public_numbers()
+    members = {"crv": "P-256", "kty": "EC", "x": _b64url(nums.x.to_bytes(32, "big")),
+               "y": _b64url(nums.y.to_bytes(32, "big"))}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return _b64url(hashlib.sha256(canonical).digest())
+
+
+def public_jwk(public_key: Any) -> dict[str, str]:
+    """The EAR verification key as a JWK (RFC 7517/7518), ``kid`` = RFC 7638 thumbprint."""
+    nums = _p256(public_key).public_numbers()
+    return {"kty": "EC", "crv": "P-256", "x": _b64url(nums.x.to_bytes(32, "big")),
+            "y": _b64url(nums.y.to_bytes(32, "big")), "use": "sig", "alg": EAR_JWT_ALG,
+            "kid": jwk_thumbprint(public_key)}
+
+
+def sign_ear(claims: dict[str, Any], private_key: Any) -> str:
+    """The EAR as a compact JWS (ES256), header ``{alg, typ, kid}``."""
+    if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+        raise ValueError("the EAR key must be ECDSA P-256 (ES256)")
+    kid = jwk_thumbprint(private_key.public_key())
+    return jwt.encode(claims, private_key, algorithm=EAR_JWT_ALG, headers={"kid": kid, "typ": "JWT"})

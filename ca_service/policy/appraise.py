@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from ca_service.evidence.base import VerifiedEvidence
@@ -82,7 +83,7 @@ def _advisories(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
 def _min_int(claim: str) -> Callable[[VerifiedEvidence, Any], tuple[Any, bool]]:
     def check(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
         actual = ve.claims.get(claim)
-        return actual, isinstance(actual, int) and actual >= expected
+        return actual, isinstance(actual, int) and not isinstance(actual, bool) and actual >= expected
     return check
 
 
@@ -98,12 +99,65 @@ def _loader_digests(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
     return loaded, any(d in loaded for d in expected)
 
 
-def _min_tcb(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
-    reported = ve.claims.get("reported_tcb")
-    if not isinstance(reported, dict):
+def _min_tcb_of(claim: str) -> Callable[[VerifiedEvidence, Any], tuple[Any, bool]]:
+    """Component-wise minimum of an SEV-SNP TCB_VERSION (SEV-SNP ABI, table 3): every listed
+    component must be at least its minimum; a component the report does not carry fails."""
+    def check(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+        reported = ve.claims.get(claim)
+        if not isinstance(reported, dict):
+            return None, False
+        ok = all(isinstance(reported.get(k), int) and reported[k] >= v for k, v in expected.items())
+        return {k: reported.get(k) for k in expected}, ok
+    return check
+
+
+def _min_svn_bytes(claim: str) -> Callable[[VerifiedEvidence, Any], tuple[Any, bool]]:
+    """Component-wise minimum over a 16-byte SVN array (TDX TEE_TCB_SVN, SGX CPUSVN), hex encoded."""
+    def check(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+        actual = ve.claims.get(claim)
+        if not isinstance(actual, str) or len(actual) != len(expected):
+            return actual, False
+        try:
+            got, want = bytes.fromhex(actual), bytes.fromhex(expected)
+        except ValueError:
+            return actual, False
+        return actual.lower(), all(g >= w for g, w in zip(got, want, strict=True))
+    return check
+
+
+def _parse_date(text: str) -> datetime | None:
+    try:
+        if len(text) == 10:
+            return datetime.fromisoformat(text).replace(tzinfo=UTC)
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+    except ValueError:
+        return None
+
+
+def _min_tcb_date(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+    """Intel tcbDate of the matched TCB level (TCB Info v3) must not be before ``expected``."""
+    actual = ve.claims.get("tcb_date")
+    if not isinstance(actual, str):
         return None, False
-    ok = all(isinstance(reported.get(k), int) and reported[k] >= v for k, v in expected.items())
-    return {k: reported.get(k) for k in expected}, ok
+    got, want = _parse_date(actual), _parse_date(expected)
+    return actual, got is not None and want is not None and got >= want
+
+
+def _bits(claim: str) -> Callable[[VerifiedEvidence, Any], tuple[Any, bool]]:
+    """Named flag bits of a decoded bit field (SNP guest POLICY, PLATFORM_INFO) must equal ``expected``."""
+    def check(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+        field = ve.claims.get(claim)
+        if not isinstance(field, dict):
+            return None, False
+        actual = {k: field.get(k) for k in expected}
+        return actual, all(isinstance(actual[k], bool) and actual[k] is v for k, v in expected.items())
+    return check
+
+
+def _product(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+    """SNP product line (Milan, Genoa, Turin); the stepping ("Milan-B0") is not policy."""
+    actual = ve.claims.get("product_line", ve.claims.get("product"))
+    return actual, isinstance(actual, str) and actual in expected
 
 
 def _min_driver(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
@@ -129,16 +183,25 @@ _SIMPLE: dict[str, Callable[[VerifiedEvidence, Any], tuple[Any, bool]]] = {
     "min_tcb_evaluation_data_number": _min_int("tcb_evaluation_data_number"),
     "debug": _debug,
     "loader_digests": _loader_digests,
-    "min_tcb": _min_tcb,
+    "min_tcb_date": _min_tcb_date,
+    "min_tee_tcb_svn": _min_svn_bytes("tee_tcb_svn"),
+    "min_cpu_svn": _min_svn_bytes("cpu_svn"),
+    "min_tcb": _min_tcb_of("reported_tcb"),
+    "min_launch_tcb": _min_tcb_of("launch_tcb"),
+    "min_committed_tcb": _min_tcb_of("committed_tcb"),
+    "min_guest_svn": _min_int("guest_svn"),
+    "guest_policy": _bits("policy"),
+    "platform_info": _bits("platform_info"),
     "min_driver": _min_driver,
     "measurements": _rim_match,
     "min_isv_svn": _min_int("isv_svn"),
     "isv_prod_id": _any_of("isv_prod_id"),
     "vmpl": _any_of("vmpl"),
     "signing_key": _any_of("signing_key"),
-    "product": _any_of("product"),
-    **{k: _any_of(k) for k in ("mrtd", "mrconfigid", "mrowner", "mrownerconfig", "mrseam", "mrenclave",
-                               "mrsigner", "measurement", "host_data")},
+    "product": _product,
+    **{k: _any_of(k) for k in ("mrtd", "mrconfigid", "mrowner", "mrownerconfig", "mrseam", "mrsignerseam",
+                               "mrenclave", "mrsigner", "measurement", "host_data", "family_id", "image_id",
+                               "id_key_digest")},
 }
 
 

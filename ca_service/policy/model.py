@@ -48,7 +48,7 @@ def _normalise(value: Any, path: str = "") -> Any:
     if isinstance(value, list):
         return [_normalise(v, path) for v in value]
     if isinstance(value, bool | int | str) or value is None:
-        if isinstance(value, str) and re.fullmatch(r"[0-9A-Fa-f]{64,}", value):
+        if isinstance(value, str) and re.fullmatch(r"[0-9A-Fa-f]{32,}", value):
             return value.lower()
         return value
     if isinstance(value, float):

@@ -1,0 +1,43 @@
+"""``POST /v1/attestations``: appraise evidence without issuing -> ``{ear (JWT), appraisal}`` (public)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+from pydantic import BaseModel, ConfigDict, Field
+
+from ca_service.api.app import json_body
+from ca_service.api.context import services
+from ca_service.api.schemas import EvidenceItemIn, parse_model
+from ca_service.services.attestation import AttestationRequest, attest
+from ca_service.services.issuance import EvidenceItem
+
+_NONCE = r"^([0-9a-f]{2}){8,64}$"
+
+
+class AttestationEvidenceIn(EvidenceItemIn):
+    eat_nonce: str | None = Field(default=None, pattern=_NONCE, description="hex nonce leading the report data")
+
+
+class AttestationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    policy: str = Field(min_length=1, max_length=64)
+    evidence: list[AttestationEvidenceIn] = Field(min_length=1, max_length=9)
+    eat_nonce: str | None = Field(default=None, pattern=_NONCE,
+                                  description="hex nonce for every item that names none of its own")
+
+
+bp = Blueprint("attestations", __name__, url_prefix="/v1/attestations")
+
+
+@bp.post("")
+def post_attestation() -> ResponseReturnValue:
+    body: AttestationIn = parse_model(AttestationIn, json_body())
+    req = AttestationRequest(
+        policy=body.policy,
+        evidence=tuple(EvidenceItem(e.type, e.data_bytes(), e.collateral_bytes()) for e in body.evidence),
+        item_nonces=tuple(bytes.fromhex(e.eat_nonce) if e.eat_nonce else None for e in body.evidence),
+        nonce=bytes.fromhex(body.eat_nonce) if body.eat_nonce else None,
+    )
+    return jsonify(attest(services(), req).to_json())

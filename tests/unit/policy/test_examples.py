@@ -1,0 +1,141 @@
+"""Every example policy validates, and the TDX/SNP examples appraise real vectors as expected."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from ca_service.errors import EvidenceError
+from ca_service.evidence import verify
+from ca_service.policy.appraise import appraise
+from ca_service.policy.model import load_policy, policy_schema
+from tests.vectors.manifest import Vector, load_manifest
+
+REPO = Path(__file__).resolve().parents[3]
+POLICIES = REPO / "policies"
+EXAMPLES = sorted(POLICIES.glob("*.yaml"))
+
+
+def test_every_required_example_exists():
+    names = {p.stem for p in EXAMPLES}
+    assert {"tdx-cvm", "snp-cvm", "training-cvm", "trusted-loader", "sim"} <= names
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_validates(path: Path):
+    policy = load_policy(path.read_text())
+    assert policy.name == path.stem
+    # the published schema (policies/policy.schema.json) accepts the document as written, too
+    schema = json.loads((POLICIES / "policy.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(json.loads(json.dumps(policy.document)))
+    assert len(policy.digest) == 64
+
+
+def test_published_schema_is_the_package_schema():
+    assert json.loads((POLICIES / "policy.schema.json").read_text()) == policy_schema()
+
+
+def test_sim_example_is_what_init_applies():
+    from importlib import resources
+
+    packaged = resources.files("ca_service.data").joinpath("sim.yaml").read_text()
+    assert load_policy(packaged).digest == load_policy((POLICIES / "sim.yaml").read_text()).digest
+
+
+def _verify(v: Vector):
+    if v.tee == "snp":
+        coll = [v.read(r) for r in ["vek", "cert_chain"] + (["crl"] if "crl" in v.files else [])]
+        kind, data = "snp-report", v.read("report")
+    else:
+        coll = [v.read("pck_cert_chain"), v.read("collateral")]
+        kind, data = f"{v.tee}-quote", v.read("quote")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return verify(kind, data, collateral=coll, at=v.verify_time)
+
+
+def _vector(path: str) -> Vector:
+    return next(v for v in load_manifest() if v.path == path)
+
+
+# (policy, vector) -> None when the policy admits it, else the claims that must fail (exactly).
+EXPECTED: dict[tuple[str, str], set[str] | None] = {
+    ("tdx-cvm", "tdx/dcapqvl-v4-uptodate"): None,
+    ("tdx-cvm", "tdx/gcp-c3-v4-uptodate"): None,
+    # an up-to-date v5 quote on a newer TDX module and other firmware
+    ("tdx-cvm", "tdx/gotdxguest-v5-uptodate"): {"mrseam", "mrtd", "rtmr0", "rtmr1"},
+    # out of date, three advisories, old TCB date, and other firmware
+    ("tdx-cvm", "tdx/automata-v4-outofdate"): {"tcb_status", "advisories", "min_tcb_date", "min_tee_tcb_svn",
+                                               "mrseam", "mrtd", "rtmr0", "rtmr1"},
+    ("tdx-cvm", "tdx/trustee-v4-00A06D080000-outofdate"): {"tcb_status", "min_tcb_date", "min_tee_tcb_svn",
+                                                            "mrseam", "mrtd", "rtmr0", "rtmr1"},
+    ("snp-cvm", "snp/milan-virtee-vcek"): None,
+    ("snp-cvm", "snp/genoa-azure-vcek"): None,
+    ("snp-cvm", "snp/milan-azure-vtpm"): None,
+    # genuine, but a launch measurement the policy does not list
+    ("snp-cvm", "snp/milan-trustee-vcek"): {"measurement"},
+    # AWS: VLEK-signed, guest at VMPL1, other image
+    ("snp-cvm", "snp/milan-aws-vlek"): {"signing_key", "vmpl", "measurement"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXPECTED), ids=[f"{p}:{v}" for p, v in sorted(EXPECTED)])
+def test_examples_appraise_real_vectors(case: tuple[str, str]):
+    policy_name, vector_path = case
+    policy = load_policy((POLICIES / f"{policy_name}.yaml").read_text())
+    ve = _verify(_vector(vector_path))
+    result = appraise(policy, [ve], insecure_allowed=False)
+    expected_fail = EXPECTED[case]
+    if expected_fail is None:
+        assert result.passed, [c.to_json() for c in result.failed]
+    else:
+        assert not result.passed
+        assert {c.claim for c in result.failed} == expected_fail
+        for c in result.failed:  # every refusal names the claim, the reference value and the actual one
+            assert c.expected is not None and c.actual is not None, c
+
+
+def test_snp_checks_read_the_verifier_claims():
+    ve = _verify(_vector("snp/milan-virtee-vcek"))
+    policy = load_policy((POLICIES / "snp-cvm.yaml").read_text())
+    checks = {c.claim: c for c in appraise(policy, [ve], insecure_allowed=False).checks}
+    assert checks["min_tcb"].actual == {"bl": 3, "tee": 0, "snp": 8, "ucode": 115}
+    assert checks["product"].actual == "Milan"
+    assert checks["debug"].actual is False
+    assert checks["guest_policy"].actual == {"debug": False, "migrate_ma": False}
+    assert checks["vmpl"].actual == 0
+
+
+def test_tdx_checks_read_the_verifier_claims():
+    ve = _verify(_vector("tdx/dcapqvl-v4-uptodate"))
+    policy = load_policy((POLICIES / "tdx-cvm.yaml").read_text())
+    checks = {c.claim: c for c in appraise(policy, [ve], insecure_allowed=False).checks}
+    assert checks["min_tcb_evaluation_data_number"].actual == 17
+    assert checks["min_tcb_date"].actual == "2024-03-13T00:00:00Z"
+    assert checks["debug"].actual is False
+    assert checks["tcb_status"].actual == "UpToDate"
+
+
+def test_refused_vectors_never_reach_appraisal():
+    """Below the vendor baseline (debug TD, SEPT_VE_DISABLE unset) is a verification refusal."""
+    for path in ("tdx/trustee-v4-debug-td", "tdx/azure-dcesv5-vtpm-sept-ve-disabled"):
+        with pytest.raises(EvidenceError):
+            _verify(_vector(path))
+
+
+def test_training_policy_needs_both_items():
+    policy = load_policy((POLICIES / "training-cvm.yaml").read_text())
+    ve = _verify(_vector("tdx/dcapqvl-v4-uptodate"))
+    result = appraise(policy, [ve], insecure_allowed=False)
+    failed = {(c.evidence, c.claim) for c in result.failed}
+    assert failed == {("nvidia-gpu", "present")}
+
+
+def test_examples_are_plain_yaml():
+    for path in EXAMPLES:
+        assert isinstance(yaml.safe_load(path.read_text()), dict)

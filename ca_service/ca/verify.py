@@ -80,3 +80,40 @@ def verify_certificate(chain: list[x509.Certificate], root: x509.Certificate, at
     report.add("attestation_result", status in allowed,
                f"ear.status={status}; policy {ear.get('ear.appraisal-policy-id')}")
     return report
+
+
+def check_log_proof(report: CertificateReport, leaf_cert: x509.Certificate, bundle_text: str,
+                    vkey: str) -> Any:
+    """Check a ``tlog-proof@v1`` bundle for ``leaf_cert`` against the log key ``vkey``.
+
+    The bundle's ``extra`` carries the logged leaf; it must be an issuance leaf naming this
+    certificate's SHA-256 and serial, and be included under the signed checkpoint. Returns the
+    checkpoint (or None when a check failed).
+    """
+    import hashlib
+
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ca_service.errors import CAServiceError
+    from ca_service.tlog.bundle import ProofBundle
+    from ca_service.tlog.checkpoint import NoteVerifier
+    from ca_service.tlog.leaves import decode_leaf
+
+    try:
+        bundle = ProofBundle.parse(bundle_text)
+        if bundle.extra is None:
+            report.add("log_leaf", False, "the proof bundle does not carry the leaf")
+            return None
+        leaf = decode_leaf(bundle.extra)
+        cert_sha = hashlib.sha256(leaf_cert.public_bytes(Encoding.DER)).hexdigest()
+        names_cert = (leaf.type == "issuance" and leaf.body.get("certificate_sha256") == cert_sha
+                      and leaf.body.get("serial") == format(leaf_cert.serial_number, "x"))
+        if not report.add("log_leaf", names_cert, f"issuance leaf {bundle.index} names this certificate"
+                          if names_cert else "the logged leaf is not this certificate's"):
+            return None
+        cp = bundle.verify(bundle.extra, NoteVerifier.from_vkey(vkey))
+    except CAServiceError as exc:
+        report.add("log_inclusion", False, f"[{exc.code}] {exc.detail}")
+        return None
+    report.add("log_inclusion", True, f"leaf {bundle.index} included in the signed checkpoint of size {cp.size}")
+    return cp

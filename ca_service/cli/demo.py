@@ -146,9 +146,9 @@ def _run(home: Path) -> bool:
                                 str(home / "issuing.pem"), str(home / "leaf.pem")], capture_output=True, text=True)
             steps.check("openssl verify", p.returncode == 0, p.stdout.strip() or p.stderr.strip())
         for extra in _extra_steps():
-            extra(steps, url, r.response, home)
+            extra(steps, url, r.response, home, svc)
 
-        click.echo("5. what the CA refuses")
+        click.echo("7. what the CA refuses")
 
         def replay() -> str:
             from cryptography.hazmat.primitives.asymmetric import ec
@@ -181,6 +181,45 @@ def _pem() -> Any:
     return Encoding.PEM
 
 
-def _extra_steps() -> list[Callable[[Steps, str, dict[str, Any], Path], None]]:
-    """Later capabilities (log proofs, anchors) add their relying-party steps here."""
-    return []
+def _extra_steps() -> list[Callable[[Steps, str, dict[str, Any], Path, Any], None]]:
+    """Relying-party steps past the certificate itself: the log proof, then the chain anchor."""
+    return [_log_and_anchor]
+
+
+def _log_and_anchor(steps: Steps, url: str, response: dict[str, Any], home: Path, svc: Any) -> None:
+    import hashlib
+
+    from ca_service.ca.verify import CertificateReport, check_log_proof
+    from ca_service.services.anchoring import anchor_matches_chain, anchor_now, chain_for
+    from ca_service.services.log import publish_checkpoint
+
+    click.echo("5. the log: a signed checkpoint covers the issuance; the relying party checks inclusion")
+    steps.run("publish checkpoint", lambda: f"size {publish_checkpoint(svc).size}")  # type: ignore[union-attr]
+    click.echo("6. the chain: the checkpoint is anchored on the embedded EVM chain")
+    view_box: dict[str, Any] = {}
+
+    def anchor() -> str:
+        view = anchor_now(svc)
+        view_box["v"] = view
+        return f"size {view.size} in block {view.block_number} of chain {view.chain_id}, contract {view.contract}"
+    steps.run("anchor", anchor)
+    vkey = requests.get(f"{url}/v1/log/vkey", timeout=10).text.strip()
+    bundle = requests.get(f"{url}/v1/certificates/{response['serial']}/proof", timeout=10).text
+    (home / "proof.txt").write_text(bundle)
+    leaf = x509.load_pem_x509_certificates(response["certificate_chain"].encode())[0]
+    report = CertificateReport()
+    cp = check_log_proof(report, leaf, bundle, vkey)
+    for c in report.checks:
+        steps.check(c.name, c.passed, c.detail)
+    view = view_box.get("v")
+    if cp is None or view is None:
+        steps.check("anchor covers the proof", False, "no checkpoint or no anchor")
+        return
+    chain = chain_for(svc)
+    ev = chain.find_anchor_event(view.contract, cp.size)
+    note = bundle.partition("\n\n")[2]
+    steps.check("anchor covers the proof",
+                ev is not None and ev.root == cp.root_hash
+                and ev.checkpoint_hash == hashlib.sha256(note.encode()).digest()
+                and anchor_matches_chain(chain, view),
+                f"Anchored(size={cp.size}) on chain holds the checkpoint's root and note hash")

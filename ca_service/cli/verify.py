@@ -21,11 +21,12 @@ from ca_service.ca.verify import verify_certificate
               help="a tlog-proof@v1 bundle for the certificate")
 @click.option("--log-vkey", help="the log's note verifier key (name+id+key); required with --proof")
 @click.option("--rpc", help="EVM JSON-RPC URL to check the anchor covering the proof")
+@click.option("--contract", help="the anchor contract address (with --rpc)")
 @click.option("--at", "at_text", help="RFC 3339 time to verify at (default now)")
 @click.option("--accept-insecure", is_flag=True, help="accept certificates from the insecure-dev profile")
 @click.option("--json", "as_json", is_flag=True)
 def verify(cert_file: Path, root_file: Path | None, proof_file: Path | None, log_vkey: str | None, rpc: str | None,
-           at_text: str | None, accept_insecure: bool, as_json: bool) -> None:
+           contract: str | None, at_text: str | None, accept_insecure: bool, as_json: bool) -> None:
     """Verify a certificate chain (leaf first) against a pinned root, its EAR, and its log proof."""
     from ca_service.config import Settings
 
@@ -38,7 +39,7 @@ def verify(cert_file: Path, root_file: Path | None, proof_file: Path | None, log
     if proof_file is not None:
         from ca_service.cli.proofcheck import check_proof
 
-        check_proof(report, chain[0], proof_file.read_text(), log_vkey, rpc)
+        check_proof(report, chain[0], proof_file.read_text(), log_vkey, rpc, contract)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

@@ -207,7 +207,11 @@ def proof_bundle_for_index(svc: Services, index: int) -> str:
         if row is None or row.size <= index:
             raise NotCheckpointed("no checkpoint covers this entry yet; retry shortly", index=index)
         hashes = TileStore(session, row.size).inclusion_proof(index)
-        return ProofBundle(index=index, hashes=tuple(hashes), checkpoint_note=row.note).text()
+        # The leaf rides in the bundle's `extra` line, so a relying party can check offline that
+        # the logged leaf names this certificate (its SHA-256) and that it is under the root.
+        leaf = session.get(TlogEntry, index)
+        extra = bytes(leaf.leaf) if leaf is not None else None
+        return ProofBundle(index=index, hashes=tuple(hashes), checkpoint_note=row.note, extra=extra).text()
 
 
 # --- tiles and entries ------------------------------------------------------------------------------

@@ -44,3 +44,32 @@ def get_one(serial: str) -> ResponseReturnValue:
         revoked_at=row.revoked_at.isoformat() if row.revoked_at else None, revocation_reason=row.revocation_reason,
         certificate=pem,
     )
+
+
+@bp.get("/<serial>/proof")
+def get_proof(serial: str) -> ResponseReturnValue:
+    """The ``c2sp.org/tlog-proof@v1`` bundle for the certificate's log entry, once a checkpoint
+    covers it (404 ``log.not_checkpointed`` before). With ``Accept: application/json``: the bundle
+    and the chain anchor that covers it, if any."""
+    from flask import Response, request
+
+    from ca_service.services.log import proof_bundle_for_index
+
+    svc = services()
+    row = get_certificate(svc, serial)
+    if row.log_index is None:
+        from ca_service.errors import NotFound
+
+        raise NotFound("this certificate has no log entry")
+    bundle = proof_bundle_for_index(svc, row.log_index)
+    if request.accept_mimetypes.best == "application/json":
+        anchor = None
+        try:
+            from ca_service.services.anchoring import anchor_covering
+
+            view = anchor_covering(svc.db, row.log_index)
+            anchor = view.to_json() if view is not None else None
+        except ImportError:
+            anchor = None
+        return jsonify(serial=row.serial, log_index=row.log_index, bundle=bundle, anchor=anchor)
+    return Response(bundle, mimetype="text/plain")

@@ -117,7 +117,7 @@ def activate_in(session: Session, name: str, version: int, *, actor: str, now: d
     if row is None or pv is None:
         raise PolicyNotFound(f"policy {name} version {version} does not exist")
     if pv.retired_at is not None:
-        raise PolicyRetired(f"policy {name} version {version} is retired; apply it again as a new version",
+        raise PolicyRetired(f"policy {name} version {version} is retired and cannot be activated again",
                             retired_at=pv.retired_at.isoformat())
     ref = PolicyRef(_parse_cached(pv.canonical, pv.digest), version, active=True)
     if row.active_version == version:

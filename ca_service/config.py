@@ -24,6 +24,8 @@ class Settings:
     chain_id: int | None = None
     chain_private_key: str | None = None
     anchor_confirmations: int = 2
+    anchor_interval_seconds: float = 60.0
+    anchor_max_leaves: int = 1000
     challenge_ttl_seconds: int = 120
     max_body_bytes: int = 4 * 1024 * 1024
     key_encryption_keys: tuple[str, ...] = ()
@@ -70,6 +72,10 @@ class Settings:
                 kwargs["chain_id"] = int(v)
             if (v := get("ANCHOR_CONFIRMATIONS")) is not None:
                 kwargs["anchor_confirmations"] = int(v)
+            if (v := get("ANCHOR_INTERVAL_SECONDS")) is not None:
+                kwargs["anchor_interval_seconds"] = float(v)
+            if (v := get("ANCHOR_MAX_LEAVES")) is not None:
+                kwargs["anchor_max_leaves"] = int(v)
             if (v := get("CHALLENGE_TTL_SECONDS")) is not None:
                 kwargs["challenge_ttl_seconds"] = int(v)
             if (v := get("MAX_BODY_BYTES")) is not None:

@@ -175,6 +175,14 @@ class ChainClient:
         return cls(Web3(provider), _account(private_key), embedded=False, expected_chain_id=chain_id)
 
     @classmethod
+    def reader(cls, rpc: str, *, chain_id: int | None = None, timeout: float = 10.0) -> ChainClient:
+        """A read-only client for relying parties: it holds a throwaway key and never sends."""
+        if not rpc.startswith(("http://", "https://")):
+            raise ConfigurationError("the chain RPC must be an http(s) URL")
+        provider = HTTPProvider(rpc, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+        return cls(Web3(provider), Account.create(), embedded=False, expected_chain_id=chain_id)
+
+    @classmethod
     def in_process(cls, *, private_key: str | None = None) -> ChainClient:
         """A fresh in-process chain (py-evm). The publisher is funded from the tester's account."""
         warnings.warn("the embedded chain is in-process and ephemeral: its anchors prove nothing to "

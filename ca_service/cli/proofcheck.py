@@ -24,7 +24,7 @@ def check_proof(report: CertificateReport, leaf: x509.Certificate, bundle_text: 
 
     note = bundle_text.partition("\n\n")[2]
     try:
-        chain = ChainClient.connect(rpc, private_key=None)
+        chain = ChainClient.reader(rpc)
         ev = chain.find_anchor_event(contract, cp.size)
     except CAServiceError as exc:
         report.add("anchor", False, f"[{exc.code}] {exc.detail}")

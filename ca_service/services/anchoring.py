@@ -60,7 +60,11 @@ def _view(a: Anchor, c: AnchorContract) -> AnchorView:
 
 
 def policy_from_settings(services: Services, **overrides: Any) -> AnchorPolicy:
-    return AnchorPolicy(confirmations=services.settings.anchor_confirmations, **overrides)
+    base: dict[str, Any] = {"confirmations": services.settings.anchor_confirmations,
+                            "interval_seconds": services.settings.anchor_interval_seconds,
+                            "max_leaves": services.settings.anchor_max_leaves}
+    base.update(overrides)
+    return AnchorPolicy(**base)
 
 
 def chain_for(services: Services) -> ChainClient:

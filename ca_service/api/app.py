@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 from typing import Any
 
@@ -22,11 +21,14 @@ BLUEPRINTS = (
     "ca_service.api.v1.challenges",
     "ca_service.api.v1.certificates",
     "ca_service.api.v1.ca",
-    "ca_service.api.v1.policies", "ca_service.api.v1.attestations", "ca_service.api.v1.audit", "ca_service.api.v1.jwks",
-)
-OPTIONAL_BLUEPRINTS = (
+    "ca_service.api.v1.ocsp",
+    "ca_service.api.v1.policies",
+    "ca_service.api.v1.attestations",
+    "ca_service.api.v1.audit",
+    "ca_service.api.v1.jwks",
     "ca_service.api.v1.log",
     "ca_service.api.v1.anchors",
+    "ca_service.api.v1.openapi",
 )
 
 
@@ -38,9 +40,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["ca_service"] = svc
     problems.init_app(app)
-    for module_name in BLUEPRINTS + OPTIONAL_BLUEPRINTS:
-        if module_name in OPTIONAL_BLUEPRINTS and importlib.util.find_spec(module_name) is None:
-            continue
+    for module_name in BLUEPRINTS:
         module = importlib.import_module(module_name)
         app.register_blueprint(module.bp)
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 
 import click
 
 from ca_service.errors import CAServiceError
 
-# (module, attribute) of each command or group; optional ones are added when present.
+# (module, attribute) of each command or group, one module per group.
 COMMANDS = (
     ("ca_service.cli.init", "init"),
     ("ca_service.cli.serve", "serve"),
@@ -20,12 +19,9 @@ COMMANDS = (
     ("ca_service.cli.evidence", "evidence"),
     ("ca_service.cli.policy", "policy"),
     ("ca_service.cli.verify", "verify"),
-)
-OPTIONAL_COMMANDS = (
     ("ca_service.cli.log", "log"),
     ("ca_service.cli.anchor", "anchor"),
     ("ca_service.cli.token", "token"),
-    ("ca_service.cli.collateral", "collateral"),
     ("ca_service.cli.revoke", "revoke"),
 )
 
@@ -36,9 +32,7 @@ def cli() -> None:
     """ca-service: attestation-backed certificate authority."""
 
 
-for _module, _attr in COMMANDS + OPTIONAL_COMMANDS:
-    if (_module, _attr) in OPTIONAL_COMMANDS and importlib.util.find_spec(_module) is None:
-        continue
+for _module, _attr in COMMANDS:
     cli.add_command(getattr(importlib.import_module(_module), _attr))
 
 

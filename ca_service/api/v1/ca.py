@@ -26,3 +26,12 @@ def issuing_der() -> ResponseReturnValue:
 
     der = services().keys.certificate("issuing").public_bytes(Encoding.DER)
     return Response(der, mimetype="application/pkix-cert", headers={"Cache-Control": "public, max-age=300"})
+
+
+@bp.get("/crl")
+def crl() -> ResponseReturnValue:
+    """The issuing CA's CRL (DER), as named by every certificate's CRL distribution point."""
+    from ca_service.services.revocation import current_crl
+
+    return Response(current_crl(services()), mimetype="application/pkix-crl",
+                    headers={"Cache-Control": "public, max-age=60"})

@@ -73,3 +73,21 @@ def get_proof(serial: str) -> ResponseReturnValue:
             anchor = None
         return jsonify(serial=row.serial, log_index=row.log_index, bundle=bundle, anchor=anchor)
     return Response(bundle, mimetype="text/plain")
+
+
+@bp.post("/<serial>/revoke")
+def revoke(serial: str) -> ResponseReturnValue:
+    """Revoke (admin): ``{"reason": "<RFC 5280 reason name>"}``; logged and audited."""
+    from ca_service.api.auth import ADMIN, current_principal
+    from ca_service.services.revocation import revoke as revoke_certificate
+
+    who = current_principal(ADMIN)
+    body = json_body()
+    reason = body.get("reason", "unspecified") if isinstance(body, dict) else None
+    if not isinstance(reason, str):
+        from ca_service.errors import SchemaViolation
+
+        raise SchemaViolation("reason must be a string", field="reason")
+    row = revoke_certificate(services(), serial, reason=reason, actor=who.actor)
+    return jsonify(serial=row.serial, status=row.status, revoked_at=row.revoked_at.isoformat() if row.revoked_at
+                   else None, reason=row.revocation_reason)

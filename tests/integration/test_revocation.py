@@ -1,0 +1,141 @@
+"""Revocation the way relying parties check it: `openssl verify -crl_check` and `openssl ocsp`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+
+from ca_service.services import tokens
+from ca_service.tlog.leaves import decode_leaf
+
+needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+
+
+@pytest.fixture
+def admin(services):
+    t = tokens.create_token(services, role="admin", name=f"rev-{uuid.uuid4().hex[:6]}", expires_in=None, actor="test")
+    return {"Authorization": f"Bearer {t.secret}"}
+
+
+def _issue(issuer):
+    resp = issuer.issue()
+    assert resp.status_code == 201, resp.get_json()
+    leaf, issuing = x509.load_pem_x509_certificates(resp.get_json()["certificate_chain"].encode())
+    return resp.get_json()["serial"], leaf, issuing
+
+
+def _files(tmp_path: Path, services, leaf, issuing, crl_der: bytes) -> None:
+    (tmp_path / "root.pem").write_bytes(services.keys.certificate("root").public_bytes(Encoding.PEM))
+    (tmp_path / "issuing.pem").write_bytes(issuing.public_bytes(Encoding.PEM))
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(Encoding.PEM))
+    crl = x509.load_der_x509_crl(crl_der)
+    (tmp_path / "crl.pem").write_bytes(crl.public_bytes(Encoding.PEM))
+
+
+def _openssl_crl_check(tmp_path: Path) -> subprocess.CompletedProcess:
+    # -crl_check checks the leaf against the issuing CA's CRL; the root has no CRL (offline root)
+    return subprocess.run(["openssl", "verify", "-CAfile", "root.pem", "-untrusted", "issuing.pem", "-CRLfile",
+                           "crl.pem", "-crl_check", "leaf.pem"], cwd=tmp_path, capture_output=True, text=True)
+
+
+def _ocsp(client, tmp_path: Path, leaf, issuing) -> str:
+    """openssl builds the request (with its own nonce), we POST it, openssl checks the answer."""
+    subprocess.run(["openssl", "ocsp", "-issuer", "issuing.pem", "-cert", "leaf.pem", "-reqout", "req.der"],
+                   cwd=tmp_path, check=True, capture_output=True)
+    req_der = (tmp_path / "req.der").read_bytes()
+    resp = client.post("/v1/ocsp", data=req_der, content_type="application/ocsp-request")
+    assert resp.status_code == 200 and resp.mimetype == "application/ocsp-response"
+    (tmp_path / "resp.der").write_bytes(resp.data)
+    req_nonce = ocsp.load_der_ocsp_request(req_der).extensions.get_extension_for_class(x509.OCSPNonce).value.nonce
+    parsed = ocsp.load_der_ocsp_response(resp.data)
+    assert parsed.extensions.get_extension_for_class(x509.OCSPNonce).value.nonce == req_nonce
+    # signature, responder chain to the root, and openssl's own nonce
+    v = subprocess.run(["openssl", "ocsp", "-reqin", "req.der", "-respin", "resp.der", "-CAfile", "root.pem",
+                        "-verify_other", "issuing.pem"], cwd=tmp_path, capture_output=True, text=True)
+    assert "Response verify OK" in v.stderr + v.stdout, v.stderr + v.stdout
+    # the status openssl reads for this certificate
+    p = subprocess.run(["openssl", "ocsp", "-respin", "resp.der", "-issuer", "issuing.pem", "-cert", "leaf.pem",
+                        "-CAfile", "root.pem", "-verify_other", "issuing.pem", "-no_nonce"], cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+@needs_openssl
+def test_revoke_then_crl_and_ocsp_say_so(issuer, client, services, admin, tmp_path: Path):
+    serial, leaf, issuing = _issue(issuer)
+    crl = client.get("/v1/ca/crl")
+    assert crl.status_code == 200 and crl.mimetype == "application/pkix-crl"
+    _files(tmp_path, services, leaf, issuing, crl.data)
+    before = _openssl_crl_check(tmp_path)
+    assert before.returncode == 0, before.stdout + before.stderr
+    assert f"{serial}: good" in _ocsp(client, tmp_path, leaf, issuing).replace("leaf.pem", serial)
+
+    r = client.post(f"/v1/certificates/{serial}/revoke", json={"reason": "keyCompromise"}, headers=admin)
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["status"] == "revoked"
+    rec = client.get(f"/v1/certificates/{serial}").get_json()
+    assert rec["status"] == "revoked" and rec["revocation_reason"] == "keyCompromise"
+
+    crl_after = client.get("/v1/ca/crl").data
+    parsed = x509.load_der_x509_crl(crl_after)
+    assert parsed.is_signature_valid(issuing.public_key())
+    entry = parsed.get_revoked_certificate_by_serial_number(leaf.serial_number)
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
+    _files(tmp_path, services, leaf, issuing, crl_after)
+    after = _openssl_crl_check(tmp_path)
+    assert after.returncode != 0 and "revoked" in (after.stdout + after.stderr)
+    out = _ocsp(client, tmp_path, leaf, issuing)
+    assert "leaf.pem: revoked" in out and "keyCompromise" in out
+
+    # the revocation is in the transparency log and the audit table
+    entries = [client.get(f"/v1/log/entries/{i}").get_json() for i in range(max(0, rec["log_index"]), rec["log_index"] + 50)]
+    found = False
+    for e in entries:
+        if e and "leaf" in e:
+            import base64
+            leaf_obj = decode_leaf(base64.b64decode(e["leaf"]))
+            found |= leaf_obj.type == "revocation" and leaf_obj.body.get("serial") == serial
+    assert found
+
+    again = client.post(f"/v1/certificates/{serial}/revoke", json={"reason": "keyCompromise"}, headers=admin)
+    assert again.status_code == 409
+
+
+def test_revoke_needs_admin_and_a_known_reason(issuer, client, services, admin):
+    serial, _, _ = _issue(issuer)
+    assert client.post(f"/v1/certificates/{serial}/revoke", json={}).status_code == 401
+    auditor = tokens.create_token(services, role="auditor", name=f"a-{uuid.uuid4().hex[:6]}", expires_in=None,
+                                  actor="test")
+    r = client.post(f"/v1/certificates/{serial}/revoke", json={}, headers={"Authorization": f"Bearer {auditor.secret}"})
+    assert r.status_code == 403
+    r = client.post(f"/v1/certificates/{serial}/revoke", json={"reason": "because"}, headers=admin)
+    assert r.status_code == 422 and r.get_json()["code"] == "request.schema"
+    r = client.post("/v1/certificates/abc123/revoke", json={}, headers=admin)
+    assert r.status_code == 404
+    assert client.get(f"/v1/certificates/{serial}").get_json()["status"] == "valid"
+
+
+def test_ocsp_refusals(client):
+    bad = client.post("/v1/ocsp", data=b"\x30\x03\x02\x01\x00", content_type="application/ocsp-request")
+    assert bad.status_code == 200
+    assert ocsp.load_der_ocsp_response(bad.data).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+    assert client.post("/v1/ocsp", data=b"x", content_type="text/plain").status_code == 415
+
+
+def test_openapi_document_is_current(client):
+    served = client.get("/v1/openapi.json").get_json()
+    kept = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
+    assert served == kept, "docs/openapi.json is stale: regenerate it (see docs/README)"
+    assert "/v1/certificates" in served["paths"] and "post" in served["paths"]["/v1/certificates"]
+    assert served["components"]["schemas"]["CertificateRequestIn"]["required"]

@@ -396,6 +396,12 @@ class NotInitialised(CAServiceError):
     title = "The CA is not initialised"
 
 
+class NotInTee(CAServiceError):
+    code = "ca.not_in_tee"
+    status = 503
+    title = "The CA runs outside a TEE"
+
+
 class KeyDecryptionFailed(CAServiceError):
     code = "ca.key_decryption_failed"
     status = 500

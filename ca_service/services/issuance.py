@@ -94,12 +94,29 @@ def verify_items(svc: Services, items: tuple[EvidenceItem, ...], at: datetime) -
     return verified
 
 
+def _collateral_blobs(item: EvidenceItem) -> list[tuple[str, bytes]]:
+    """Each collateral item as given, plus every certificate and CRL in it as DER, so a policy dry
+    run can find them again by the digests the verifier recorded in the EAR."""
+    from ca_service.evidence.collateral_items import load_collateral
+
+    out = [("collateral", raw) for raw in item.collateral]
+    if item.collateral:
+        coll = load_collateral(item.collateral)
+        out += [("collateral", c.public_bytes(serialization.Encoding.DER)) for c in coll.certificates]
+        out += [("collateral", c.public_bytes(serialization.Encoding.DER)) for c in coll.crls]
+    return out
+
+
 def _store_evidence(session: Session, items: tuple[EvidenceItem, ...], now: datetime) -> list[dict[str, str]]:
     out = []
+    seen: set[str] = set()
     for item in items:
         digest = hashlib.sha256(item.data).hexdigest()
-        if session.get(EvidenceBlob, digest) is None:
-            session.add(EvidenceBlob(sha256=digest, kind=item.kind, data=item.data, created_at=now))
+        for kind, data in [(item.kind, item.data), *_collateral_blobs(item)]:
+            d = hashlib.sha256(data).hexdigest()
+            if d not in seen and session.get(EvidenceBlob, d) is None:
+                session.add(EvidenceBlob(sha256=d, kind=kind, data=data, created_at=now))
+            seen.add(d)
         out.append({"type": item.kind, "sha256": digest})
     return out
 

@@ -251,3 +251,26 @@ def test_sim_refused_in_production_profile(tmp_path, db_url_factory, sim_tee):
         assert not svc.keys.has("sim-root")
     finally:
         svc.close()
+
+
+def test_ca_attestation_binds_the_issuing_key(client, services, sim_tee):
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives.serialization import PublicFormat
+
+    from ca_service.evidence import verify
+    from ca_service.evidence.binding import check_binding
+    from ca_service.evidence.trust import DEFAULT_ROOTS
+
+    nonce = bytes(range(32))
+    r = client.get(f"/v1/ca/attestation?nonce={nonce.hex()}")
+    assert r.status_code == 200
+    body = r.get_json()
+    assert body["profile"] == "insecure-dev" and body["type"] == "sim"
+    ve = verify("sim", base64.b64decode(body["evidence"]), at=datetime.now(UTC),
+                roots=DEFAULT_ROOTS.with_sim_root(sim_tee.root_der()))
+    key = x509.load_pem_x509_certificate(body["key"].encode())
+    assert key == services.keys.certificate("issuing")
+    check_binding(ve.report_data, nonce, key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+    _problem(client.get("/v1/ca/attestation?nonce=abc"), 422, "request.schema")
+    _problem(client.get("/v1/ca/attestation"), 422, "request.schema")

@@ -135,6 +135,6 @@ def test_ocsp_refusals(client):
 def test_openapi_document_is_current(client):
     served = client.get("/v1/openapi.json").get_json()
     kept = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
-    assert served == kept, "docs/openapi.json is stale: regenerate it (see docs/README)"
+    assert served == kept, "docs/openapi.json is stale: regenerate it: python scripts/gen_openapi.py"
     assert "/v1/certificates" in served["paths"] and "post" in served["paths"]["/v1/certificates"]
     assert served["components"]["schemas"]["CertificateRequestIn"]["required"]

@@ -35,3 +35,47 @@ def crl() -> ResponseReturnValue:
 
     return Response(current_crl(services()), mimetype="application/pkix-crl",
                     headers={"Cache-Control": "public, max-age=60"})
+
+
+@bp.get("/attestation")
+def attestation() -> ResponseReturnValue:
+    """The CA's own evidence, bound (ADR 0001) to ``?nonce=<64 hex>`` and the issuing CA's key.
+
+    In a TEE it comes from configfs-tsm; in the insecure-dev profile from the sim TEE (and says so);
+    a production CA outside a TEE answers 503 ``ca.not_in_tee``.
+    """
+    import base64
+    import warnings
+
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+    from flask import jsonify, request
+
+    from ca_service.agent.tsm import tsm_available, tsm_report
+    from ca_service.errors import NotInTee, SchemaViolation
+    from ca_service.evidence.binding import binding_value
+
+    svc = services()
+    raw = request.args.get("nonce", "")
+    try:
+        nonce = bytes.fromhex(raw)
+    except ValueError:
+        nonce = b""
+    if len(nonce) != 32:
+        raise SchemaViolation("nonce must be 32 bytes of hex", field="nonce")
+    issuing = svc.keys.certificate("issuing")
+    spki = issuing.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    report_data = binding_value(nonce, spki)
+    if tsm_available():
+        kind, evidence = tsm_report(report_data)
+    elif svc.settings.insecure:
+        from ca_service.services.bootstrap import load_sim_tee
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tee = load_sim_tee(svc.settings)
+        kind, evidence = "sim", tee.report(report_data)  # type: ignore[attr-defined]
+    else:
+        raise NotInTee("this CA does not run in a TEE; it has no evidence to give")
+    return jsonify(profile=svc.settings.profile, type=kind, evidence=base64.b64encode(evidence).decode(),
+                   nonce=nonce.hex(), key=issuing.public_bytes(Encoding.PEM).decode(),
+                   binding="SHA-512('ca-service/binding/v1' || nonce || SHA-256(issuing CA SPKI DER))")

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask, Response, json, request
 
-from ca_service.api import problems
+from ca_service.api import metrics, problems
 from ca_service.config import Settings
 from ca_service.errors import MalformedJSON, RequestError
 from ca_service.services.container import Services
@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["ca_service"] = svc
     problems.init_app(app)
+    metrics.init_app(app)
     for module_name in BLUEPRINTS:
         module = importlib.import_module(module_name)
         app.register_blueprint(module.bp)

@@ -35,6 +35,9 @@ def serve(bind: str, workers: int, threads: int, publish_interval: float, anchor
         raise click.UsageError("the embedded chain lives in one process; anchor with a real RPC under serve")
 
     def post_worker_init(worker: Any) -> None:
+        from ca_service.logs import configure_json_logging
+
+        configure_json_logging()
         svc = worker.wsgi.extensions["ca_service"]
         if publish_interval > 0:
             from ca_service.services.log import start_publisher

@@ -274,3 +274,12 @@ def test_ca_attestation_binds_the_issuing_key(client, services, sim_tee):
     check_binding(ve.report_data, nonce, key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
     _problem(client.get("/v1/ca/attestation?nonce=abc"), 422, "request.schema")
     _problem(client.get("/v1/ca/attestation"), 422, "request.schema")
+
+
+def test_metrics_count_issuances_and_refusals(issuer, client):
+    assert issuer.issue().status_code == 201
+    client.get("/v1/certificates/ffff")  # a refusal: not_found
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'ca_service_certificates_issued_total{policy="sim"}' in text
+    assert 'ca_service_problems_total{code="not_found"}' in text
+    assert 'ca_service_http_requests_total{method="POST",route="/v1/certificates",status="201"}' in text

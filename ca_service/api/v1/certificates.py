@@ -26,6 +26,9 @@ def post_certificate() -> ResponseReturnValue:
         lifetime=timedelta(seconds=body.lifetime_seconds) if body.lifetime_seconds else None,
     )
     issued = issue_certificate(services(), req)
+    from ca_service.api.metrics import ISSUED
+
+    ISSUED.labels(issued.policy.policy.name).inc()
     return jsonify(issued.to_json()), 201
 
 

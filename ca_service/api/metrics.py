@@ -42,7 +42,7 @@ def init_app(app: Flask) -> None:
             from prometheus_client import multiprocess
 
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             data = generate_latest(registry)
         else:
             data = generate_latest()

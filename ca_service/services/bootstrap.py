@@ -29,10 +29,14 @@ def upgrade_database(settings: Settings) -> None:
 
 
 def _migrations_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "migrations"
-    if here.exists():
-        return here
-    raise FileNotFoundError("migrations/ not found next to the package")
+    """migrations/ beside the package (a checkout), or ``CA_SERVICE_MIGRATIONS_DIR``, or ./migrations
+    (the docker image's working directory)."""
+    candidates = [Path(os.environ["CA_SERVICE_MIGRATIONS_DIR"])] if os.environ.get("CA_SERVICE_MIGRATIONS_DIR") else []
+    candidates += [Path(__file__).resolve().parents[2] / "migrations", Path.cwd() / "migrations"]
+    for cand in candidates:
+        if (cand / "env.py").exists():
+            return cand
+    raise FileNotFoundError("migrations/ not found: set CA_SERVICE_MIGRATIONS_DIR")
 
 
 def _write_private(path: Path, data: bytes) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from ca_service.db.models import Challenge
 from ca_service.errors import ChallengeConsumed, ChallengeExpired, ChallengeUnknown
@@ -32,8 +33,8 @@ def create_challenge(svc: Services) -> IssuedChallenge:
     return ch
 
 
-def consume_challenge(svc: Services, challenge_id: str, now: datetime) -> bytes:
-    """Atomically mark the challenge used and return its nonce.
+def consume_challenge_in(session: Session, challenge_id: str, now: datetime) -> bytes:
+    """Atomically mark the challenge used, in the caller's transaction, and return its nonce.
 
     One conditional UPDATE ... RETURNING: of any number of concurrent requests for the same
     challenge exactly one sees a row (row lock on PostgreSQL, BEGIN IMMEDIATE on SQLite).
@@ -45,23 +46,28 @@ def consume_challenge(svc: Services, challenge_id: str, now: datetime) -> bytes:
         uuid.UUID(challenge_id)
     except (ValueError, AttributeError, TypeError) as exc:
         raise ChallengeUnknown("challenge id is not a known challenge") from exc
-    with svc.db.transaction() as session:
-        nonce = session.execute(
-            update(Challenge)
-            .where(Challenge.id == challenge_id, Challenge.consumed_at.is_(None), Challenge.expires_at > now)
-            .values(consumed_at=now)
-            .returning(Challenge.nonce)
-        ).scalar_one_or_none()
-        if nonce is not None:
-            return bytes(nonce)
-        row = session.execute(
-            select(Challenge.consumed_at, Challenge.expires_at).where(Challenge.id == challenge_id)
-        ).one_or_none()
+    nonce = session.execute(
+        update(Challenge)
+        .where(Challenge.id == challenge_id, Challenge.consumed_at.is_(None), Challenge.expires_at > now)
+        .values(consumed_at=now)
+        .returning(Challenge.nonce)
+    ).scalar_one_or_none()
+    if nonce is not None:
+        return bytes(nonce)
+    row = session.execute(
+        select(Challenge.consumed_at, Challenge.expires_at).where(Challenge.id == challenge_id)
+    ).one_or_none()
     if row is None:
         raise ChallengeUnknown("challenge id is not a known challenge")
     if row.consumed_at is not None:
         raise ChallengeConsumed("challenge was already used")
     raise ChallengeExpired("challenge expired; ask for a new one")
+
+
+def consume_challenge(svc: Services, challenge_id: str, now: datetime) -> bytes:
+    """:func:`consume_challenge_in` in its own transaction."""
+    with svc.db.transaction() as session:
+        return consume_challenge_in(session, challenge_id, now)
 
 
 def purge_expired(svc: Services, before: datetime) -> int:

@@ -23,17 +23,16 @@ from ca_service.ca.ear import build_ear
 from ca_service.ca.profile import build_end_entity, check_request
 from ca_service.crypto.keys import KEY_TYPES, parse_csr
 from ca_service.db.models import Certificate, EvidenceBlob
-from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, LogInconsistent, NotFound
+from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, LogInconsistent, NotFound, PolicyError
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.binding import check_binding
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.policy.appraise import Appraisal, appraise
 from ca_service.services import policies
-from ca_service.services.challenges import consume_challenge
+from ca_service.services.challenges import consume_challenge_in
 from ca_service.services.container import Services
 from ca_service.tlog import leaves as tlog_leaves
-from ca_service.tlog.sequencer import append_leaf, lock_log
-from ca_service.tlog.store import stored_size
+from ca_service.tlog.sequencer import append_leaf, lock_and_next_index
 
 
 @dataclass(frozen=True)
@@ -108,16 +107,21 @@ def _collateral_blobs(item: EvidenceItem) -> list[tuple[str, bytes]]:
 
 
 def _store_evidence(session: Session, items: tuple[EvidenceItem, ...], now: datetime) -> list[dict[str, str]]:
+    """Content-addressed evidence and collateral, in one INSERT .. ON CONFLICT DO NOTHING."""
+    rows: dict[str, dict[str, Any]] = {}
     out = []
-    seen: set[str] = set()
     for item in items:
-        digest = hashlib.sha256(item.data).hexdigest()
         for kind, data in [(item.kind, item.data), *_collateral_blobs(item)]:
             d = hashlib.sha256(data).hexdigest()
-            if d not in seen and session.get(EvidenceBlob, d) is None:
-                session.add(EvidenceBlob(sha256=d, kind=kind, data=data, created_at=now))
-            seen.add(d)
-        out.append({"type": item.kind, "sha256": digest})
+            rows.setdefault(d, {"sha256": d, "kind": kind, "data": data, "created_at": now})
+        out.append({"type": item.kind, "sha256": hashlib.sha256(item.data).hexdigest()})
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if session.get_bind().dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(EvidenceBlob).on_conflict_do_nothing(index_elements=["sha256"])
+    else:
+        stmt = sqlite.insert(EvidenceBlob).on_conflict_do_nothing(index_elements=["sha256"])
+    session.execute(stmt, list(rows.values()))
     return out
 
 
@@ -125,10 +129,17 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
     """Issue a certificate for an attested key, or raise a CAServiceError naming what failed."""
     now = svc.clock.now()
     csr = parse_csr(req.csr_pem, allowed=KEY_TYPES)
-    nonce = consume_challenge(svc, req.challenge_id, now)
-
-    with svc.db.read() as session:
-        ref = policies.active_policy(session, req.policy)
+    # One short transaction: use up the challenge and read the active policy. A policy error is
+    # raised only after the commit, so a refused request still uses the challenge up.
+    policy_error: PolicyError | None = None
+    with svc.db.transaction() as session:
+        nonce = consume_challenge_in(session, req.challenge_id, now)
+        try:
+            ref = policies.active_policy(session, req.policy)
+        except PolicyError as exc:
+            policy_error = exc
+    if policy_error is not None:
+        raise policy_error
     verified = verify_items(svc, req.evidence, now)
     for ve in verified:
         check_binding(ve.report_data, nonce, csr.spki_der)
@@ -147,8 +158,7 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
         evidence_refs = _store_evidence(session, req.evidence, now)
         # The certificate names its log index and the leaf names the certificate's digest: take
         # the sequencing lock, read the next index, sign, then append and check the index held.
-        lock_log(session)
-        log_index = stored_size(session)
+        log_index = lock_and_next_index(session)
         ear = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=nonce, log_index=log_index,
                         profile=svc.settings.profile)
         cert = build_end_entity(issuance, issuer_key=issuer_key, issuer=issuer, now=now, serial=serial_int,

@@ -56,6 +56,20 @@ def lock_log(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOG_LOCK_KEY})
 
 
+def lock_and_next_index(session: Session) -> int:
+    """Take the sequencing lock and read the index the next leaf will get, in one round trip.
+
+    For callers that must know the index before building the leaf (a certificate that names its
+    log index); the lock holds until the caller's transaction ends, so the index cannot move.
+    """
+    next_sql = "SELECT COALESCE(MAX(idx) + 1, 0) FROM tlog_entries"
+    if _is_postgres(session):
+        # two statements, one round trip; the second sees every commit made before the lock
+        return int(session.execute(text("SELECT pg_advisory_xact_lock(:k); " + next_sql),
+                                   {"k": LOG_LOCK_KEY}).scalar_one())
+    return int(session.execute(text(next_sql)).scalar_one())
+
+
 def append_leaf(session: Session, leaf: bytes) -> int:
     """Append ``leaf`` in the caller's transaction (never commits) and return its index.
 

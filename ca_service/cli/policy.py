@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 
 import click
 
-from ca_service.cli.common import open_services
+from ca_service.cli.common import actor, open_services
 from ca_service.services import dryrun, policies
-
-
-def actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
-
 
 
 @click.group("policy")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import getpass
-
 import click
 
 from ca_service.ca.revocation import REASONS
-from ca_service.cli.common import open_services
+from ca_service.cli.common import actor, open_services
 from ca_service.services.revocation import revoke as revoke_certificate
 
 
@@ -16,9 +14,5 @@ from ca_service.services.revocation import revoke as revoke_certificate
 @click.option("--reason", default="unspecified", type=click.Choice(sorted(REASONS)), show_default=True)
 def revoke(serial: str, reason: str) -> None:
     """Revoke a certificate (it goes on the CRL, OCSP says revoked, the log gets a leaf)."""
-    try:
-        actor = f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        actor = "cli"
-    row = revoke_certificate(open_services(), serial, reason=reason, actor=actor)
+    row = revoke_certificate(open_services(), serial, reason=reason, actor=actor())
     click.echo(f"revoked {row.serial} ({reason}) at {row.revoked_at.isoformat() if row.revoked_at else ''}")

@@ -6,8 +6,7 @@ import json
 
 import click
 
-from ca_service.cli.common import open_services
-from ca_service.cli.policy import actor
+from ca_service.cli.common import actor, open_services
 from ca_service.policy.model import parse_duration
 from ca_service.services import tokens
 

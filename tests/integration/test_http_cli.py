@@ -180,3 +180,23 @@ def test_evidence_verify_cli_sim(server, tmp_path: Path):
     assert unpinned.returncode == 1
     assert json.loads(unpinned.stdout)["error"]["code"] == "evidence.root_untrusted"
     base64.b64encode(b"")  # keep import used
+
+
+def test_revoke_cli_and_crl_over_http(server, tmp_path: Path):
+    import json as _json
+
+    from cryptography import x509
+
+    out = tmp_path / "r"
+    p = subprocess.run([*CLI, "agent", "request", "--server", server["url"], "--policy", "sim", "--out", str(out),
+                        "--sim"], env=server["env"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    serial = _json.loads((out / "response.json").read_text())["serial"]
+    r = subprocess.run([*CLI, "revoke", serial, "--reason", "superseded"], env=server["env"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert requests.get(f"{server['url']}/v1/certificates/{serial}", timeout=10).json()["status"] == "revoked"
+    crl = x509.load_der_x509_crl(requests.get(f"{server['url']}/v1/ca/crl", timeout=10).content)
+    assert crl.get_revoked_certificate_by_serial_number(int(serial, 16)) is not None
+    again = subprocess.run([*CLI, "revoke", serial], env=server["env"], capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "conflict" in again.stderr

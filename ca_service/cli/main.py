@@ -23,6 +23,7 @@ COMMANDS = (
     ("ca_service.cli.anchor", "anchor"),
     ("ca_service.cli.token", "token"),
     ("ca_service.cli.revoke", "revoke"),
+    ("ca_service.cli.collateral", "collateral"),
 )
 
 

@@ -28,6 +28,7 @@ from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.binding import check_binding
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.policy.appraise import Appraisal, appraise
+from ca_service.services import collateral as collateral_service
 from ca_service.services import policies
 from ca_service.services.challenges import consume_challenge_in
 from ca_service.services.container import Services
@@ -89,7 +90,11 @@ def verify_items(svc: Services, items: tuple[EvidenceItem, ...], at: datetime) -
     for item in items:
         if item.kind == "sim" and not svc.settings.insecure:
             raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
-        verified.append(evidence_mod.verify(item.kind, item.data, collateral=item.collateral, at=at, roots=roots))
+        collateral = item.collateral
+        if not collateral and item.kind in collateral_service.SUPPLIED_KINDS:
+            # The CA supplies TDX/SGX/SNP collateral itself: cache, fetched when online (DESIGN.md).
+            collateral = collateral_service.collateral_for(svc, item.kind, item.data, at, roots=roots)
+        verified.append(evidence_mod.verify(item.kind, item.data, collateral=collateral, at=at, roots=roots))
     return verified
 
 

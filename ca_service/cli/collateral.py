@@ -1,0 +1,112 @@
+"""``ca-service collateral import BUNDLE | refresh | list``: the vendor collateral cache.
+
+``import`` is the air-gapped path: a JSON list of recorded Intel PCS v4 / AMD KDS responses
+(``[{url, status, headers, body_b64, fetched_at}]``), every item verified, all or nothing. ``refresh``
+is the online path (run it on a timer): every cached resource whose nextUpdate falls within
+``--within`` is fetched again from the allowlisted vendor hosts, verified, and kept only if it does
+not roll the TCB evaluation data number back.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ca_service.cli.common import open_services
+from ca_service.collateral.fetchers import RequestsFetcher
+from ca_service.collateral.store import newest_per_key
+from ca_service.errors import CAServiceError
+from ca_service.policy.model import parse_duration
+from ca_service.services import collateral as service
+
+
+def _fail(exc: CAServiceError) -> None:
+    url = exc.fields.get("url")
+    click.echo(f"error [{exc.code}]: {exc.detail}" + (f" ({url})" if url else ""), err=True)
+    sys.exit(1)
+
+
+@click.group("collateral")
+def collateral() -> None:
+    """Vendor collateral cache (Intel PCS, AMD KDS): offline import, online refresh."""
+
+
+@collateral.command("import")
+@click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def import_(bundle: Path, as_json: bool) -> None:
+    """Verify every item of an offline BUNDLE and cache it (nothing is cached if one is refused)."""
+    svc = open_services()
+    try:
+        result = service.import_bundle(svc, bundle.read_bytes())
+    except CAServiceError as exc:
+        _fail(exc)
+        return
+    finally:
+        svc.close()
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    click.echo(f"imported {len(result.added)} item(s); {len(result.already_cached)} already cached")
+
+
+def _mirrors(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        host, sep, url = v.partition("=")
+        if not sep or not url:
+            raise click.BadParameter(f"{v!r} is not HOST=URL", param_hint="--mirror")
+        out[host] = url
+    return out
+
+
+@collateral.command("refresh")
+@click.option("--within", default="7d", show_default=True,
+              help="refresh what expires within this window (e.g. 24h, 7d)")
+@click.option("--mirror", "mirrors", multiple=True, metavar="HOST=URL",
+              help="fetch an allowlisted vendor host's resources from URL (a PCCS-like mirror)")
+@click.option("--json", "as_json", is_flag=True)
+def refresh(within: str, mirrors: tuple[str, ...], as_json: bool) -> None:
+    """Fetch again, verify and cache every resource that is about to expire. Exit 1 if any was refused."""
+    svc = open_services()
+    try:
+        fetcher = RequestsFetcher(clock=svc.clock, mirrors=_mirrors(mirrors))
+        result = service.refresh(svc, fetcher, within=parse_duration(within))
+    except CAServiceError as exc:
+        _fail(exc)
+        return
+    finally:
+        svc.close()
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        click.echo(f"refreshed {len(result.refreshed)}, unchanged {len(result.unchanged)}, "
+                   f"refused {len(result.refused)}")
+        for r in result.refused:
+            click.echo(f"refused [{r['code']}] {r['url']}: {r['detail']}", err=True)
+    if not result.ok:
+        sys.exit(1)
+
+
+@collateral.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def list_(as_json: bool) -> None:
+    """The newest cached item of each resource: kind, key, window, TCB evaluation data number."""
+    svc = open_services()
+    try:
+        with svc.db.read() as session:
+            rows = [{"kind": r.kind, "key": r.key, "url": r.url, "issue_date": r.issue_date.isoformat(),
+                     "next_update": r.next_update.isoformat(),
+                     "tcb_evaluation_data_number": r.tcb_evaluation_data_number, "sha256": r.sha256}
+                    for r in newest_per_key(session)]
+    finally:
+        svc.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        tcb = "" if r["tcb_evaluation_data_number"] is None else f" tcbEval {r['tcb_evaluation_data_number']}"
+        click.echo(f"{r['kind']}\t{r['key']}\tnext update {r['next_update']}{tcb}")

@@ -1,0 +1,344 @@
+"""Collateral the CA supplies itself: from the database cache, fetched from the vendors when online,
+imported from offline bundles, refreshed before it expires (DESIGN.md "Evidence, collateral, trust roots").
+
+:func:`collateral_for` reads the quote or report only to pick *which* allowlisted resources it needs
+(FMSPC and PCK CA of an Intel quote; product line, chip id and reported TCB of an SNP report); the
+evidence verifier then checks everything, including that the collateral belongs to the evidence.
+Nothing the evidence says is trusted here, and no URL comes from it.
+
+Online means a :class:`~ca_service.collateral.fetchers.Fetcher` is attached to the services
+(:func:`attach_fetcher`) or passed in; without one the cache is all there is (air-gapped: fill it with
+``ca-service collateral import``; online: ``ca-service collateral refresh`` on a timer).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+from sqlalchemy.orm import Session
+
+from ca_service.clock import require_aware
+from ca_service.collateral import endpoints
+from ca_service.collateral.endpoints import AmdTcb, Endpoint, Kind
+from ca_service.collateral.errors import FetchFailed
+from ca_service.collateral.fetchers import Fetcher, Response, load_bundle
+from ca_service.collateral.store import bodies, insert, newest_per_key, select_at
+from ca_service.collateral.verify import crl_der, top_level_spans, verify_response
+from ca_service.db.models.collateral import CollateralItem
+from ca_service.errors import CAServiceError, CollateralMissing, EvidenceMalformed, EvidenceUnsupported
+from ca_service.evidence.intel.parse import TEE_TYPE_TDX, parse_quote
+from ca_service.evidence.intel.pck import load_pem_chain, parse_pck_extension
+from ca_service.evidence.snp.azure import is_hcl_report, parse_hcl_report
+from ca_service.evidence.snp.certs import PRODUCT_LINES, ProductLine, common_name
+from ca_service.evidence.snp.parse import SigningKey, TcbLayout, TcbVersion, parse_report
+from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
+from ca_service.services.container import Services
+
+log = logging.getLogger("ca_service.collateral")
+
+SUPPLIED_KINDS = frozenset({"tdx-quote", "sgx-quote", "snp-report"})
+# Refresh an item this long before its nextUpdate, when a fetcher is at hand (Intel publishes TCB Info
+# and QE Identity for 30 days and CRLs for about as long: a day of margin keeps issuance off the edge).
+REFRESH_MARGIN = timedelta(hours=24)
+_PCK_CA = {"Intel SGX PCK Platform CA": "platform", "Intel SGX PCK Processor CA": "processor"}
+_FETCHER_ATTR = "_collateral_fetcher"
+
+
+def attach_fetcher(svc: Services, fetcher: Fetcher | None) -> None:
+    """Make ``svc`` online (a fetcher) or offline (None) for :func:`collateral_for`."""
+    setattr(svc, _FETCHER_ATTR, fetcher)
+
+
+def attached_fetcher(svc: Services) -> Fetcher | None:
+    fetcher: Fetcher | None = getattr(svc, _FETCHER_ATTR, None)
+    return fetcher
+
+
+# --- cache access, fetching on miss ---------------------------------------------------------------------
+
+
+def _chain_kind(kind: Kind) -> Kind:
+    return Kind.VLEK_CHAIN if kind in (Kind.VLEK_CHAIN, Kind.VLEK_CRL) else Kind.VCEK_CHAIN
+
+
+def _amd_chains(session: Session, ep: Endpoint) -> list[bytes]:
+    if not ep.kind.value.startswith("amd.") or ep.kind in (Kind.VCEK_CHAIN, Kind.VLEK_CHAIN):
+        return []
+    return bodies(session, _chain_kind(ep.kind), ep.key.split("/", 1)[0])
+
+
+def store_response(svc: Services, ep: Endpoint, resp: Response, roots: TrustRoots = DEFAULT_ROOTS) -> bool:
+    """Verify one response and cache it in its own transaction; False if it was cached already.
+
+    Raises:
+        FetchFailed, RollbackRefused (``collateral.*``); EvidenceError leaves for a response that
+        does not verify (``evidence.collateral_invalid``...).
+    """
+    with svc.db.transaction() as session:
+        item = verify_response(ep, resp, roots, _amd_chains(session, ep))
+        return insert(session, item, svc.clock.now())
+
+
+def fetch_and_store(svc: Services, ep: Endpoint, fetcher: Fetcher, roots: TrustRoots = DEFAULT_ROOTS) -> bool:
+    """GET one endpoint and cache the verified response (a VCEK or CRL needs its cert_chain first)."""
+    if ep.kind in (Kind.VCEK, Kind.VCEK_CRL, Kind.VLEK_CRL):
+        product = ep.key.split("/", 1)[0]
+        signer = "vlek" if ep.kind is Kind.VLEK_CRL else "vcek"
+        with svc.db.read() as session:
+            have_chain = bool(bodies(session, _chain_kind(ep.kind), product))
+        if not have_chain:
+            fetch_and_store(svc, endpoints.amd_cert_chain(product, signer), fetcher, roots)
+    return store_response(svc, ep, fetcher.fetch(ep), roots)
+
+
+def _row(svc: Services, ep: Endpoint, at: datetime, fetcher: Fetcher | None, roots: TrustRoots) -> CollateralItem:
+    with svc.db.read() as session:
+        row = select_at(session, ep.kind, ep.key, at)
+    if fetcher is not None and (row is None or row.next_update - REFRESH_MARGIN < at):
+        try:
+            fetch_and_store(svc, ep, fetcher, roots)
+        except CAServiceError as exc:
+            if row is None:
+                raise
+            # The cached item is still usable (the verifier checks its window): a vendor outage or a
+            # refused rollback must not stop issuance, but must be visible.
+            log.warning("collateral refresh of %s failed: %s", ep.url, exc.code)
+        else:
+            with svc.db.read() as session:
+                row = select_at(session, ep.kind, ep.key, at)
+    if row is None:
+        raise CollateralMissing(f"no cached {ep.kind.value} for {ep.key or ep.url}"
+                                + ("" if fetcher else " and no collateral fetcher is configured"), url=ep.url)
+    return row
+
+
+# --- assembly --------------------------------------------------------------------------------------------
+
+
+def _header_pem(row: CollateralItem) -> str:
+    values = list(row.headers.values())
+    if len(values) != 1:
+        raise CollateralMissing(f"cached {row.kind} has no issuer chain", url=row.url)
+    return unquote(values[0])
+
+
+def _signed_member(row: CollateralItem, member: str) -> tuple[str, str]:
+    spans = top_level_spans(row.body)
+    signature = json.loads(spans["signature"])
+    return spans[member].decode(), str(signature)
+
+
+def _intel(svc: Services, evidence: bytes, at: datetime, fetcher: Fetcher | None, roots: TrustRoots) -> bytes:
+    quote = parse_quote(evidence)
+    tee = "tdx" if quote.header.tee_type == TEE_TYPE_TDX else "sgx"
+    certs = load_pem_chain(quote.cert_data, "PCK")
+    if len(certs) != 3:
+        raise EvidenceMalformed("PCK chain must be leaf, PCK CA and root")
+    fmspc = parse_pck_extension(certs[0]).fmspc
+    ca = _PCK_CA.get(common_name(certs[1].subject))
+    if ca is None:
+        raise EvidenceUnsupported("the PCK certificate is issued by neither the platform nor the processor CA")
+    tcb = _row(svc, endpoints.tcb_info(tee, fmspc), at, fetcher, roots)
+    qe = _row(svc, endpoints.qe_identity(tee), at, fetcher, roots)
+    pck_crl = _row(svc, endpoints.pck_crl(ca), at, fetcher, roots)
+    root_crl = _row(svc, endpoints.root_ca_crl(), at, fetcher, roots)
+    tcb_info, tcb_sig = _signed_member(tcb, "tcbInfo")
+    qe_identity, qe_sig = _signed_member(qe, "enclaveIdentity")
+    # dcap-qvl's QuoteCollateralV3 shape, which evidence/intel/collateral.py verifies (C1-C6).
+    doc = {
+        "pck_crl_issuer_chain": _header_pem(pck_crl),
+        "root_ca_crl": crl_der(root_crl.body, "Root CA CRL").hex(),
+        "pck_crl": crl_der(pck_crl.body, "PCK CRL").hex(),
+        "tcb_info_issuer_chain": _header_pem(tcb),
+        "tcb_info": tcb_info,
+        "tcb_info_signature": tcb_sig,
+        "qe_identity_issuer_chain": _header_pem(qe),
+        "qe_identity": qe_identity,
+        "qe_identity_signature": qe_sig,
+    }
+    # Deterministic bytes: the same cache rows give the same document, so the verifier's cache hits.
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def _snp_lines(report_cpuid: Any) -> list[ProductLine]:
+    if report_cpuid is None:  # report v2: no CPUID; those predate Turin (family 1Ah)
+        return [line for line in PRODUCT_LINES.values() if line.tcb_layout is TcbLayout.FAMILY_19H]
+    return [line for line in PRODUCT_LINES.values() if line.matches_cpuid(report_cpuid.family, report_cpuid.model)]
+
+
+def _snp(svc: Services, evidence: bytes, at: datetime, fetcher: Fetcher | None,
+         roots: TrustRoots) -> tuple[bytes, ...]:
+    report = parse_report(parse_hcl_report(evidence).snp_report if is_hcl_report(evidence) else evidence)
+    if report.signing_key is SigningKey.VLEK:
+        raise CollateralMissing("AMD KDS does not publish VLEK certificates: send the VLEK with the evidence")
+    if report.signing_key is not SigningKey.VCEK:
+        raise EvidenceUnsupported("SIGNING_KEY is neither VCEK nor VLEK")
+    if report.chip_id_masked:
+        raise CollateralMissing("CHIP_ID is masked: the VCEK cannot be looked up, send it with the evidence")
+    lines = _snp_lines(report.cpuid)
+    if not lines:
+        raise CollateralMissing("the report's CPUID names no AMD product line we know")
+    missing: CAServiceError | None = None
+    for line in lines:
+        t = TcbVersion.decode(report.reported_tcb_raw, line.tcb_layout)
+        tcb = AmdTcb(t.bl, t.tee, t.snp, t.ucode, t.fmc if line.tcb_layout is TcbLayout.FAMILY_1AH else None)
+        ep = endpoints.vcek(line.name, report.chip_id[: line.hwid_len], tcb)
+        try:
+            vcek = _row(svc, ep, at, fetcher, roots)
+        except (CollateralMissing, FetchFailed) as exc:  # KDS answers 404 for another product line
+            missing = missing or exc
+            continue
+        chain = _row(svc, endpoints.amd_cert_chain(line.name), at, fetcher, roots)
+        crl = _row(svc, endpoints.amd_crl(line.name), at, fetcher, roots)
+        return vcek.body, chain.body, crl_der(crl.body, "AMD CRL")
+    raise missing or CollateralMissing("no VCEK for this report")
+
+
+def collateral_for(svc: Services, kind: str, evidence_bytes: bytes, at: datetime, *,
+                   fetcher: Fetcher | None = None, roots: TrustRoots = DEFAULT_ROOTS) -> tuple[bytes, ...]:
+    """Collateral items the verifier of ``kind`` accepts for this evidence, as of ``at``.
+
+    Intel (tdx-quote, sgx-quote): one QuoteCollateralV3 JSON document. SNP (snp-report, VCEK-signed):
+    VCEK DER, ASK+ARK PEM, CRL DER. From the cache; fetched on a miss (or within
+    :data:`REFRESH_MARGIN` of nextUpdate) when a fetcher is given or attached.
+
+    Raises:
+        CollateralMissing (``evidence.collateral_missing``): not cached and not fetchable.
+        EvidenceMalformed / EvidenceUnsupported: the evidence cannot be parsed far enough.
+        FetchFailed, RollbackRefused (``collateral.*``), EvidenceError leaves: a fetched response
+            that is refused, when nothing usable is cached.
+    """
+    at = require_aware(at)
+    fetcher = fetcher if fetcher is not None else attached_fetcher(svc)
+    if kind in ("tdx-quote", "sgx-quote"):
+        out: tuple[bytes, ...] = (_intel(svc, evidence_bytes, at, fetcher, roots),)
+    elif kind == "snp-report":
+        out = _snp(svc, evidence_bytes, at, fetcher, roots)
+    else:
+        raise EvidenceUnsupported(f"the CA supplies no collateral for {kind!r}: send it with the evidence")
+    _keep_for_dry_runs(svc, out)
+    return out
+
+
+# --- blobs for policy dry runs -----------------------------------------------------------------------------
+
+_KEPT: set[tuple[str, str]] = set()
+_KEPT_LOCK = threading.Lock()
+
+
+def _blob_items(items: Iterable[bytes]) -> list[bytes]:
+    """As issuance keeps them: each item, and every certificate and CRL in it as DER (the verifier
+    records digests of those, and a dry run looks collateral up by them)."""
+    out: list[bytes] = []
+    for item in items:
+        out.append(item)
+        if item.lstrip().startswith(b"-----BEGIN CERTIFICATE"):
+            out += [c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(item)]
+    return out
+
+
+def _keep_for_dry_runs(svc: Services, items: tuple[bytes, ...]) -> None:
+    """Store supplied collateral as evidence blobs, once per process and content, so a policy dry run
+    can verify the evidence again with it (collateral is public vendor data: keeping it early is harmless)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from ca_service.db.models import EvidenceBlob
+
+    rows: dict[str, dict[str, Any]] = {}
+    for data in _blob_items(items):
+        digest = hashlib.sha256(data).hexdigest()
+        if (svc.db.url, digest) not in _KEPT:
+            rows[digest] = {"sha256": digest, "kind": "collateral", "data": data, "created_at": svc.clock.now()}
+    if not rows:
+        return
+    with svc.db.transaction() as session:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        session.execute(dialect.insert(EvidenceBlob).on_conflict_do_nothing(index_elements=["sha256"]),
+                        list(rows.values()))
+    with _KEPT_LOCK:
+        if len(_KEPT) > 4096:
+            _KEPT.clear()
+        _KEPT.update((svc.db.url, d) for d in rows)
+
+
+# --- offline bundles and refresh ---------------------------------------------------------------------------
+
+
+def _rank(ep: Endpoint) -> int:
+    # A VCEK or an AMD CRL is checked against a cert_chain: those go first.
+    return 1 if ep.kind in (Kind.VCEK, Kind.VCEK_CRL, Kind.VLEK_CRL) else 0
+
+
+@dataclass
+class ImportResult:
+    added: list[str] = field(default_factory=list)
+    already_cached: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"added": self.added, "already_cached": self.already_cached}
+
+
+def import_bundle(svc: Services, data: bytes, roots: TrustRoots = DEFAULT_ROOTS) -> ImportResult:
+    """Import an offline bundle: every item verified, all or nothing (one transaction).
+
+    Raises:
+        BundleInvalid, HostNotAllowed, UrlNotAllowed, FetchFailed (a non-200 item),
+        RollbackRefused (``collateral.*``); EvidenceError leaves for an item that does not verify,
+        with its URL in ``fields``. Nothing is imported when any item is refused.
+    """
+    responses = load_bundle(data)
+    parsed = [(endpoints.parse_url(r.url), r) for r in responses]  # every URL checked before any work
+    parsed.sort(key=lambda pair: _rank(pair[0]))  # stable: the bundle's order within a rank
+    result = ImportResult()
+    now = svc.clock.now()
+    with svc.db.transaction() as session:
+        for ep, resp in parsed:
+            item = verify_response(ep, resp, roots, _amd_chains(session, ep))
+            (result.added if insert(session, item, now) else result.already_cached).append(ep.url)
+    return result
+
+
+@dataclass
+class RefreshResult:
+    refreshed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    refused: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused
+
+    def to_json(self) -> dict[str, Any]:
+        return {"refreshed": self.refreshed, "unchanged": self.unchanged, "refused": self.refused}
+
+
+def refresh(svc: Services, fetcher: Fetcher, *, within: timedelta,
+            roots: TrustRoots = DEFAULT_ROOTS) -> RefreshResult:
+    """Fetch again every cached resource whose newest item's nextUpdate falls within ``within`` of now.
+
+    Each resource in its own transaction: one vendor failure or refused rollback does not stop the
+    others, and is reported (``refused``: url, code) rather than raised.
+    """
+    now = svc.clock.now()
+    with svc.db.read() as session:
+        due = [(row.url, row.next_update) for row in newest_per_key(session) if row.next_update <= now + within]
+    result = RefreshResult()
+    for url, _ in due:
+        ep = endpoints.parse_url(url)
+        try:
+            added = fetch_and_store(svc, ep, fetcher, roots)
+        except CAServiceError as exc:
+            result.refused.append({"url": ep.url, "code": exc.code, "detail": exc.detail})
+            continue
+        (result.refreshed if added else result.unchanged).append(ep.url)
+    return result

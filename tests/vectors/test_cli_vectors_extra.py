@@ -43,3 +43,45 @@ def test_nitro_cli_now_is_expired_and_framing_refused():
     rc, out = _run(["nitro", str(v.dir / v.files["cose_sign1"]), "--at", v.verify_time.isoformat(),
                     "--nonce", "01" * 32])
     assert rc == 1 and out["error"]["code"] == "evidence.report_data_mismatch"
+
+
+NVIDIA = vectors_for("nvidia")
+WITH_RIMS = next(v for v in NVIDIA if v.id == "nvidia/hopper-h100-nvtrust-2023-with-rims")
+
+
+@pytest.mark.parametrize("v", NVIDIA, ids=lambda v: v.path)
+def test_nvidia_vector_via_cli(v: Vector):
+    rc, out = _run(["nvidia-gpu", str(v.dir / v.files["report"]), "--collateral", str(v.dir / v.files["cert_chain"]),
+                    "--at", v.verify_time.isoformat(), "--nonce", v.expected["nonce"]])
+    assert rc == 0 and out["ok"] is True, out.get("error")
+    c = out["claims"]
+    assert c["nonce"] == v.expected["nonce"] and c["driver_version"] == v.expected["driver_version"]
+    assert c["vbios_version_raw"] == v.expected["vbios_version_raw"]
+    assert len(c["measurements"]) == v.expected["n_measurement_blocks"]
+    assert any(ch["name"] == "nvidia.ocsp" and "not checked" in ch["detail"] for ch in out["checks"])
+
+
+@pytest.mark.parametrize("rim_set", ["rims_test_no_gpu", "rims_prod_vbios"])
+def test_nvidia_rims_via_cli(rim_set: str):
+    v = WITH_RIMS
+    args = ["nvidia-gpu", str(v.dir / v.files["report"]), "--collateral", str(v.dir / v.files["cert_chain"]),
+            "--at", v.verify_time.isoformat()]
+    for name in v.files[rim_set]:
+        args += ["--collateral", str(v.dir / name)]
+    rc, out = _run(args)
+    exp = v.expected[rim_set]
+    assert rc == 0 and out["ok"] is True, out.get("error")  # genuine; the match is the policy's to require
+    assert out["claims"]["rim"]["mismatched_indexes"] == exp["mismatched_indexes"]
+    assert out["claims"]["rim"]["measurements_match"] is exp["measurements_match"]
+
+
+def test_nvidia_cli_refusals():
+    v = WITH_RIMS
+    base = ["nvidia-gpu", str(v.dir / v.files["report"]), "--at", v.verify_time.isoformat()]
+    rc, out = _run(base)
+    assert rc == 1 and out["error"]["code"] == "evidence.collateral_missing"
+    rc, out = _run([*base, "--collateral", str(v.dir / v.files["cert_chain"]), "--nonce", "00" * 32])
+    assert rc == 1 and out["error"]["code"] == "evidence.report_data_mismatch"
+    rc, out = _run(["nvidia-gpu", str(v.dir / v.files["report"]), "--collateral", str(v.dir / v.files["cert_chain"]),
+                    *[a for n in v.files["rims_test_no_gpu"] for a in ("--collateral", str(v.dir / n))]])
+    assert rc == 1 and out["error"]["code"] == "evidence.collateral_expired"  # now: the RIM signers expired

@@ -139,3 +139,22 @@ def test_training_policy_needs_both_items():
 def test_examples_are_plain_yaml():
     for path in EXAMPLES:
         assert isinstance(yaml.safe_load(path.read_text()), dict)
+
+
+def test_training_policy_composite_with_a_real_gpu():
+    """TDX quote + H100 report with its RIMs, each verified as of its own vector time, then
+    appraised together: the only failing claim is the 2023 driver below min_driver 550.0."""
+    from ca_service.evidence import verify
+
+    policy = load_policy((POLICIES / "training-cvm.yaml").read_text())
+    tdx = _verify(_vector("tdx/dcapqvl-v4-uptodate"))
+    gv = _vector("nvidia/hopper-h100-nvtrust-2023-with-rims")
+    coll = [gv.read("cert_chain")] + [(gv.dir / name).read_bytes() for name in gv.files["rims_test_no_gpu"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gpu = verify("nvidia-gpu", gv.read("report"), collateral=coll, at=gv.verify_time)
+    assert gpu.claims["rim"]["mismatched_indexes"] == []
+    result = appraise(policy, [tdx, gpu], insecure_allowed=False)
+    failed = {(c.evidence, c.claim) for c in result.failed}
+    assert failed == {("nvidia-gpu", "min_driver")}
+    assert next(c for c in result.checks if c.claim == "min_driver").actual == "545.00"

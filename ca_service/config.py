@@ -30,6 +30,7 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     key_encryption_keys: tuple[str, ...] = ()
     log_origin: str = ""
+    collateral_mode: str = "offline"
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -39,6 +40,8 @@ class Settings:
         if not self.log_origin:
             host = urlsplit(self.public_url).netloc or "localhost"
             object.__setattr__(self, "log_origin", f"{host}/ca-service/log")
+        if self.collateral_mode not in ("offline", "online"):
+            raise ConfigurationError("CA_SERVICE_COLLATERAL must be 'offline' (cache only) or 'online'")
         if self.challenge_ttl_seconds <= 0 or self.anchor_confirmations < 0:
             raise ConfigurationError("challenge TTL must be positive and confirmations non-negative")
 
@@ -84,6 +87,8 @@ class Settings:
             raise ConfigurationError("a numeric CA_SERVICE_* setting is not an integer") from exc
         if (v := get("KEY_ENCRYPTION_KEYS")) is not None:
             kwargs["key_encryption_keys"] = tuple(k.strip() for k in v.split(",") if k.strip())
+        if (v := get("COLLATERAL")) is not None:
+            kwargs["collateral_mode"] = v
         if (v := get("LOG_ORIGIN")) is not None:
             kwargs["log_origin"] = v
         kwargs.update(overrides)

@@ -51,16 +51,13 @@ SUPPLIED_KINDS = frozenset({"tdx-quote", "sgx-quote", "snp-report"})
 # and QE Identity for 30 days and CRLs for about as long: a day of margin keeps issuance off the edge).
 REFRESH_MARGIN = timedelta(hours=24)
 _PCK_CA = {"Intel SGX PCK Platform CA": "platform", "Intel SGX PCK Processor CA": "processor"}
-_FETCHER_ATTR = "_collateral_fetcher"
-
-
 def attach_fetcher(svc: Services, fetcher: Fetcher | None) -> None:
     """Make ``svc`` online (a fetcher) or offline (None) for :func:`collateral_for`."""
-    setattr(svc, _FETCHER_ATTR, fetcher)
+    svc.collateral_fetcher = fetcher
 
 
 def attached_fetcher(svc: Services) -> Fetcher | None:
-    fetcher: Fetcher | None = getattr(svc, _FETCHER_ATTR, None)
+    fetcher: Fetcher | None = svc.collateral_fetcher
     return fetcher
 
 

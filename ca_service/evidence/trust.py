@@ -17,6 +17,10 @@ from cryptography import x509
 INTEL_SGX_ROOT_CA = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 AMD_ARK_MILAN = "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"
 AMD_ARK_GENOA = "4c6598d19c18719c5dfd4a7d335f674e5bfe1d8f800cea2cf270c10d103db2f1"
+# ARK-Turin as served by AMD KDS /vcek/v1/Turin/cert_chain (copy in tests/vectors/amd-turin, from
+# virtee/sev, whose Milan and Genoa ARKs hash to exactly the two pins above): self-signed RSA-4096,
+# 2023-05-15 .. 2048-05-15.
+AMD_ARK_TURIN = "1f084161a44bb6d93778a904877d4819cafa5d05ef4193b2ded9dd9c73dd3f6a"
 NVIDIA_DEVICE_IDENTITY_CA = "102bf659d5419614c9d8e6aecebc80454eb26b1df6a769ac720b9a690b167b48"
 NVIDIA_RIM_ROOT_CA = "12977b5115acb0381179279fffeb5a8c4d264971ebb32298023a465fa41df5d1"
 AWS_NITRO_ROOT_G1 = "641a0321a3e244efe456463195d606317ed7cdcc3c1756e09893f3c68f79bb5b"
@@ -27,7 +31,7 @@ class TrustRoots:
     """SHA-256 pins per trust domain. ``sim`` is empty unless a development deployment adds one."""
 
     intel: frozenset[str] = frozenset({INTEL_SGX_ROOT_CA})
-    amd: frozenset[str] = frozenset({AMD_ARK_MILAN, AMD_ARK_GENOA})
+    amd: frozenset[str] = frozenset({AMD_ARK_MILAN, AMD_ARK_GENOA, AMD_ARK_TURIN})
     nvidia_device: frozenset[str] = frozenset({NVIDIA_DEVICE_IDENTITY_CA})
     nvidia_rim: frozenset[str] = frozenset({NVIDIA_RIM_ROOT_CA})
     nitro: frozenset[str] = frozenset({AWS_NITRO_ROOT_G1})

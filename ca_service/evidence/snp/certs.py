@@ -46,7 +46,7 @@ class ProductLine:
     """One AMD EPYC generation with SEV-SNP: its certificate names and TCB layout.
 
     ARK pins come from :class:`~ca_service.evidence.trust.TrustRoots.amd`; a line whose ARK is not
-    pinned there (Turin today: no vector to check a pin against) is refused as ``root_untrusted``.
+    pinned there is refused as ``root_untrusted`` (Milan, Genoa and Turin are pinned).
     """
 
     name: str

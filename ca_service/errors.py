@@ -313,6 +313,71 @@ class RoleForbidden(Forbidden):
     title = "The token's role does not allow this"
 
 
+# --- integrity reports (DESIGN.md flow 2; docs/integrity-report.md) --------------------------------
+
+
+class IntegrityReportError(CAServiceError):
+    code = "integrity.invalid"
+    status = 422
+    title = "Integrity report refused"
+
+
+class IntegrityReportMalformed(IntegrityReportError):
+    code = "integrity.malformed"
+    title = "Integrity report is not a valid report document"
+
+
+class IntegrityReportNotCanonical(IntegrityReportError):
+    code = "integrity.not_canonical"
+    title = "Integrity report is not RFC 8785 canonical JSON"
+
+
+class IntegrityReportTimeInvalid(IntegrityReportError):
+    code = "integrity.time_invalid"
+    title = "Integrity report is dated in the future"
+
+
+class IntegrityAlgMismatch(IntegrityReportError):
+    code = "integrity.alg_mismatch"
+    title = "Signature algorithm does not match the certificate's key"
+
+
+class IntegritySignatureInvalid(IntegrityReportError):
+    code = "integrity.signature_invalid"
+    title = "Integrity report signature does not verify"
+
+
+class IntegrityCertificateUnknown(IntegrityReportError):
+    code = "integrity.certificate_unknown"
+    title = "The report names no certificate issued by this CA"
+
+
+class IntegrityCertificateUntrusted(IntegrityReportError):
+    code = "integrity.certificate_untrusted"
+    title = "The signing certificate does not chain to this CA"
+
+
+class IntegrityCertificateRevoked(IntegrityReportError):
+    code = "integrity.certificate_revoked"
+    title = "The signing certificate is revoked"
+
+
+class IntegrityCertificateExpired(IntegrityReportError):
+    code = "integrity.certificate_expired"
+    title = "The signing certificate is not valid at the report's time or now"
+
+
+class IntegrityPolicyNotAllowed(IntegrityReportError):
+    code = "integrity.policy_not_allowed"
+    status = 403
+    title = "The signing certificate was not issued under a loader policy"
+
+
+class IntegrityReportNotFound(NotFound):
+    code = "integrity.not_found"
+    title = "No integrity report with this id"
+
+
 # --- log, chain, config ----------------------------------------------------------------------------
 
 

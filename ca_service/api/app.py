@@ -28,6 +28,7 @@ BLUEPRINTS = (
     "ca_service.api.v1.jwks",
     "ca_service.api.v1.log",
     "ca_service.api.v1.anchors",
+    "ca_service.api.v1.integrity",
     "ca_service.api.v1.openapi",
 )
 

@@ -24,6 +24,7 @@ COMMANDS = (
     ("ca_service.cli.token", "token"),
     ("ca_service.cli.revoke", "revoke"),
     ("ca_service.cli.collateral", "collateral"),
+    ("ca_service.cli.integrity", "integrity"),
 )
 
 

@@ -13,6 +13,7 @@ from ca_service.db.models.core import (
     Policy,
     PolicyVersion,
 )
+from ca_service.db.models.integrity import IntegrityReport  # noqa: F401
 from ca_service.db.models.tlog import TlogCheckpoint, TlogEntry, TlogTile
 
 __all__ = [

@@ -183,7 +183,7 @@ def _pem() -> Any:
 
 def _extra_steps() -> list[Callable[[Steps, str, dict[str, Any], Path, Any], None]]:
     """Relying-party steps past the certificate itself: the log proof, then the chain anchor."""
-    return [_log_and_anchor]
+    return [_log_and_anchor, _integrity_report]
 
 
 def _log_and_anchor(steps: Steps, url: str, response: dict[str, Any], home: Path, svc: Any) -> None:
@@ -223,3 +223,49 @@ def _log_and_anchor(steps: Steps, url: str, response: dict[str, Any], home: Path
                 and ev.checkpoint_hash == hashlib.sha256(note.encode()).digest()
                 and anchor_matches_chain(chain, view),
                 f"Anchored(size={cp.size}) on chain holds the checkpoint's root and note hash")
+
+
+def _integrity_report(steps: Steps, url: str, response: dict[str, Any], home: Path, svc: Any) -> None:
+    """Flow 2: the certified key signs an integrity report; the CA logs it; the relying party checks it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from ca_service.ca import integrity
+    from ca_service.services.log import publish_checkpoint
+
+    click.echo("6b. the CVM's loader signs an integrity report of what it loaded; the CA logs it")
+    box: dict[str, Any] = {}
+
+    def sign_and_submit() -> str:
+        key = serialization.load_pem_private_key((home / "agent" / "key.pem").read_bytes(), password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+            raise RuntimeError("the agent's key cannot sign integrity reports")
+        chain = tuple(x509.load_pem_x509_certificates((home / "agent" / "chain.pem").read_bytes()))
+        report = integrity.build_report(
+            order_id="demo-order-1", loader_certificate_serial=response["serial"], issued_at=datetime.now(UTC),
+            components=[integrity.Component("engine", integrity.digest_of(b"demo training engine v1")),
+                        integrity.Component("dataset/clinic-a", integrity.digest_of(b"clinic-a records", "sha256"))],
+            arguments_digest=integrity.digest_of(b"--epochs 3"))
+        signature, alg = integrity.sign_report(key, report)
+        signed = integrity.SignedReport(report=report, signature=signature, alg=alg, chain=chain)
+        resp = requests.post(f"{url}/v1/integrity-reports", json=signed.post_body(), timeout=10)
+        if resp.status_code != 201:
+            raise RuntimeError(f"refused: {resp.status_code} {resp.json().get('code')}")
+        box["signed"], box["out"] = signed, resp.json()
+        return f"report {report.sha256[:16]}... ({alg}) at log index {box['out']['log_index']}"
+    if not steps.run("POST /v1/integrity-reports", sign_and_submit):
+        return
+    steps.run("publish checkpoint", lambda: f"size {publish_checkpoint(svc).size}")  # type: ignore[union-attr]
+
+    def relying_party() -> str:
+        signed = box["signed"]
+        root = x509.load_pem_x509_certificate((home / "root.pem").read_bytes())
+        integrity.verify_signed_report(signed, root, datetime.now(UTC))
+        rec = requests.get(f"{url}/v1/integrity-reports/{box['out']['id']}", timeout=10).json()
+        if base64.b64decode(rec["report"]) != signed.report.raw or not rec["proof"]:
+            raise RuntimeError("the stored report or its proof is missing")
+        vkey = requests.get(f"{url}/v1/log/vkey", timeout=10).text.strip()
+        cp = integrity.check_report_proof(signed.report, rec["proof"], vkey)
+        return (f"signature by the certified key, chain to the root, leaf {rec['log_index']} included in the "
+                f"signed checkpoint of size {cp.size}")
+    steps.run("relying party checks the report and its inclusion proof", relying_party)

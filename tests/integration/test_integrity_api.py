@@ -277,3 +277,17 @@ def test_request_shape_refusals(client):
     _problem(client.post("/v1/integrity-reports", json=[]), 422, "request.schema")
     _problem(client.get("/v1/integrity-reports/00000000-0000-4000-8000-000000000000"), 404, "integrity.not_found")
     _problem(client.get("/v1/integrity-reports/not-a-uuid"), 404, "integrity.not_found")
+
+
+def test_concurrent_duplicates_log_once(loader, services):
+    """The same report submitted by several threads at once: one record, one leaf (dedupe under the log lock)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = loader.body()
+    raw, sig = base64.b64decode(body["report"]), base64.b64decode(body["signature"])
+    before = _counts(services)
+    with ThreadPoolExecutor(6) as pool:
+        records = list(pool.map(lambda _: integrity_service.submit_report(services, raw, sig, body["alg"]), range(6)))
+    assert sum(r.created for r in records) == 1
+    assert len({(r.id, r.log_index) for r in records}) == 1
+    assert _counts(services) == (before[0] + 1, before[1] + 1)

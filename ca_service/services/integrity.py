@@ -16,7 +16,7 @@ import enum
 import logging
 import os
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,7 +81,7 @@ class IntegrityRecord:
         return {"id": self.id, "sha256": self.sha256, "log_index": self.log_index, "serial": self.serial}
 
 
-def configured_loader_policies(settings: Settings, env: dict[str, str] | None = None) -> frozenset[str] | None:
+def configured_loader_policies(settings: Settings, env: Mapping[str, str] | None = None) -> frozenset[str] | None:
     """The policies whose certificates may sign reports: ``CA_SERVICE_INTEGRITY_POLICIES``.
 
     Comma-separated policy names, or ``*`` for any policy of this CA. It is a deployment

@@ -291,3 +291,40 @@ def test_concurrent_duplicates_log_once(loader, services):
     assert sum(r.created for r in records) == 1
     assert len({(r.id, r.log_index) for r in records}) == 1
     assert _counts(services) == (before[0] + 1, before[1] + 1)
+
+
+def test_certificate_not_signed_by_the_issuing_key(client, services):
+    """A certificates row whose DER another key signed (a forged or foreign row) does not sign reports."""
+    import hashlib
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    from ca_service.db.models import Certificate
+
+    now = datetime.now(UTC)
+    key, rogue = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    issuing = services.keys.certificate("issuing")
+    serial = x509.random_serial_number()
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "rogue")]))
+            .issuer_name(issuing.subject).public_key(key.public_key()).serial_number(serial)
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            .sign(rogue, hashes.SHA256()))
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = cert.public_bytes(Encoding.DER)
+    with services.db.transaction() as session:
+        session.add(Certificate(serial=format(serial, "x"), issued_at=now, not_before=cert.not_valid_before_utc,
+                                not_after=cert.not_valid_after_utc, subject="CN=rogue",
+                                spki_sha256=hashlib.sha256(b"x").hexdigest(), evidence=[], policy_name="rogue-test",
+                                policy_version=1, policy_digest="0" * 64, appraisal={}, der=der, status="valid"))
+    report = pure.build_report(order_id="o", loader_certificate_serial=serial, issued_at=now,
+                               components=[pure.Component("engine", ENGINE)], arguments_digest=ENGINE)
+    sig, alg = pure.sign_report(key, report)
+    before = _counts(services)
+    _problem(client.post("/v1/integrity-reports", json={"report": base64.b64encode(report.raw).decode(),
+                                                        "signature": base64.b64encode(sig).decode(), "alg": alg}),
+             422, "integrity.certificate_untrusted")
+    assert _counts(services) == before

@@ -31,6 +31,9 @@ class Settings:
     key_encryption_keys: tuple[str, ...] = ()
     log_origin: str = ""
     collateral_mode: str = "offline"
+    # policies whose certificates may sign integrity reports: comma-separated names, "*" for any;
+    # None (unset): any in insecure-dev, none in production
+    integrity_policies: str | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -87,6 +90,8 @@ class Settings:
             raise ConfigurationError("a numeric CA_SERVICE_* setting is not an integer") from exc
         if (v := get("KEY_ENCRYPTION_KEYS")) is not None:
             kwargs["key_encryption_keys"] = tuple(k.strip() for k in v.split(",") if k.strip())
+        if (v := get("INTEGRITY_POLICIES")) is not None:
+            kwargs["integrity_policies"] = v
         if (v := get("COLLATERAL")) is not None:
             kwargs["collateral_mode"] = v
         if (v := get("LOG_ORIGIN")) is not None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import os
 import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
@@ -89,7 +88,7 @@ def configured_loader_policies(settings: Settings, env: Mapping[str, str] | None
     in the insecure-dev profile, none in production (fail closed until the operator names them).
     ``None`` means any.
     """
-    value = (os.environ if env is None else env).get(POLICIES_ENV, "").strip()
+    value = (settings.integrity_policies or "" if env is None else env.get(POLICIES_ENV, "")).strip()
     if value == "*":
         return None
     if not value:

@@ -253,10 +253,10 @@ def test_policy_allowlist(loader, client, services, monkeypatch):
         integrity_service.submit_report(services, loader.report().raw, base64.b64decode(loader.body()["signature"]),
                                         "ecdsa-p256-sha256", allowed_policies={"trusted-loader"})
     assert getattr(exc_info.value, "code", None) == "integrity.policy_not_allowed"
-    monkeypatch.setenv(integrity_service.POLICIES_ENV, "trusted-loader,training-cvm")
+    monkeypatch.setattr(services, "settings", services.settings.with_(integrity_policies="trusted-loader,training-cvm"))
     _problem(client.post("/v1/integrity-reports", json=loader.body()), 403, "integrity.policy_not_allowed")
     assert _counts(services) == before
-    monkeypatch.setenv(integrity_service.POLICIES_ENV, "trusted-loader,sim")
+    monkeypatch.setattr(services, "settings", services.settings.with_(integrity_policies="trusted-loader,sim"))
     assert client.post("/v1/integrity-reports", json=loader.body()).status_code == 201
 
 

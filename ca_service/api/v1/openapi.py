@@ -21,7 +21,13 @@ PROBLEM = {
                    "detail": {"type": "string"}, "code": {"type": "string", "description": "stable error code"}},
     "additionalProperties": True,
 }
-REQUEST_BODIES: dict[tuple[str, str], type[BaseModel]] = {("/v1/certificates", "post"): CertificateRequestIn}
+def _request_bodies() -> dict[tuple[str, str], type[BaseModel]]:
+    from ca_service.api.v1.attestations import AttestationIn
+    from ca_service.api.v1.integrity import IntegrityReportIn
+
+    return {("/v1/certificates", "post"): CertificateRequestIn,
+            ("/v1/attestations", "post"): AttestationIn,
+            ("/v1/integrity-reports", "post"): IntegrityReportIn}
 RESPONSES: dict[tuple[str, str], tuple[str, type[BaseModel]]] = {
     ("/v1/challenges", "post"): ("201", ChallengeOut),
     ("/v1/certificates", "post"): ("201", CertificateOut),
@@ -57,9 +63,10 @@ def build_document(app: Any) -> dict[str, Any]:
                       for a in sorted(rule.arguments)]
             if params:
                 op["parameters"] = params
-            if (rule.rule, m) in REQUEST_BODIES:
+            bodies = _request_bodies()
+            if (rule.rule, m) in bodies:
                 op["requestBody"] = {"required": True, "content": {"application/json": {
-                    "schema": _ref(REQUEST_BODIES[(rule.rule, m)], schemas)}}}
+                    "schema": _ref(bodies[(rule.rule, m)], schemas)}}}
             if (rule.rule, m) in RESPONSES:
                 code, model = RESPONSES[(rule.rule, m)]
                 op["responses"][code] = {"description": "ok", "content": {"application/json": {

@@ -46,6 +46,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         module = importlib.import_module(module_name)
         app.register_blueprint(module.bp)
 
+    @app.before_request
+    def _no_control_characters() -> None:
+        # NUL and other C0 controls in a path or query value are never meaningful here and some
+        # backends (PostgreSQL text) refuse them deep down: refuse them at the door.
+        values = [request.path, *request.args.keys(), *request.args.values()]
+        if any(ch < " " for v in values for ch in v):
+            raise RequestError("control characters in the URL", where="url")
+
     @app.after_request
     def _headers(resp: Response) -> Response:
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -56,6 +56,15 @@ def init_app(app: Flask) -> None:
             resp.headers["Allow"] = ", ".join(valid)
         return resp
 
+    from sqlalchemy.exc import DataError
+
+    @app.errorhandler(DataError)
+    def _data_error(exc: DataError) -> Response:
+        # a value the database cannot store or compare (out of range, bad encoding): the client's
+        # input, not a server fault; the edge validation should have caught it, so log it
+        log.warning("database refused a request value on %s %s", request.method, request.path)
+        return problem(400, "request.invalid_value", "Invalid value", "a request value is out of range or invalid")
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         cid = str(uuid.uuid4())

@@ -99,7 +99,9 @@ def test_lock_held_until_commit(pg_db: Database) -> None:
         append_leaf(s, b"locked")
         with pg_db.engine.connect() as other:
             held = other.execute(
-                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :lo"),
+                # advisory locks are per database; other tests on the same server hold the same key in theirs
+                text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objid = :lo "
+                     "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"),
                 {"lo": LOG_LOCK_KEY & 0xFFFFFFFF},
             ).scalar_one()
             assert held == 1

@@ -17,8 +17,9 @@ def _int_arg(name: str, default: int | None) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit():
-        raise RequestError(f"query parameter {name!r} must be a non-negative integer", parameter=name)
+    # isascii: str.isdigit() accepts other scripts' digits; the bound: sizes are BIGINT/uint64
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > 2**63 - 1:
+        raise RequestError(f"query parameter {name!r} must be an integer in 0..2^63-1", parameter=name)
     return int(raw)
 
 

@@ -37,11 +37,11 @@ from ca_service.collateral.errors import FetchFailed
 from ca_service.collateral.fetchers import Response
 from ca_service.collateral.intel_root import intel_root
 from ca_service.errors import ChainInvalid, CollateralInvalid, CollateralMismatch, EvidenceError, RootUntrusted
-from ca_service.evidence.intel.collateral import _crl, _verify_raw_sig
+from ca_service.evidence.intel.collateral import load_verified_crl, verify_raw_signature
 from ca_service.evidence.intel.pck import load_pem_chain, verify_chain
 from ca_service.evidence.intel.tcb import parse_qe_identity, parse_tcb_info
 from ca_service.evidence.snp.certs import PRODUCT_LINES, common_name, parse_vek
-from ca_service.evidence.snp.chain import _is_ca, _verify_pss, build_chain
+from ca_service.evidence.snp.chain import build_chain, is_ca, verify_pss
 from ca_service.evidence.snp.parse import SigningKey
 from ca_service.evidence.trust import TrustRoots, is_pinned
 
@@ -148,7 +148,7 @@ def _signed_json(resp: Response, member: str, roots: TrustRoots, headers: tuple[
         raise CollateralInvalid(f"{what} signature is not a hex string")
     name, chain_header = _header(resp, headers)
     leaf = _intel_chain(unquote(chain_header), roots, what)
-    _verify_raw_sig(leaf, sig, signed, what)
+    verify_raw_signature(leaf, sig, signed, what)
     try:
         doc = json.loads(signed)
     except ValueError as exc:
@@ -198,10 +198,10 @@ def _intel(ep: Endpoint, resp: Response, roots: TrustRoots) -> VerifiedItem:
         leaf = _intel_chain(unquote(chain_header), roots, "PCK CRL")
         if common_name(leaf.subject) != _PCK_CA_CN[ep.key]:
             raise CollateralMismatch(f"PCK CRL is issued by {common_name(leaf.subject)!r}, not the {ep.key} CA")
-        crl = _crl(crl_der(resp.body, "PCK CRL"), leaf, "PCK CRL")
+        crl = load_verified_crl(crl_der(resp.body, "PCK CRL"), leaf, "PCK CRL")
         return _item(ep, resp, {name: chain_header}, crl.this_update, crl.next_update, None)
     if ep.kind is Kind.ROOT_CA_CRL:
-        crl = _crl(crl_der(resp.body, "Root CA CRL"), intel_root(roots.intel), "Root CA CRL")
+        crl = load_verified_crl(crl_der(resp.body, "Root CA CRL"), intel_root(roots.intel), "Root CA CRL")
         return _item(ep, resp, {}, crl.this_update, crl.next_update, None)
     raise CollateralInvalid(f"not an Intel collateral kind: {ep.kind.value}")
 
@@ -227,9 +227,9 @@ def load_amd_chain(body: bytes, ep_kind: Kind, product: str, roots: TrustRoots) 
     # chain.py step 1: the root is trusted through its pin only, before any signature work.
     if not is_pinned(ark, roots.amd):
         raise RootUntrusted(f"{line.ark_cn} is not a pinned AMD root")
-    _verify_pss(ark, ark, "ARK self-signature")
-    _verify_pss(ark, inter, f"{want_inter} signed by {line.ark_cn}")
-    if not (_is_ca(ark) and _is_ca(inter)):
+    verify_pss(ark, ark, "ARK self-signature")
+    verify_pss(ark, inter, f"{want_inter} signed by {line.ark_cn}")
+    if not (is_ca(ark) and is_ca(inter)):
         raise ChainInvalid("AMD cert_chain certificates are not CA certificates")
     return certs
 

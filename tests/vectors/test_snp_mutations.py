@@ -210,13 +210,13 @@ def test_warm_report_costs_no_chain_verification(monkeypatch: pytest.MonkeyPatch
     collateral = load_collateral(coll(AZURE))
     chain_mod.clear_caches()
     calls: list[str] = []
-    real = chain_mod._verify_pss
+    real = chain_mod.verify_pss
 
     def counting(issuer: object, cert: object, what: str) -> None:
         calls.append(what)
         real(issuer, cert, what)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(chain_mod, "_verify_pss", counting)
+    monkeypatch.setattr(chain_mod, "verify_pss", counting)
     verify_snp(AZURE.read("report"), collateral, AZURE.verify_time, DEFAULT_ROOTS)
     assert len(calls) == 3  # cold: ARK self-signature, ASK, VCEK
     verify_snp(AZURE.read("report"), collateral, AZURE.verify_time, DEFAULT_ROOTS)

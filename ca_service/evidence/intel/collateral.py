@@ -128,14 +128,14 @@ def _verify_document(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
     qe_chain = _chain(fields["qe_identity_issuer_chain"], pins, "QE Identity")
     crl_chain = _chain(fields["pck_crl_issuer_chain"], pins, "PCK CRL")
     # (C1) Root CA CRL, signed by the pinned root (the root of the TCB signing chain).
-    root_crl = _crl(_unhex(fields["root_ca_crl"], "root_ca_crl"), tcb_chain.root, "Root CA CRL")
+    root_crl = load_verified_crl(_unhex(fields["root_ca_crl"], "root_ca_crl"), tcb_chain.root, "Root CA CRL")
     # (C4) PCK CRL, signed by the first certificate of its issuer chain.
-    pck_crl = _crl(_unhex(fields["pck_crl"], "pck_crl"), crl_chain.leaf, "PCK CRL")
+    pck_crl = load_verified_crl(_unhex(fields["pck_crl"], "pck_crl"), crl_chain.leaf, "PCK CRL")
     # (C2) TCB Info and (C3) QE Identity: signatures over the exact signed bytes, checked before parsing.
     tcb_bytes = fields["tcb_info"].encode()
     qe_bytes = fields["qe_identity"].encode()
-    _verify_raw_sig(tcb_chain.leaf, fields["tcb_info_signature"], tcb_bytes, "TCB Info")
-    _verify_raw_sig(qe_chain.leaf, fields["qe_identity_signature"], qe_bytes, "QE Identity")
+    verify_raw_signature(tcb_chain.leaf, fields["tcb_info_signature"], tcb_bytes, "TCB Info")
+    verify_raw_signature(qe_chain.leaf, fields["qe_identity_signature"], qe_bytes, "QE Identity")
     tcb_info = parse_tcb_info(_json(tcb_bytes, "TCB Info"))
     qe_identity = parse_qe_identity(_json(qe_bytes, "QE Identity"))
     revoked = {root_crl.issuer: root_crl.revoked, pck_crl.issuer: pck_crl.revoked}
@@ -183,7 +183,7 @@ def _chain(pem: str, pins: frozenset[str], what: str) -> VerifiedChain:
     return _CHAIN_CACHE.get_or_compute(key, compute)
 
 
-def _crl(der: bytes, issuer: x509.Certificate, what: str) -> Crl:
+def load_verified_crl(der: bytes, issuer: x509.Certificate, what: str) -> Crl:
     key = (hashlib.sha256(der).digest(), hashlib.sha256(issuer.tbs_certificate_bytes).digest())
 
     def compute() -> Crl:
@@ -205,7 +205,7 @@ def _crl(der: bytes, issuer: x509.Certificate, what: str) -> Crl:
     return _CRL_CACHE.get_or_compute(key, compute)
 
 
-def _verify_raw_sig(cert: x509.Certificate, sig_hex: str, data: bytes, what: str) -> None:
+def verify_raw_signature(cert: x509.Certificate, sig_hex: str, data: bytes, what: str) -> None:
     raw = _unhex(sig_hex, f"{what} signature")
     key = cert.public_key()
     if len(raw) != 64 or not isinstance(key, ec.EllipticCurvePublicKey):

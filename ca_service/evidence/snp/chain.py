@@ -114,7 +114,7 @@ def fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def _verify_pss(issuer: x509.Certificate, cert: x509.Certificate, what: str) -> None:
+def verify_pss(issuer: x509.Certificate, cert: x509.Certificate, what: str) -> None:
     key = issuer.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise ChainInvalid(f"{what}: issuer key is not RSA")
@@ -128,7 +128,7 @@ def _verify_pss(issuer: x509.Certificate, cert: x509.Certificate, what: str) -> 
         raise ChainInvalid(f"{what}: signature does not verify") from exc
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -227,13 +227,13 @@ def build_chain(
     if isinstance(cached, VerifiedChain):
         return cached
 
-    _verify_pss(ark, ark, "ARK self-signature")
-    if not _is_ca(ark):
+    verify_pss(ark, ark, "ARK self-signature")
+    if not is_ca(ark):
         raise ChainInvalid("ARK is not a CA certificate with keyCertSign")
-    _verify_pss(ark, inter, f"{want_inter} signed by {line.ark_cn}")
-    if not _is_ca(inter):
+    verify_pss(ark, inter, f"{want_inter} signed by {line.ark_cn}")
+    if not is_ca(inter):
         raise ChainInvalid(f"{want_inter} is not a CA certificate with keyCertSign")
-    _verify_pss(inter, leaf, f"{vek.key_type.name} signed by {want_inter}")
+    verify_pss(inter, leaf, f"{vek.key_type.name} signed by {want_inter}")
     key = leaf.public_key()
     if not isinstance(key, ec.EllipticCurvePublicKey):  # vek_key_type checked; keeps mypy exact
         raise ChainInvalid("VCEK/VLEK key is not EC P-384")

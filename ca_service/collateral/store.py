@@ -10,10 +10,11 @@ data). Recorded evidence from before a TCB recovery still finds the collateral o
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from ca_service.collateral.endpoints import Kind
@@ -29,6 +30,12 @@ def insert(session: Session, item: VerifiedItem, now: datetime) -> bool:
         RollbackRefused (``collateral.rollback_refused``): its TCB evaluation data number is lower than
             one already cached for the same kind and key (the newer one is kept).
     """
+    if session.get_bind().dialect.name == "postgresql":
+        # serialise writers of the same (kind, key) so two replicas cannot both pass the rollback
+        # check (SQLite's BEGIN IMMEDIATE already serialises every writer)
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                        {"k": int.from_bytes(hashlib.sha256(f"{item.kind.value}|{item.key}".encode()).digest()[:8],
+                                             "big", signed=True)})
     existing = session.scalar(select(CollateralItem.id).where(
         CollateralItem.kind == item.kind.value, CollateralItem.key == item.key, CollateralItem.sha256 == item.sha256))
     if existing is not None:

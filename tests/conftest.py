@@ -26,6 +26,12 @@ def use_postgres() -> bool:
     return os.environ.get("CA_SERVICE_TEST_DATABASE", "sqlite") == "postgres"
 
 
+# The PostgreSQL-only tests (log sequencing, anchors) read CA_SERVICE_TEST_POSTGRES_URL; a run asked
+# to use PostgreSQL gives them the same server.
+if use_postgres():
+    os.environ.setdefault("CA_SERVICE_TEST_POSTGRES_URL", DEFAULT_PG)
+
+
 @pytest.fixture(scope="session")
 def db_url_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
     created: list[str] = []

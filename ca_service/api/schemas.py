@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ca_service.errors import SchemaViolation
 
+if TYPE_CHECKING:
+    from ca_service.services.issuance import EvidenceItem
+
 MAX_EVIDENCE_B64 = 1_500_000
 
 
-def _b64(value: str, what: str) -> bytes:
+def b64decode_strict(value: str, what: str) -> bytes:
+    """Strict standard base64 (no stray characters); ValueError names ``what``."""
     try:
         return base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
@@ -30,7 +34,7 @@ class EvidenceItemIn(BaseModel):
     @field_validator("data")
     @classmethod
     def _data_b64(cls, v: str) -> str:
-        _b64(v, "evidence data")
+        b64decode_strict(v, "evidence data")
         return v
 
     @field_validator("collateral")
@@ -39,14 +43,19 @@ class EvidenceItemIn(BaseModel):
         for item in v:
             if len(item) > MAX_EVIDENCE_B64:
                 raise ValueError("collateral item too large")
-            _b64(item, "collateral item")
+            b64decode_strict(item, "collateral item")
         return v
 
     def data_bytes(self) -> bytes:
-        return _b64(self.data, "evidence data")
+        return b64decode_strict(self.data, "evidence data")
 
     def collateral_bytes(self) -> tuple[bytes, ...]:
-        return tuple(_b64(c, "collateral item") for c in self.collateral)
+        return tuple(b64decode_strict(c, "collateral item") for c in self.collateral)
+
+    def to_item(self) -> EvidenceItem:
+        from ca_service.services.issuance import EvidenceItem
+
+        return EvidenceItem(self.type, self.data_bytes(), self.collateral_bytes())
 
 
 class CertificateRequestIn(BaseModel):

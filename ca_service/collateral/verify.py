@@ -36,12 +36,13 @@ from ca_service.collateral.endpoints import Endpoint, Kind
 from ca_service.collateral.errors import FetchFailed
 from ca_service.collateral.fetchers import Response
 from ca_service.collateral.intel_root import intel_root
+from ca_service.crypto.certs import is_ca
 from ca_service.errors import ChainInvalid, CollateralInvalid, CollateralMismatch, EvidenceError, RootUntrusted
 from ca_service.evidence.intel.collateral import load_verified_crl, verify_raw_signature
 from ca_service.evidence.intel.pck import load_pem_chain, verify_chain
 from ca_service.evidence.intel.tcb import parse_qe_identity, parse_tcb_info
 from ca_service.evidence.snp.certs import PRODUCT_LINES, common_name, parse_vek
-from ca_service.evidence.snp.chain import build_chain, is_ca, verify_pss
+from ca_service.evidence.snp.chain import build_chain, verify_pss
 from ca_service.evidence.snp.parse import SigningKey
 from ca_service.evidence.trust import TrustRoots, is_pinned
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 
+from ca_service.crypto.certs import der_sha256
+
 # SHA-256 of the DER of each vendor root (../shared/vectors/README.md lists the same values).
 INTEL_SGX_ROOT_CA = "44a0196b2b99f889b8e149e95b807a350e7424964399e885a7cbb8ccfab674d3"
 AMD_ARK_MILAN = "69d063b45344d26a2e94e1f4210de49ef555308287d4c174445c95639a540bcd"
@@ -46,9 +48,7 @@ DEFAULT_ROOTS = TrustRoots()
 
 def is_pinned(cert: x509.Certificate, pins: frozenset[str]) -> bool:
     """True iff the DER of ``cert`` hashes to one of ``pins`` (constant-time per comparison)."""
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    digest = hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+    digest = der_sha256(cert)
     found = False
     for pin in pins:
         found |= hmac.compare_digest(digest, pin)

@@ -62,17 +62,3 @@ def consume_challenge_in(session: Session, challenge_id: str, now: datetime) -> 
     if row.consumed_at is not None:
         raise ChallengeConsumed("challenge was already used")
     raise ChallengeExpired("challenge expired; ask for a new one")
-
-
-def consume_challenge(svc: Services, challenge_id: str, now: datetime) -> bytes:
-    """:func:`consume_challenge_in` in its own transaction."""
-    with svc.db.transaction() as session:
-        return consume_challenge_in(session, challenge_id, now)
-
-
-def purge_expired(svc: Services, before: datetime) -> int:
-    from sqlalchemy import delete
-
-    with svc.db.transaction() as session:
-        result = session.execute(delete(Challenge).where(Challenge.expires_at < before))
-        return int(getattr(result, "rowcount", 0) or 0)

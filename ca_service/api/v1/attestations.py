@@ -10,7 +10,6 @@ from ca_service.api.app import json_body
 from ca_service.api.context import services
 from ca_service.api.schemas import EvidenceItemIn, parse_model
 from ca_service.services.attestation import AttestationRequest, attest
-from ca_service.services.issuance import EvidenceItem
 
 _NONCE = r"^([0-9a-f]{2}){8,64}$"
 
@@ -36,7 +35,7 @@ def post_attestation() -> ResponseReturnValue:
     body: AttestationIn = parse_model(AttestationIn, json_body())
     req = AttestationRequest(
         policy=body.policy,
-        evidence=tuple(EvidenceItem(e.type, e.data_bytes(), e.collateral_bytes()) for e in body.evidence),
+        evidence=tuple(e.to_item() for e in body.evidence),
         item_nonces=tuple(bytes.fromhex(e.eat_nonce) if e.eat_nonce else None for e in body.evidence),
         nonce=bytes.fromhex(body.eat_nonce) if body.eat_nonce else None,
     )

@@ -10,7 +10,7 @@ from flask.typing import ResponseReturnValue
 from ca_service.api.app import json_body
 from ca_service.api.context import services
 from ca_service.api.schemas import CertificateRequestIn, parse_model
-from ca_service.services.issuance import CertificateRequest, EvidenceItem, get_certificate, issue_certificate
+from ca_service.services.issuance import CertificateRequest, get_certificate, issue_certificate
 
 bp = Blueprint("certificates", __name__, url_prefix="/v1/certificates")
 
@@ -22,7 +22,7 @@ def post_certificate() -> ResponseReturnValue:
         challenge_id=body.challenge_id,
         csr_pem=body.csr,
         policy=body.policy,
-        evidence=tuple(EvidenceItem(e.type, e.data_bytes(), e.collateral_bytes()) for e in body.evidence),
+        evidence=tuple(e.to_item() for e in body.evidence),
         lifetime=timedelta(seconds=body.lifetime_seconds) if body.lifetime_seconds else None,
     )
     issued = issue_certificate(services(), req)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 from typing import Literal
 
@@ -13,19 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ca_service.api.app import json_body
 from ca_service.api.context import services
-from ca_service.api.schemas import parse_model
+from ca_service.api.schemas import b64decode_strict, parse_model
 from ca_service.ca.integrity import MAX_REPORT_BYTES, MAX_SIGNATURE_BYTES
 from ca_service.errors import NotCheckpointed
 from ca_service.services import integrity as integrity_service
 
 bp = Blueprint("integrity", __name__, url_prefix="/v1/integrity-reports")
-
-
-def _b64(value: str, what: str) -> bytes:
-    try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
-    except (binascii.Error, ValueError, UnicodeEncodeError) as exc:
-        raise ValueError(f"{what} is not valid base64") from exc
 
 
 class IntegrityReportIn(BaseModel):
@@ -40,7 +32,7 @@ class IntegrityReportIn(BaseModel):
     @field_validator("report", "signature")
     @classmethod
     def _is_b64(cls, v: str) -> str:
-        _b64(v, "value")
+        b64decode_strict(v, "value")
         return v
 
 
@@ -48,8 +40,8 @@ class IntegrityReportIn(BaseModel):
 def post_report() -> ResponseReturnValue:
     """Submit a loader-signed integrity report: 201 when logged, 200 when the same report already was."""
     body: IntegrityReportIn = parse_model(IntegrityReportIn, json_body())
-    record = integrity_service.submit_report(services(), _b64(body.report, "report"),
-                                             _b64(body.signature, "signature"), body.alg)
+    record = integrity_service.submit_report(services(), b64decode_strict(body.report, "report"),
+                                             b64decode_strict(body.signature, "signature"), body.alg)
     resp = jsonify(record.summary())
     resp.status_code = 201 if record.created else 200
     resp.headers["Location"] = url_for("integrity.get_report", report_id=record.id)

@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from ca_service.crypto.certs import is_ca
 from ca_service.errors import CertificateExpired, ChainInvalid, EvidenceMalformed, RootUntrusted
 from ca_service.evidence.trust import is_pinned
 
@@ -65,20 +66,11 @@ def load_der(der: bytes, what: str) -> x509.Certificate:
         raise EvidenceMalformed(f"{what} is not a DER X.509 certificate") from exc
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except Exception:  # missing, duplicate or unparsable extension: not a usable CA
-        return False
-    return bool(bc.ca and ku.key_cert_sign)
-
-
 def _verify_links(certs: list[x509.Certificate]) -> None:
     for i in range(1, len(certs)):
         issuer, cert = certs[i - 1], certs[i]
         what = "attestation certificate" if i == len(certs) - 1 else f"cabundle[{i}]"
-        if not _is_ca(issuer):
+        if not is_ca(issuer):
             raise ChainInvalid(f"issuer of the {what} is not a CA certificate")
         if not isinstance(issuer.public_key(), ec.EllipticCurvePublicKey):
             raise ChainInvalid(f"issuer of the {what} has no EC key")
@@ -86,7 +78,7 @@ def _verify_links(certs: list[x509.Certificate]) -> None:
             cert.verify_directly_issued_by(issuer)
         except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm) as exc:
             raise ChainInvalid(f"the {what} is not signed by the certificate before it") from exc
-    if _is_ca(certs[-1]):
+    if is_ca(certs[-1]):
         raise ChainInvalid("the attestation certificate is a CA certificate")
 
 

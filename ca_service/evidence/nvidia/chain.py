@@ -15,7 +15,6 @@ of every input certificate; the pin and the validity window at ``at`` are checke
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -24,8 +23,8 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca_service.crypto.certs import der_sha256, is_ca
 from ca_service.errors import ChainInvalid, EvidenceError, RootUntrusted
 from ca_service.evidence.trust import is_pinned
 
@@ -51,19 +50,6 @@ _CHAINS: OrderedDict[tuple[str, ...], Chain] = OrderedDict()
 def clear_caches() -> None:
     with _LOCK:
         _CHAINS.clear()
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except Exception:  # missing, duplicate or unparsable extension: not a usable CA
-        return False
-    return bool(bc.ca and ku.key_cert_sign)
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -101,13 +87,13 @@ def _build(certs: Sequence[x509.Certificate], pins: frozenset[str], what: str) -
         child = next((c for c in remaining if _links(c, cur)), None)
         if child is None:
             break
-        if not _is_ca(cur):
+        if not is_ca(cur):
             raise ChainInvalid(f"{what}: {_name(cur)} issues certificates but is not a CA")
         chain.append(child)
         remaining = [c for c in remaining if c is not child]
-    if len(chain) < 2 or _is_ca(chain[-1]):
+    if len(chain) < 2 or is_ca(chain[-1]):
         raise ChainInvalid(f"{what}: no end-entity certificate chains to the pinned root")
-    return Chain(tuple(chain), tuple(fingerprint(c) for c in chain))
+    return Chain(tuple(chain), tuple(der_sha256(c) for c in chain))
 
 
 def build_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], at: datetime, what: str,
@@ -119,7 +105,7 @@ def build_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], at: dat
         ChainInvalid (``evidence.chain_invalid``): nothing chains from the root to an end entity.
         ``expired``: a certificate of the chain is outside its validity window at ``at``.
     """
-    key = tuple(fingerprint(c) for c in certs)
+    key = tuple(der_sha256(c) for c in certs)
     with _LOCK:
         chain = _CHAINS.get(key)
         if chain is not None:

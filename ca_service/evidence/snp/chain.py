@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca_service.crypto.certs import der_sha256, is_ca
 from ca_service.errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -110,10 +111,6 @@ def clear_caches() -> None:
     _VEK_CACHE.clear()
 
 
-def fingerprint(cert: x509.Certificate) -> str:
-    return cert.fingerprint(hashes.SHA256()).hex()
-
-
 def verify_pss(issuer: x509.Certificate, cert: x509.Certificate, what: str) -> None:
     key = issuer.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
@@ -126,15 +123,6 @@ def verify_pss(issuer: x509.Certificate, cert: x509.Certificate, what: str) -> N
         key.verify(cert.signature, cert.tbs_certificate_bytes, _PSS, hashes.SHA384())
     except (InvalidSignature, UnsupportedAlgorithm) as exc:
         raise ChainInvalid(f"{what}: signature does not verify") from exc
-
-
-def is_ca(cert: x509.Certificate) -> bool:
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        return False
-    return bool(bc.ca and ku.key_cert_sign)
 
 
 def _may_sign_crls(cert: x509.Certificate) -> bool:
@@ -222,7 +210,7 @@ def build_chain(
     if not is_pinned(ark, pins):
         raise RootUntrusted(f"{common_name(ark.subject)} is not a pinned AMD root")
 
-    fps = (fingerprint(leaf), fingerprint(inter), fingerprint(ark))
+    fps = (der_sha256(leaf), der_sha256(inter), der_sha256(ark))
     cached = _CHAINS.get(fps)
     if isinstance(cached, VerifiedChain):
         return cached

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import click
 from cryptography import x509
@@ -22,14 +23,23 @@ def check_proof(report: CertificateReport, leaf: x509.Certificate, bundle_text: 
     from ca_service.anchor.chain import ChainClient
     from ca_service.errors import CAServiceError
 
-    note = bundle_text.partition("\n\n")[2]
     try:
         chain = ChainClient.reader(rpc)
-        ev = chain.find_anchor_event(contract, cp.size)
     except CAServiceError as exc:
         report.add("anchor", False, f"[{exc.code}] {exc.detail}")
         return
+    check_anchor(report, chain, contract, cp, bundle_text.partition("\n\n")[2])
+
+
+def check_anchor(report: CertificateReport, chain: Any, contract: str, cp: Any, note: str) -> bool:
+    """The chain's Anchored event for the checkpoint's size holds its root and the note's SHA-256."""
+    from ca_service.errors import CAServiceError
+
+    try:
+        ev = chain.find_anchor_event(contract, cp.size)
+    except CAServiceError as exc:
+        return report.add("anchor", False, f"[{exc.code}] {exc.detail}")
     ok = (ev is not None and ev.root == cp.root_hash
           and ev.checkpoint_hash == hashlib.sha256(note.encode()).digest())
-    report.add("anchor", ok, f"checkpoint of size {cp.size} anchored in block {ev.block_number}" if ok and ev
-               else f"no matching anchor for size {cp.size} on {contract}")
+    return report.add("anchor", ok, f"checkpoint of size {cp.size} anchored in block {ev.block_number}"
+                      if ok and ev else f"no matching anchor for size {cp.size} on {contract}")

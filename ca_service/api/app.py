@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, json, request
+from werkzeug.routing import IntegerConverter
 
 from ca_service.api import metrics, problems
 from ca_service.config import Settings
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or (services.settings if services else Settings.from_env())
     svc = services or Services.create(settings)
     app = Flask("ca_service")
+    app.url_map.converters["int"] = BoundedIntConverter
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["ca_service"] = svc
@@ -63,6 +65,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return resp
 
     return app
+
+
+class BoundedIntConverter(IntegerConverter):
+    """`<int:...>` that matches only what a signed 64-bit column can hold: a larger number is a
+    404 like any other unknown id, never an overflow deep in the database driver."""
+
+    def __init__(self, map: Any, *args: Any, **kwargs: Any) -> None:  # noqa: A002
+        kwargs.setdefault("max", 2**63 - 1)
+        super().__init__(map, *args, **kwargs)
 
 
 def json_body() -> Any:

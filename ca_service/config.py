@@ -34,6 +34,13 @@ class Settings:
     # policies whose certificates may sign integrity reports: comma-separated names, "*" for any;
     # None (unset): any in insecure-dev, none in production
     integrity_policies: str | None = None
+    # PostgreSQL timeouts and keepalives (db/session.py DbTimeouts): a lock holder that went away
+    # is cut off within seconds, and requests fail fast with a 503 instead of queueing behind it
+    db_lock_timeout_ms: int = 5000
+    db_statement_timeout_ms: int = 10000
+    db_idle_in_transaction_timeout_ms: int = 10000
+    db_connect_timeout_seconds: int = 5
+    db_keepalives_idle_seconds: int = 5
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -45,6 +52,9 @@ class Settings:
             object.__setattr__(self, "log_origin", f"{host}/ca-service/log")
         if self.collateral_mode not in ("offline", "online"):
             raise ConfigurationError("CA_SERVICE_COLLATERAL must be 'offline' (cache only) or 'online'")
+        if min(self.db_lock_timeout_ms, self.db_statement_timeout_ms, self.db_idle_in_transaction_timeout_ms,
+               self.db_connect_timeout_seconds, self.db_keepalives_idle_seconds) <= 0:
+            raise ConfigurationError("CA_SERVICE_DB_* timeouts must be positive")
         if self.challenge_ttl_seconds <= 0 or self.anchor_confirmations < 0:
             raise ConfigurationError("challenge TTL must be positive and confirmations non-negative")
 
@@ -86,6 +96,10 @@ class Settings:
                 kwargs["challenge_ttl_seconds"] = int(v)
             if (v := get("MAX_BODY_BYTES")) is not None:
                 kwargs["max_body_bytes"] = int(v)
+            for name in ("DB_LOCK_TIMEOUT_MS", "DB_STATEMENT_TIMEOUT_MS", "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                         "DB_CONNECT_TIMEOUT_SECONDS", "DB_KEEPALIVES_IDLE_SECONDS"):
+                if (v := get(name)) is not None:
+                    kwargs[name.lower()] = int(v)
         except ValueError as exc:
             raise ConfigurationError("a numeric CA_SERVICE_* setting is not an integer") from exc
         if (v := get("KEY_ENCRYPTION_KEYS")) is not None:

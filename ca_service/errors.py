@@ -461,6 +461,23 @@ class NotInitialised(CAServiceError):
     title = "The CA is not initialised"
 
 
+class DatabaseUnavailable(CAServiceError):
+    """The database cannot be reached or did not answer in time (down, frozen, partitioned)."""
+
+    code = "service.database_unavailable"
+    status = 503
+    title = "The database is unavailable; retry later"
+    retry_after = 5
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """A lock or statement timeout cut the request off (a lock holder stalled or went away)."""
+
+    code = "service.database_busy"
+    title = "The database is busy (a lock or statement timed out); retry shortly"
+    retry_after = 2
+
+
 class NotInTee(CAServiceError):
     code = "ca.not_in_tee"
     status = 503

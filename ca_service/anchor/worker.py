@@ -34,6 +34,8 @@ from datetime import timedelta
 from typing import Protocol
 
 from sqlalchemy import select, text, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ca_service.anchor.chain import ChainClient, Fees, Receipt, artifact
 from ca_service.clock import Clock
@@ -382,6 +384,11 @@ class AnchorWorker:
         while not stop.is_set():
             try:
                 result = self.tick()
+            except (OperationalError, InterfaceError, PoolTimeout) as exc:
+                # the database is down or stalled: one line per attempt, backing off
+                log.warning("anchor tick: database unavailable (%s)",
+                            type(getattr(exc, "orig", None) or exc).__name__)
+                result = TickResult("error", detail="database unavailable")
             except Exception:  # a database outage must not kill the background thread
                 log.exception("anchor tick crashed")
                 result = TickResult("error", detail="unexpected failure")

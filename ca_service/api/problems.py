@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, Response, json, request
 from werkzeug.exceptions import HTTPException
 
-from ca_service.errors import CAServiceError
+from ca_service.errors import CAServiceError, DatabaseBusy, DatabaseUnavailable
 
 log = logging.getLogger("ca_service.api")
 
@@ -56,7 +56,20 @@ def init_app(app: Flask) -> None:
             resp.headers["Allow"] = ", ".join(valid)
         return resp
 
-    from sqlalchemy.exc import DataError
+    from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    @app.errorhandler(PoolTimeout)
+    def _database_down(exc: Exception) -> Response:
+        err = database_error(exc)
+        # one line per failure, no traceback: an outage must not flood the log
+        log.warning("database unavailable on %s %s: %s", request.method, request.path, _first_line(exc),
+                    extra={"code": err.code})
+        resp = problem(err.status, err.code, err.title, err.detail)
+        resp.headers["Retry-After"] = str(err.retry_after)
+        return resp
 
     @app.errorhandler(DataError)
     def _data_error(exc: DataError) -> Response:
@@ -71,6 +84,26 @@ def init_app(app: Flask) -> None:
         log.error("unexpected error (%s) on %s %s", cid, request.method, request.path, exc_info=exc)
         return problem(500, "internal", "Internal error", f"An unexpected error occurred; correlation id {cid}",
                        correlation_id=cid)
+
+
+# SQLSTATEs of a timeout the server enforced: lock_not_available, query_canceled (statement
+# timeout), idle_in_transaction_session_timeout; SQLite says "database is locked".
+_BUSY_SQLSTATES = {"55P03", "57014", "25P03"}
+
+
+def database_error(exc: BaseException) -> DatabaseUnavailable:
+    """The problem a database failure shows clients: busy (a timeout) or unavailable."""
+    orig = getattr(exc, "orig", None)
+    sqlstate = getattr(orig, "pgcode", None)
+    if sqlstate in _BUSY_SQLSTATES or "database is locked" in str(orig or exc):
+        return DatabaseBusy("a database lock or statement timed out; retry shortly")
+    return DatabaseUnavailable("the database cannot be reached or did not answer in time")
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _jsonable(fields: dict[str, Any]) -> dict[str, Any]:

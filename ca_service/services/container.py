@@ -7,7 +7,7 @@ from typing import Any
 
 from ca_service.clock import Clock, SystemClock
 from ca_service.config import Settings
-from ca_service.db.session import Database
+from ca_service.db.session import Database, DbTimeouts
 from ca_service.services.keys import KeyStore
 
 
@@ -23,7 +23,10 @@ class Services:
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> Services:
-        db = Database(settings.database_url)
+        db = Database(settings.database_url, DbTimeouts(
+            lock_ms=settings.db_lock_timeout_ms, statement_ms=settings.db_statement_timeout_ms,
+            idle_in_transaction_ms=settings.db_idle_in_transaction_timeout_ms,
+            connect_s=settings.db_connect_timeout_seconds, keepalives_idle_s=settings.db_keepalives_idle_seconds))
         fetcher = None
         if settings.collateral_mode == "online":
             from ca_service.collateral.fetchers import RequestsFetcher

@@ -20,6 +20,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select, text
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from ca_service.db.models.tlog import TlogCheckpoint, TlogEntry
@@ -268,6 +270,7 @@ def run_publisher(
     ``stop`` is set. Errors are logged and retried (a chain of failures must not kill ``serve``).
     """
     last = 0.0
+    delay = poll
     while not stop.is_set():
         try:
             with svc.db.read() as session:
@@ -278,11 +281,17 @@ def run_publisher(
             if pending > 0 and (due or pending >= batch):
                 publish_checkpoint(svc, wait=False)
                 last = time.monotonic()
+            delay = poll
         except NotInitialised:
             log.warning("log publisher waiting: no log key yet")
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            # the database is down or stalled: one line, then back off (no traceback flood)
+            delay = min(30.0, max(poll, delay * 2))
+            log.warning("log publisher: database unavailable (%s); retrying in %.0f s",
+                        type(getattr(exc, "orig", None) or exc).__name__, delay)
         except Exception:
             log.exception("log publisher iteration failed; retrying")
-        stop.wait(poll)
+        stop.wait(delay)
 
 
 def start_publisher(svc: Services, **kwargs: Any) -> tuple[threading.Thread, threading.Event]:

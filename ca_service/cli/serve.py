@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import click
@@ -13,16 +14,29 @@ log = logging.getLogger("ca_service.serve")
 @click.command("serve")
 @click.option("--bind", default="127.0.0.1:8080", show_default=True)
 @click.option("--workers", default=2, show_default=True, type=int)
-@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int,
+              help="threads per worker (gthread): a slow client holds one thread, never a worker")
+@click.option("--worker-class", default="ca_service.serving.DeadlineThreadWorker", show_default=True,
+              help="gunicorn worker class (the default is gthread with a per-request read deadline)")
+@click.option("--request-timeout", default=30.0, show_default=True, type=float,
+              help="seconds a client has to send a request's headers and body (and to read a response chunk)")
+@click.option("--timeout", "worker_timeout", default=30, show_default=True, type=int,
+              help="gunicorn worker timeout: a worker silent this long is killed and replaced")
+@click.option("--graceful-timeout", default=30, show_default=True, type=int,
+              help="seconds a worker may finish in-flight requests after SIGTERM")
+@click.option("--keep-alive", default=5, show_default=True, type=int, help="idle keep-alive seconds")
 @click.option("--publish-interval", default=5.0, show_default=True, type=float,
               help="seconds between log checkpoints (0: do not publish from this server)")
 @click.option("--anchor/--no-anchor", "anchor", default=None,
               help="run the anchor worker (default: on when CA_SERVICE_CHAIN_RPC is a real RPC URL)")
-def serve(bind: str, workers: int, threads: int, publish_interval: float, anchor: bool | None) -> None:
+def serve(bind: str, workers: int, threads: int, worker_class: str, request_timeout: float, worker_timeout: int,
+          graceful_timeout: int, keep_alive: int, publish_interval: float, anchor: bool | None) -> None:
     """Run the HTTP API with gunicorn.
 
     Every worker runs the checkpoint publisher and (optionally) the anchor worker in background
-    threads; both take a database lock per step, so one of them does the work at a time.
+    threads; both take a database lock per step, so one of them does the work at a time. Workers
+    die with their master (PR_SET_PDEATHSIG). GUNICORN_CMD_ARGS is honoured and wins over these
+    options, as with the gunicorn command.
     """
     from gunicorn.app.base import BaseApplication
 
@@ -33,6 +47,12 @@ def serve(bind: str, workers: int, threads: int, publish_interval: float, anchor
     run_anchor = anchor if anchor is not None else settings.chain_rpc != "embedded"
     if run_anchor and settings.chain_rpc == "embedded":
         raise click.UsageError("the embedded chain lives in one process; anchor with a real RPC under serve")
+    os.environ["CA_SERVICE_REQUEST_TIMEOUT_SECONDS"] = str(request_timeout)
+
+    def post_fork(server: Any, worker: Any) -> None:
+        from ca_service.serving import die_with_parent
+
+        die_with_parent(server.pid)
 
     def post_worker_init(worker: Any) -> None:
         from ca_service.logs import configure_json_logging
@@ -50,10 +70,20 @@ def serve(bind: str, workers: int, threads: int, publish_interval: float, anchor
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for key, value in {"bind": bind, "workers": workers, "threads": threads, "accesslog": "-",
-                               "control_socket_disable": True, "post_worker_init": post_worker_init}.items():
+            for key, value in {"bind": bind, "workers": workers, "threads": threads,
+                               "worker_class": worker_class, "timeout": worker_timeout,
+                               "graceful_timeout": graceful_timeout, "keepalive": keep_alive,
+                               "accesslog": "-", "control_socket_disable": True,
+                               "post_fork": post_fork, "post_worker_init": post_worker_init}.items():
                 if key in self.cfg.settings:
                     self.cfg.set(key, value)
+            # GUNICORN_CMD_ARGS, as the gunicorn command reads it (it wins over the options above)
+            env_args = self.cfg.get_cmd_args_from_env()
+            if env_args:
+                parsed = self.cfg.parser().parse_args(env_args)
+                for key, value in vars(parsed).items():
+                    if value is not None and key != "args" and key.lower() in self.cfg.settings:
+                        self.cfg.set(key.lower(), value)
 
         def load(self) -> Any:
             return create_app(settings)

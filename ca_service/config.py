@@ -41,6 +41,8 @@ class Settings:
     db_idle_in_transaction_timeout_ms: int = 10000
     db_connect_timeout_seconds: int = 5
     db_keepalives_idle_seconds: int = 5
+    # the read-only HTML explorer (CA_SERVICE_EXPLORER=on|off); None (unset): on in insecure-dev only
+    explorer: bool | None = None
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -61,6 +63,10 @@ class Settings:
     @property
     def insecure(self) -> bool:
         return self.profile == "insecure-dev"
+
+    @property
+    def explorer_enabled(self) -> bool:
+        return self.insecure if self.explorer is None else self.explorer
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -108,6 +114,10 @@ class Settings:
             kwargs["integrity_policies"] = v
         if (v := get("COLLATERAL")) is not None:
             kwargs["collateral_mode"] = v
+        if (v := get("EXPLORER")) is not None:
+            if v.lower() not in ("on", "off", "true", "false", "1", "0"):
+                raise ConfigurationError("CA_SERVICE_EXPLORER must be on or off")
+            kwargs["explorer"] = v.lower() in ("on", "true", "1")
         if (v := get("LOG_ORIGIN")) is not None:
             kwargs["log_origin"] = v
         kwargs.update(overrides)

@@ -47,6 +47,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     for module_name in BLUEPRINTS:
         module = importlib.import_module(module_name)
         app.register_blueprint(module.bp)
+    if settings.explorer_enabled:
+        from ca_service.api import explorer
+
+        explorer.init_app(app)
 
     @app.before_request
     def _no_control_characters() -> None:

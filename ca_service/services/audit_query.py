@@ -13,7 +13,7 @@ MAX_PAGE = 500
 
 
 def list_events(svc: Services, *, limit: int = 100, before_id: int | None = None, action: str | None = None,
-                target: str | None = None) -> dict[str, Any]:
+                target: str | None = None, target_prefix: str | None = None) -> dict[str, Any]:
     """A page of audit events, newest first; ``next_before_id`` continues the listing."""
     limit = max(1, min(limit, MAX_PAGE))
     q = select(AuditEvent)
@@ -23,6 +23,8 @@ def list_events(svc: Services, *, limit: int = 100, before_id: int | None = None
         q = q.where(AuditEvent.action == action)
     if target:
         q = q.where(AuditEvent.target == target)
+    if target_prefix:
+        q = q.where(AuditEvent.target.startswith(target_prefix, autoescape=True))
     with svc.db.read() as session:
         rows = session.execute(q.order_by(AuditEvent.id.desc()).limit(limit + 1)).scalars().all()
         events = [{"id": r.id, "at": r.at.isoformat(), "actor": r.actor, "action": r.action, "target": r.target,

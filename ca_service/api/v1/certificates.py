@@ -32,6 +32,19 @@ def post_certificate() -> ResponseReturnValue:
     return jsonify(issued.to_json()), 201
 
 
+@bp.get("")
+def find() -> ResponseReturnValue:
+    """Certificates for a key or a measurement: ``?spki_sha256=HEX`` and/or ``?measurement=HEX``
+    (any register of any evidence item's EAR: MRTD, RTMRn, SNP launch measurement, MRENCLAVE...)."""
+    from flask import request
+
+    from ca_service.services.explorer import find_certificates
+
+    found = find_certificates(services(), spki_sha256=request.args.get("spki_sha256"),
+                              measurement=request.args.get("measurement"))
+    return jsonify(certificates=[c.to_json() for c in found])
+
+
 @bp.get("/<serial>")
 def get_one(serial: str) -> ResponseReturnValue:
     from cryptography import x509

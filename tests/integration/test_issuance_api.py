@@ -212,7 +212,7 @@ def test_csr_with_wrong_signature(issuer, client):
 
 def test_http_level_problems(client, app):
     _problem(client.get("/v1/nothing-here"), 404, "not_found")
-    r = _problem(client.get("/v1/certificates"), 405, "request.method_not_allowed")
+    r = _problem(client.delete("/v1/certificates"), 405, "request.method_not_allowed")
     assert r["title"]
     _problem(client.post("/v1/certificates", data="{", content_type="application/json"), 400, "request.malformed_json")
     _problem(client.post("/v1/certificates", data="a=b", content_type="application/x-www-form-urlencoded"), 415,

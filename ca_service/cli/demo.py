@@ -68,7 +68,8 @@ def _serve(app: Any, port: int) -> Any:
 
 @click.command("demo")
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path), help="keep the demo CA here")
-def demo(home: Path | None) -> None:
+@click.option("--serve", is_flag=True, help="keep the server up afterwards and print the explorer's URL (Ctrl-C stops)")
+def demo(home: Path | None, serve: bool) -> None:
     """Run the whole issuance story end to end and verify it."""
     warnings.simplefilter("ignore")
     tmp = None
@@ -76,7 +77,7 @@ def demo(home: Path | None) -> None:
         tmp = Path(tempfile.mkdtemp(prefix="ca-service-demo-"))
         home = tmp
     try:
-        ok = _run(home)
+        ok = _run(home, serve=serve)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -84,7 +85,7 @@ def demo(home: Path | None) -> None:
     sys.exit(0 if ok else 1)
 
 
-def _run(home: Path) -> bool:
+def _run(home: Path, *, serve: bool = False) -> bool:
     from ca_service.agent.client import AgentError, make_csr, request_certificate, write_result
     from ca_service.api.app import create_app
     from ca_service.ca.verify import verify_certificate
@@ -169,10 +170,26 @@ def _run(home: Path) -> bool:
                 raise AgentError(f"unexpected answers {codes}")
             return "evidence bound to another key -> 422 binding.mismatch; replayed challenge -> 409 challenge.consumed"
         steps.run("refusals", replay)
+        if serve:
+            _hold(url, r.response["serial"], steps.passed)
     finally:
         server.shutdown()
         svc.close()
     return steps.passed
+
+
+def _hold(url: str, serial: str, passed: bool) -> None:
+    """``--serve``: keep the demo CA up for a newcomer to browse, until Ctrl-C."""
+    import time
+
+    click.echo(click.style("demo: every check passed", fg="green") if passed else click.style("demo: FAILED", fg="red"))
+    click.echo(f"\nThe explorer: {url}/  (the demo's certificate: {url}/certificates/{serial})")
+    click.echo("Follow it to its policy, its log entry and its anchor. The API is under the same URL. Ctrl-C stops.")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("stopped")
 
 
 def _pem() -> Any:

@@ -519,6 +519,12 @@ class AnchorContractMissing(ChainError):
     title = "No anchor contract deployed (or its code is gone) on this chain"
 
 
+class AnchorChainChanged(ChainError):
+    code = "anchor.chain_changed"
+    status = 503
+    title = "The chain RPC serves another chain than the recorded anchor contract's"
+
+
 class AnchorNotFound(NotFound):
     code = "anchor.not_found"
     title = "No anchor covers this log entry yet"

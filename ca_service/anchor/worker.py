@@ -41,7 +41,7 @@ from ca_service.anchor.chain import ChainClient, Fees, Receipt, artifact
 from ca_service.clock import Clock
 from ca_service.db.models.anchor import OPEN_STATES, Anchor, AnchorContract, AnchorWorkerLease
 from ca_service.db.session import Database
-from ca_service.errors import AnchorContractMissing, AnchorTransactionReverted, ChainError
+from ca_service.errors import AnchorChainChanged, AnchorContractMissing, AnchorTransactionReverted, ChainError
 
 log = logging.getLogger(__name__)
 
@@ -153,18 +153,64 @@ class AnchorWorker:
         same_instance = hmac.compare_digest(rec.genesis_hash, genesis)
         if same_instance and self._contract_checked == rec.id:
             return rec
+        if not rec.embedded and not same_instance:
+            # A node restarted from its state file often reports another genesis hash for the same
+            # chain. The chain is ours when it has the chain id, our contract's code and publisher,
+            # and the events of the anchors we recorded (not the genesis hash alone).
+            why = self._history_mismatch(rec)
+            if why is not None:
+                raise AnchorChainChanged(
+                    f"the RPC serves another chain than the recorded anchor contract's ({why}); if this is "
+                    "intended, run `ca-service anchor forget-contract --yes` to start a new anchor history",
+                    chain_id=chain_id, contract=rec.address)
+            with self.db.transaction() as s:
+                s.execute(update(AnchorContract).where(AnchorContract.id == rec.id).values(genesis_hash=genesis))
+            log.warning("chain genesis hash changed (node restart); contract and anchors verified on chain",
+                        extra={"chain_id": chain_id, "contract": rec.address, "genesis": genesis.hex()})
+            same_instance = True
         if not same_instance or not self.chain.code_at(rec.address):
             if not rec.embedded:
-                # A real chain lost our contract, or this RPC is another chain with the same id:
-                # fail closed, never silently redeploy over an anchor history.
-                raise AnchorContractMissing(f"recorded anchor contract {rec.address} is not on this chain",
-                                            chain_id=chain_id)
+                # A real chain lost our contract: fail closed, never silently redeploy over an
+                # anchor history.
+                raise AnchorChainChanged(
+                    f"recorded anchor contract {rec.address} is not on this chain (reset or replaced); if this "
+                    "is intended, run `ca-service anchor forget-contract --yes` to start a new anchor history",
+                    chain_id=chain_id, contract=rec.address)
             # The embedded chain died with its process: retire the record, deploy anew.
             with self.db.transaction() as s:
                 s.execute(update(AnchorContract).where(AnchorContract.id == rec.id)
                           .values(retired_at=self.clock.now()))
             return None
         self._contract_checked = rec.id
+        return rec
+
+    def _history_mismatch(self, rec: AnchorContract) -> str | None:
+        """Why this chain is not the one ``rec`` was deployed on, or None when code, publisher and
+        the newest recorded included/final anchor's event all match."""
+        if not self.chain.code_at(rec.address):
+            return f"no code at {rec.address}"
+        if self.chain.publisher_of(rec.address).lower() != rec.publisher.lower():
+            return "the contract's publisher differs"
+        with self.db.read() as s:
+            last = s.scalars(select(Anchor).where(Anchor.contract_id == rec.id,
+                                                  Anchor.state.in_(("included", "final")))
+                             .order_by(Anchor.size.desc())).first()
+        if last is not None:
+            ev = self.chain.find_anchor_event(rec.address, last.size, rec.deploy_block_number)
+            if ev is None or ev.root != last.root or ev.checkpoint_hash != last.checkpoint_hash:
+                return f"the anchor of size {last.size} is not among the contract's events"
+        return None
+
+    def forget_contract(self) -> AnchorContract | None:
+        """Retire the active contract record of this chain id (after a real change of chain);
+        its anchors stay as history, and the next tick deploys a new contract."""
+        with self.db.transaction() as s:
+            rec = s.scalars(select(AnchorContract).where(AnchorContract.chain_id == self.chain.chain_id,
+                                                         AnchorContract.retired_at.is_(None))
+                            .order_by(AnchorContract.id.desc())).first()
+            if rec is not None:
+                rec.retired_at = self.clock.now()
+        self._contract_checked = None
         return rec
 
     def deploy(self) -> AnchorContract:
@@ -202,6 +248,9 @@ class AnchorWorker:
                 raise AnchorContractMissing("no anchor contract recorded: run `ca-service anchor deploy`")
             contract = self.deploy()
             return TickResult("deployed", detail=contract.address)
+        vanished = self._recheck_final(contract)
+        if vanished is not None:
+            return vanished
         with self.db.read() as s:
             open_ = s.scalars(select(Anchor).where(Anchor.contract_id == contract.id,
                                                    Anchor.state.in_(OPEN_STATES))
@@ -289,9 +338,15 @@ class AnchorWorker:
             return self._reconcile(contract, a) or self._fail(a, "anchor transaction reverted")
         if a.raw_tx is None or a.tx_hash is None or a.nonce is None or not a.fees:
             return self._replan(a, "sent row without its signed transaction")
-        if self.chain.nonce("latest") > a.nonce:
+        account_nonce = self.chain.nonce("latest")
+        if account_nonce > a.nonce:
             # Our nonce is used but none of our hashes has a receipt: let the contract decide.
             return self._reconcile(contract, a) or self._replan(a, "nonce consumed elsewhere")
+        if account_nonce < a.nonce:
+            # A nonce gap (a reorg or another sender dropped an earlier transaction): ours can
+            # never be mined; sign it again at the account's nonce (the contract refuses the old
+            # one should it ever be mined too: sizes only grow).
+            return self._replan(a, f"nonce gap: the account is at nonce {account_nonce}, the transaction at {a.nonce}")
         if not self.chain.transaction_known(a.tx_hash):
             self.chain.broadcast(a.raw_tx)
             self._save(a.id, attempts=a.attempts + 1)
@@ -328,6 +383,34 @@ class AnchorWorker:
             return TickResult("waiting", a.size, f"{head - a.block_number} of {self._confirmations()} blocks")
         self._save(a.id, state="final", final_at=self.clock.now(), last_error=None)
         return TickResult("final", a.size)
+
+    def _recheck_final(self, contract: AnchorContract, window: int = 16) -> TickResult | None:
+        """A reorg deeper than the confirmations can take away a "final" anchor. Check the newest
+        final anchors' blocks are still canonical; when some vanished, the newest goes back to
+        planned (re-anchored next tick; its checkpoint covers the older ones) and the older ones
+        are marked failed, so none of them is served as final while absent."""
+        if self.chain.embedded:
+            return None
+        with self.db.read() as s:
+            finals = list(s.scalars(select(Anchor).where(Anchor.contract_id == contract.id,
+                                                         Anchor.state == "final")
+                                    .order_by(Anchor.size.desc()).limit(window)))
+        gone = []
+        for a in finals:
+            canonical = self.chain.block_hash(a.block_number) if a.block_number is not None else None
+            if canonical is not None and a.block_hash is not None and hmac.compare_digest(canonical, a.block_hash):
+                break  # blocks below a canonical one are canonical too
+            gone.append(a)
+        if not gone:
+            return None
+        newest, older = gone[0], gone[1:]
+        for a in older:
+            self._save(a.id, state="failed", final_at=None,
+                       last_error=f"reorg: final block {a.block_number} replaced; covered by size {newest.size}")
+        self._save(newest.id, final_at=None)
+        log.error("final anchor vanished in a reorg deeper than the confirmations; re-anchoring",
+                  extra={"size": newest.size, "block": newest.block_number, "vanished": len(gone)})
+        return self._replan(newest, f"reorg: final block {newest.block_number} replaced", reorg=True)
 
     def _confirmations(self) -> int:
         # The embedded chain mines only on transactions and cannot reorg: depth means nothing there.

@@ -81,6 +81,23 @@ def deploy(ctx: click.Context) -> None:
                            "block_number": rec.deploy_block_number, "publisher": rec.publisher}))
 
 
+@anchor.command("forget-contract")
+@click.option("--yes", is_flag=True, help="Confirm: the chain really changed (anchor.chain_changed).")
+@click.pass_context
+def forget_contract(ctx: click.Context, yes: bool) -> None:
+    """Retire the recorded anchor contract of this chain id, after a real change of chain; its
+    anchors stay as history and the next anchoring deploys a new contract."""
+    if not yes:
+        raise click.UsageError("this starts a new anchor history on this chain: pass --yes")
+    svc = _services(ctx)
+    worker = make_worker(svc)
+    with worker.lock() as got:
+        if not got:
+            raise click.ClickException("another anchoring worker holds the lock")
+        rec = worker.forget_contract()
+    click.echo(json.dumps({"retired": rec.address if rec is not None else None}))
+
+
 @anchor.command()
 @click.option("--once", is_flag=True, help="Advance until idle, then exit.")
 @click.option("--interval", type=float, default=None, help="Anchor at least every T seconds (default 60).")

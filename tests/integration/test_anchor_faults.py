@@ -1,0 +1,105 @@
+# ruff: noqa: F811  (pytest fixtures imported from anchor_fixtures)
+"""Chain faults against a real Anvil node: a node restart that changes the genesis hash, a real
+change of chain, reorgs deeper than the confirmation count (snapshot/revert at depths 1 and 4),
+and a transaction stuck behind a nonce gap."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select, update
+
+from ca_service.db.models.anchor import AnchorContract
+from ca_service.errors import AnchorChainChanged
+from tests.unit.anchor.fakes import ListSource, StepClock
+
+from .anchor_fixtures import AnvilNode, anchor_db, anchored_sizes, anvil, client, worker  # noqa: F401
+from .test_anchor_anvil import _assert_exactly_once, _drive, _rows
+
+pytestmark = pytest.mark.anvil
+
+
+def test_node_restart_with_a_new_genesis_hash_carries_on(anchor_db, anvil, tmp_path) -> None:
+    source, clock = ListSource(), StepClock()
+    w = worker(anchor_db, anvil, source, clock)
+    w.tick()
+    source.publish(3)
+    _drive(w, anvil)
+    anvil.stop()
+    anvil.start()  # from its state file
+    # Anvil does not always report another genesis hash after a restart: make the record say so
+    with anchor_db.transaction() as s:
+        s.execute(update(AnchorContract).values(genesis_hash=b"\x01" * 32))
+    w2 = worker(anchor_db, anvil, source, clock)
+    source.publish(5)
+    _drive(w2, anvil)
+    with anchor_db.read() as s:
+        (rec,) = s.scalars(select(AnchorContract))
+    assert rec.retired_at is None and rec.genesis_hash == client(anvil).genesis_hash()
+    _assert_exactly_once(anchor_db, anvil, w2, source)
+
+
+def test_real_change_of_chain_is_refused_then_forgotten_on_command(anchor_db, anvil, tmp_path) -> None:
+    source, clock = ListSource(), StepClock()
+    w = worker(anchor_db, anvil, source, clock)
+    w.tick()
+    source.publish(3)
+    _drive(w, anvil)
+    other = AnvilNode(tmp_path / "other")
+    (tmp_path / "other").mkdir()
+    other.start()  # a fresh chain with the same chain id
+    try:
+        w2 = worker(anchor_db, other, source, clock)
+        r = w2.tick()
+        assert r.action == "error" and r.detail.startswith(AnchorChainChanged.code)
+        assert "forget-contract" in r.detail
+        assert w2.forget_contract() is not None       # `ca-service anchor forget-contract --yes`
+        assert w2.tick().action == "deployed"
+        source.publish(4)
+        _drive(w2, other)
+        assert anchored_sizes(client(other), w2.contract().address) == {4: 1}
+    finally:
+        other.stop()
+
+
+@pytest.mark.parametrize("confirmations", [0, 3])
+def test_final_anchor_reorged_away_is_re_anchored(anchor_db, anvil, confirmations) -> None:
+    """A revert of confirmations + 1 blocks (depth 1, then 4) takes away an anchor the worker had
+    made final: the next tick sees it, the row stops being final, and it is anchored again."""
+    source, clock = ListSource(), StepClock()
+    w = worker(anchor_db, anvil, source, clock, confirmations=confirmations)
+    w.tick()
+    snap = anvil.rpc("evm_snapshot")
+    head = client(anvil).head()
+    source.publish(6)
+    _drive(w, anvil)
+    (row,) = _rows(anchor_db)
+    assert row.state == "final" and client(anvil).head() - head == confirmations + 1
+    assert anvil.rpc("evm_revert", snap) is True       # depth confirmations + 1
+    r = w.tick()
+    assert r.action == "reorg", r
+    (row,) = _rows(anchor_db)
+    assert row.state != "final" and row.final_at is None and row.reorgs == 1
+    _drive(w, anvil)
+    _assert_exactly_once(anchor_db, anvil, w, source)
+
+
+def test_transaction_stuck_behind_a_nonce_gap_is_replaced(anchor_db, anvil) -> None:
+    source, clock = ListSource(), StepClock()
+    w = worker(anchor_db, anvil, source, clock)
+    w.tick()
+    source.publish(2)
+    _drive(w, anvil)
+    publisher = client(anvil).publisher
+    anvil.rpc("evm_setAutomine", False)
+    source.publish(9)
+    assert w.tick().action == "sent"
+    (_, sent) = _rows(anchor_db)
+    # an earlier nonce becomes free again (a dropped transaction): ours waits behind the gap forever
+    anvil.rpc("anvil_setNonce", publisher, hex(sent.nonce - 1))
+    anvil.rpc("evm_setAutomine", True)
+    r = w.tick()
+    assert r.action == "planned" and "nonce gap" in r.detail
+    _drive(w, anvil)
+    (_, row) = _rows(anchor_db)
+    assert row.nonce == sent.nonce - 1 and row.state == "final"
+    _assert_exactly_once(anchor_db, anvil, w, source)

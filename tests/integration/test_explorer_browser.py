@@ -62,13 +62,13 @@ def demo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def served(demo_home: Path) -> Iterator[tuple[str, Any]]:
+    import sqlite3
+
     from werkzeug.serving import make_server
 
     from ca_service.api.app import create_app
     from ca_service.config import Settings
     from ca_service.services.container import Services
-
-    import sqlite3
 
     # The demo served on a random port, so its log origin (derived from the public URL) is not the
     # default: serve it under the origin its checkpoints carry, as an operator would with

@@ -22,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import String, cast, select
 
-from ca_service.db.models import Certificate, TlogEntry
+from ca_service.db.models import Certificate, TlogCheckpoint, TlogEntry
 from ca_service.db.models.integrity import IntegrityReport
 from ca_service.errors import CAServiceError, LogEntryNotFound, NotCheckpointed, RequestError
 from ca_service.services.container import Services
@@ -189,6 +189,15 @@ def recent_entries(svc: Services, *, limit: int = 50, before: int | None = None)
                                    .where(IntegrityReport.sha256.in_(digests))).tuples().all()) if digests else {}
         return [replace(v, report_id=ids.get(str(v.body.get("report_sha256")))) if v.type == "integrity-report"
                 else v for v in views]
+
+
+def recent_checkpoints(svc: Services, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest published checkpoints: size, root, note digest, time."""
+    with svc.db.read() as session:
+        rows = session.execute(select(TlogCheckpoint).order_by(TlogCheckpoint.size.desc())
+                               .limit(max(1, min(limit, 200)))).scalars().all()
+        return [{"size": r.size, "root": bytes(r.root_hash).hex(), "note_sha256": r.note_sha256,
+                 "created_at": r.created_at.isoformat()} for r in rows]
 
 
 # --- one certificate --------------------------------------------------------------------------------

@@ -67,6 +67,15 @@ def test_certificate_page_decodes_the_ear_and_verifies_inclusion(client: Any, is
     assert chain.count("-----BEGIN CERTIFICATE-----") == 2
 
 
+def test_log_page_lists_entries_and_checkpoints(client: Any, issuer: Any, services: Any) -> None:
+    issued = _issue(issuer)
+    _publish(services)
+    page = client.get("/log").get_data(as_text=True)
+    assert issued["serial"] in page and "issuance" in page
+    assert "Checkpoints" in page and "No checkpoint yet." not in page
+    assert client.get("/log?before=zz").status_code == 200  # a bad cursor is ignored, not a 500
+
+
 def test_revocation_shows_on_the_page(client: Any, issuer: Any, services: Any) -> None:
     from ca_service.services.revocation import revoke
 

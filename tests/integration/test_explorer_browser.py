@@ -31,6 +31,7 @@ try:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -133,6 +134,9 @@ def test_relying_party_browses_the_demo(browser: Any, served: tuple[str, Any], d
 
     browser.get(base + "/")
     assert "What this CA issued" in browser.find_element(By.TAG_NAME, "h1").text
+    # keyboard: the first Tab lands on the skip link, which leads to the main content
+    browser.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+    assert browser.switch_to.active_element.get_attribute("class") == "skip"
     assert int(browser.find_element(By.ID, "log-size").text) >= 3
     box = browser.find_element(By.ID, "q")
     assert browser.find_element(By.CSS_SELECTOR, "label[for=q]").text == "Search"

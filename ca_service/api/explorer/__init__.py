@@ -196,6 +196,7 @@ def log() -> ResponseReturnValue:
     start = int(before) if before.isascii() and before.isdigit() and len(before) < 19 else None
     entries = ex.recent_entries(svc, limit=50, before=start)
     return render_template("explorer/log.html", entries=entries, cp=_try(get_checkpoint, svc),
+                           checkpoints=ex.recent_checkpoints(svc),
                            next_before=entries[-1].index if entries and entries[-1].index > 0 else None)
 
 

@@ -455,6 +455,11 @@ class ConfigurationError(CAServiceError):
     title = "Service is misconfigured"
 
 
+class LogOriginMismatch(ConfigurationError):
+    code = "log.origin_mismatch"
+    title = "This replica's log origin is not the log's"
+
+
 class NotInitialised(CAServiceError):
     code = "ca.not_initialised"
     status = 503

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import uuid
 from typing import Any
 
-from flask import Flask, Response, json, request
+from flask import Flask, Response, g, json, request
 from werkzeug.routing import IntegerConverter
 
 from ca_service.api import metrics, problems
@@ -60,8 +61,17 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         if any(ch < " " for v in values for ch in v):
             raise RequestError("control characters in the URL", where="url")
 
+    @app.before_request
+    def _request_id() -> None:
+        given = request.headers.get("X-Request-Id", "")
+        ok = 0 < len(given) <= 128 and all(ch.isascii() and ch.isprintable() and ch != " " for ch in given)
+        g.request_id = given if ok else uuid.uuid4().hex
+
     @app.after_request
     def _headers(resp: Response) -> Response:
+        rid = getattr(g, "request_id", None)
+        if rid:
+            resp.headers["X-Request-Id"] = rid
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
         resp.headers.setdefault("Cache-Control", "no-store")
         if settings.insecure:

@@ -1,16 +1,22 @@
-"""Prometheus metrics at /metrics: request counts and latency by route, refusals by stable code.
+"""Prometheus metrics at /metrics: request counts and latency by route, refusals by stable code,
+and the service's state read from the database at scrape time (log size, checkpoint age, anchor
+lag, collateral expiry, challenges: the same from every worker and replica).
 
-With several gunicorn workers each process keeps its own registry unless
-``PROMETHEUS_MULTIPROC_DIR`` is set (prometheus-client's multiprocess mode), which this honours.
+``ca-service serve`` sets up prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``,
+its own directory, emptied at start), so the counters are the sum over the workers.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REQUESTS = Counter("ca_service_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("ca_service_http_request_seconds", "HTTP request latency", ["method", "route"],
@@ -36,6 +42,8 @@ def init_app(app: Flask) -> None:
             PROBLEMS.labels(str(code)).inc()
         return resp
 
+    state = StateCollector(app.extensions["ca_service"])
+
     @app.get("/metrics")
     def metrics() -> Response:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -46,4 +54,48 @@ def init_app(app: Flask) -> None:
             data = generate_latest(registry)
         else:
             data = generate_latest()
-        return Response(data, mimetype=CONTENT_TYPE_LATEST)
+        scrape = CollectorRegistry()
+        scrape.register(state)
+        return Response(data + generate_latest(scrape), mimetype=CONTENT_TYPE_LATEST)
+
+
+class StateCollector(Collector):
+    """Gauges read from the database at scrape time (services/opstate.py)."""
+
+    def __init__(self, svc: Any) -> None:
+        self.svc = svc
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from ca_service.services.opstate import operational_state
+
+        up = GaugeMetricFamily("ca_service_database_up", "1 when the state below could be read")
+        try:
+            st = operational_state(self.svc)
+        except SQLAlchemyError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+
+        def gauge(name: str, doc: str, value: float | None) -> GaugeMetricFamily:
+            g = GaugeMetricFamily(name, doc)
+            if value is not None:
+                g.add_metric([], value)
+            return g
+
+        yield gauge("ca_service_log_size", "Entries in the transparency log", st.log_size)
+        yield gauge("ca_service_checkpoint_size", "Size of the newest signed checkpoint", st.checkpoint_size)
+        yield gauge("ca_service_checkpoint_age_seconds", "Age of the newest checkpoint", st.checkpoint_age_seconds)
+        yield gauge("ca_service_anchor_lag_leaves", "Checkpointed leaves no final anchor covers", st.anchor_lag_leaves)
+        yield gauge("ca_service_anchor_lag_seconds", "Age of the oldest checkpoint no final anchor covers",
+                    st.anchor_lag_seconds)
+        yield gauge("ca_service_challenges", "Rows in the challenge table", st.challenges)
+        exp = GaugeMetricFamily("ca_service_collateral_expiry_seconds",
+                                "Seconds until each cached collateral item's next update (negative: past)",
+                                labels=["kind", "key"])
+        for (kind, key), seconds in sorted(st.collateral_expiry_seconds.items()):
+            exp.add_metric([kind, key], seconds)
+        yield exp

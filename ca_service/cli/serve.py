@@ -40,19 +40,28 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, request_time
     """
     from gunicorn.app.base import BaseApplication
 
-    from ca_service.api.app import create_app
     from ca_service.config import Settings
 
     settings = Settings.from_env()
+    # prometheus-client's multiprocess mode: set before prometheus_client is imported anywhere
+    _metrics_dir(settings)
+    from ca_service.api.app import create_app
+
     run_anchor = anchor if anchor is not None else settings.chain_rpc != "embedded"
     if run_anchor and settings.chain_rpc == "embedded":
         raise click.UsageError("the embedded chain lives in one process; anchor with a real RPC under serve")
     os.environ["CA_SERVICE_REQUEST_TIMEOUT_SECONDS"] = str(request_timeout)
+    _check_replica(settings)
 
     def post_fork(server: Any, worker: Any) -> None:
         from ca_service.serving import die_with_parent
 
         die_with_parent(server.pid)
+
+    def child_exit(server: Any, worker: Any) -> None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
 
     def post_worker_init(worker: Any) -> None:
         from ca_service.logs import configure_json_logging
@@ -74,7 +83,8 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, request_time
                                "worker_class": worker_class, "timeout": worker_timeout,
                                "graceful_timeout": graceful_timeout, "keepalive": keep_alive,
                                "accesslog": "-", "control_socket_disable": True,
-                               "post_fork": post_fork, "post_worker_init": post_worker_init}.items():
+                               "post_fork": post_fork, "post_worker_init": post_worker_init,
+                               "child_exit": child_exit}.items():
                 if key in self.cfg.settings:
                     self.cfg.set(key, value)
             # GUNICORN_CMD_ARGS, as the gunicorn command reads it (it wins over the options above)
@@ -89,3 +99,37 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, request_time
             return create_app(settings)
 
     _App().run()
+
+
+def _check_replica(settings: Any) -> None:
+    """Refuse to start a replica that disagrees with the log it shares (origin, one per log)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from ca_service.errors import LogOriginMismatch
+    from ca_service.services.container import Services
+    from ca_service.services.log import check_log_origin
+
+    svc = Services.create(settings)
+    try:
+        check_log_origin(svc)
+    except LogOriginMismatch as exc:
+        raise click.ClickException(f"{exc.code}: {exc.detail}") from exc
+    except SQLAlchemyError:
+        log.warning("database unavailable at start: the log origin is checked before each checkpoint")
+    finally:
+        svc.close()
+
+
+def _metrics_dir(settings: Any) -> str:
+    """PROMETHEUS_MULTIPROC_DIR: the caller's, or ``$CA_SERVICE_HOME/prometheus``; emptied at start
+    (files of dead processes would otherwise be summed in)."""
+    from pathlib import Path
+
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or settings.home / "prometheus")
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for f in path.glob("*.db"):
+        f.unlink()
+    if not os.access(path, os.W_OK):
+        raise click.ClickException(f"the metrics directory {path} is not writable")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return str(path)

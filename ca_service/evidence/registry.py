@@ -36,7 +36,8 @@ def _resolve(kind: str) -> Verifier:
 
     target = _VERIFIERS.get(kind)
     if target is None:
-        raise EvidenceTypeUnknown(f"unknown evidence type {kind!r}", evidence_type=kind)
+        raise EvidenceTypeUnknown(f"unknown evidence type {kind!r}; known: {', '.join(sorted(_VERIFIERS))}",
+                                  evidence_type=kind)
     module_name, func = target.split(":")
     try:
         module = importlib.import_module(module_name)

@@ -46,6 +46,17 @@ def _write_private(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
+def _private_sqlite(settings: Settings) -> None:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        for suffix in ("", "-wal", "-shm"):
+            f = Path(url.database + suffix)
+            if f.exists():
+                os.chmod(f, 0o600)
+
+
 def sim_tee_dir(settings: Settings) -> Path:
     return settings.home / "sim-tee"
 
@@ -66,13 +77,22 @@ class InitResult:
     root_key_file: Path | None
     root_passphrase_file: Path | None
     notes: tuple[str, ...]
+    # the generated root key passphrase, for the caller to show once (never stored by default)
+    root_passphrase: str | None = None
 
 
-def init_ca(settings: Settings) -> InitResult:
-    """Idempotent: creates only what is missing."""
+def init_ca(settings: Settings, *, write_passphrase: bool = False) -> InitResult:
+    """Idempotent: creates only what is missing.
+
+    The home is private (0700) and so is a SQLite file in it (0600). The root key's passphrase
+    is ``CA_SERVICE_ROOT_PASSPHRASE``, or generated and returned for the caller to show once; it is
+    written beside the key only with ``write_passphrase`` (dev convenience).
+    """
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(settings.home, 0o700)
     ensure_fernet_keys(settings)
     upgrade_database(settings)
+    _private_sqlite(settings)
     svc = Services.create(settings)
     notes: list[str] = []
     try:
@@ -91,7 +111,8 @@ def init_ca(settings: Settings) -> InitResult:
         _write_private(key_file, root_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.BestAvailableEncryption(passphrase.encode())))
-        if not os.environ.get("CA_SERVICE_ROOT_PASSPHRASE"):
+        generated = not os.environ.get("CA_SERVICE_ROOT_PASSPHRASE")
+        if generated and write_passphrase:
             _write_private(pass_file, passphrase.encode() + b"\n")
         (settings.home / "root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
         notes.append(f"offline root key written encrypted to {key_file}: move it (and its passphrase) off this host")
@@ -116,7 +137,7 @@ def init_ca(settings: Settings) -> InitResult:
                 session.flush()
                 policies.activate_in(session, ref.policy.name, ref.version, actor="init", now=now)
                 notes.append("insecure-dev: sim TEE created and policy 'sim' activated")
-        return InitResult(True, key_file, None if os.environ.get("CA_SERVICE_ROOT_PASSPHRASE") else pass_file,
-                          tuple(notes))
+        return InitResult(True, key_file, pass_file if generated and write_passphrase else None,
+                          tuple(notes), root_passphrase=passphrase if generated else None)
     finally:
         svc.close()

@@ -30,6 +30,7 @@ from ca_service.errors import (
     ConsistencyProofInvalid,
     LogEntryNotFound,
     LogInconsistent,
+    LogOriginMismatch,
     NotCheckpointed,
     NotInitialised,
     ProofUnavailable,
@@ -102,6 +103,29 @@ def _lock_publisher(session: Session, wait: bool) -> bool:
     return got
 
 
+def check_log_origin(svc: Services, session: Session | None = None) -> None:
+    """The origin and key are one per log, stored with it: the published checkpoints carry the
+    origin, and the log key is the database's active ``log`` key. A replica configured with
+    another origin (``CA_SERVICE_LOG_ORIGIN``, or derived from ``CA_SERVICE_PUBLIC_URL``) must not
+    sign checkpoints under it.
+
+    Raises:
+        LogOriginMismatch (``log.origin_mismatch``): the log's checkpoints use another origin.
+    """
+    if session is None:
+        with svc.db.read() as s:
+            return check_log_origin(svc, s)
+    latest = latest_checkpoint_row(session)
+    if latest is None:
+        return
+    origin = latest.note.split("\n", 1)[0]
+    if origin != svc.settings.log_origin:
+        raise LogOriginMismatch(
+            f"the log's origin is {origin!r} but this replica's is {svc.settings.log_origin!r}: set "
+            "CA_SERVICE_LOG_ORIGIN (or CA_SERVICE_PUBLIC_URL) to match the other replicas",
+            log_origin=origin, configured=svc.settings.log_origin)
+
+
 def publish_checkpoint(svc: Services, *, wait: bool = True) -> PublishedCheckpoint | None:
     """Sign and store a checkpoint for every committed entry, unless the latest already covers them.
 
@@ -117,6 +141,7 @@ def publish_checkpoint(svc: Services, *, wait: bool = True) -> PublishedCheckpoi
     with svc.db.transaction() as session:
         if not _lock_publisher(session, wait):
             return None
+        check_log_origin(svc, session)
         latest = latest_checkpoint_row(session)
         size = stored_size(session)
         if latest is not None and size < latest.size:
@@ -284,6 +309,9 @@ def run_publisher(
             delay = poll
         except NotInitialised:
             log.warning("log publisher waiting: no log key yet")
+        except LogOriginMismatch as exc:
+            delay = 60.0
+            log.error("log publisher stopped signing: %s", exc.detail, extra={"code": exc.code})
         except (OperationalError, InterfaceError, PoolTimeout) as exc:
             # the database is down or stalled: one line, then back off (no traceback flood)
             delay = min(30.0, max(poll, delay * 2))

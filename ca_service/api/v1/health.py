@@ -24,6 +24,15 @@ def readyz() -> ResponseReturnValue:
     try:
         svc.db.ping()
         svc.keys.certificate("issuing")
+        from ca_service.services.opstate import operational_state
+
+        degraded = operational_state(svc).degraded(svc.settings.anchor_interval_seconds,
+                                                   anchoring=svc.settings.chain_rpc != "embedded")
     except (SQLAlchemyError, CAServiceError):
-        return problem(503, "service.not_ready", "Not ready", "database or CA keys are not available")
+        resp = problem(503, "service.not_ready", "Not ready", "database or CA keys are not available")
+        resp.headers["Retry-After"] = "5"
+        return resp
+    if degraded:
+        # still serving: issuance and reads work; the log's publication or anchoring is stuck
+        return jsonify(status="degraded", degraded=degraded, profile=svc.settings.profile)
     return jsonify(status="ready", profile=svc.settings.profile)

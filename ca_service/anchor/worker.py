@@ -380,7 +380,8 @@ class AnchorWorker:
             fin = self.chain.finalized_block()
             deep = fin is not None and fin >= a.block_number
         if not deep:
-            return TickResult("waiting", a.size, f"{head - a.block_number} of {self._confirmations()} blocks")
+            return TickResult("waiting", a.size,
+                              f"{head - a.block_number} of {self._confirmations()} confirmations")
         self._save(a.id, state="final", final_at=self.clock.now(), last_error=None)
         return TickResult("final", a.size)
 

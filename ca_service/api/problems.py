@@ -13,9 +13,10 @@ from ca_service.errors import CAServiceError, DatabaseBusy, DatabaseUnavailable
 
 log = logging.getLogger("ca_service.api")
 
-PROBLEM_TYPE_BASE = "https://ca-service.example/problems/"
+# a URI reference resolved against the API's base: GET /problems/<code> describes the code
+PROBLEM_TYPE_BASE = "/problems/"
 
-_HTTP_CODES = {
+HTTP_CODES = {
     400: "request.bad_request",
     401: "auth.unauthorized",
     403: "auth.forbidden",
@@ -38,6 +39,20 @@ def problem(status: int, code: str, title: str, detail: str, **extensions: Any) 
 
 
 def init_app(app: Flask) -> None:
+    @app.get("/problems")
+    @app.get("/problems/<code>")
+    def _problem_types(code: str | None = None) -> Response:
+        from ca_service.api.problem_docs import catalogue, markdown
+
+        if code is not None:
+            for c, status, title in catalogue():
+                if c == code:
+                    return Response(json.dumps({"code": c, "status": status, "title": title,
+                                                "list": PROBLEM_TYPE_BASE.rstrip("/")}),
+                                    mimetype="application/json")
+            return problem(404, "not_found", "Not found", "no such problem code")
+        return Response(markdown(), mimetype="text/markdown")
+
     @app.errorhandler(CAServiceError)
     def _ca_error(exc: CAServiceError) -> Response:
         if exc.status >= 500:
@@ -49,7 +64,7 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = _HTTP_CODES.get(status, "request.error")
+        code = HTTP_CODES.get(status, "request.error")
         resp = problem(status, code, exc.name, exc.description or exc.name)
         valid = getattr(exc, "valid_methods", None)
         if status == 405 and valid:

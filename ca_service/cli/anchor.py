@@ -51,7 +51,8 @@ def _echo(r: TickResult) -> None:
 
 
 @click.group("anchor", invoke_without_command=True)
-@click.option("--once", is_flag=True, help="Advance the worker until idle, then exit (same as `run --once`).")
+@click.option("--once", is_flag=True,
+              help="Anchor the newest checkpoint now (T and N do not apply), advance until idle, exit.")
 @click.pass_context
 def anchor(ctx: click.Context, once: bool) -> None:
     """Anchor the log's checkpoints on the configured EVM chain (CA_SERVICE_CHAIN_RPC)."""
@@ -60,7 +61,8 @@ def anchor(ctx: click.Context, once: bool) -> None:
     if not once:
         ctx.invoke(run)
         return
-    results = run_once(_services(ctx))
+    svc = _services(ctx)
+    results = run_once(svc, _policy(svc, 0.0, 1, False))
     for r in results:
         _echo(r)
     ctx.exit(1 if results and results[-1].action in ("error", "failed") else 0)

@@ -103,3 +103,50 @@ def test_transaction_stuck_behind_a_nonce_gap_is_replaced(anchor_db, anvil) -> N
     (_, row) = _rows(anchor_db)
     assert row.nonce == sent.nonce - 1 and row.state == "final"
     _assert_exactly_once(anchor_db, anvil, w, source)
+
+
+def test_cli_anchor_once_anchors_now_and_says_what_it_waits_for(anvil, tmp_path) -> None:
+    """`ca-service anchor --once` anchors the newest checkpoint now (`run --once` respects T), and
+    on a real RPC it says what it waits for ("0 of 2 confirmations")."""
+    import hashlib
+    import json
+    from datetime import UTC, datetime
+
+    from click.testing import CliRunner
+
+    from ca_service.cli.anchor import anchor
+    from ca_service.config import Settings
+    from ca_service.db.models import Base
+    from ca_service.db.models.tlog import TlogCheckpoint
+    from ca_service.services.container import Services
+
+    from .anchor_fixtures import CHAIN_ID, DEV_KEY
+
+    svc = Services.create(Settings(home=tmp_path, profile="insecure-dev", chain_rpc=anvil.url, chain_id=CHAIN_ID,
+                                   chain_private_key=DEV_KEY, database_url=f"sqlite:///{tmp_path / 'ca.db'}"))
+    Base.metadata.create_all(svc.db.engine)
+
+    def publish(size: int) -> None:
+        note = f"example.test/log\n{size}\nroot{size}\n\n— sig\n"
+        with svc.db.transaction() as s:
+            s.add(TlogCheckpoint(size=size, root_hash=hashlib.sha256(note.encode()).digest(), note=note,
+                                 note_sha256=hashlib.sha256(note.encode()).hexdigest(), created_at=datetime.now(UTC)))
+
+    def last(*args: str) -> dict:
+        out = CliRunner().invoke(anchor, list(args), obj=svc)
+        assert out.exit_code == 0, out.output
+        return json.loads(out.output.splitlines()[-1])
+
+    try:
+        publish(3)
+        r = last("--once")
+        assert r["action"] == "waiting" and r["size"] == 3 and r["detail"] == "0 of 2 confirmations"
+        anvil.rpc("anvil_mine", "0x2")
+        assert last("run", "--once")["action"] == "final"
+        publish(5)
+        r = last("run", "--once")                      # T = 60 s has not passed: it waits
+        assert r["action"] == "waiting" and "leaves pending" in r["detail"]
+        r = last("--once")                             # now
+        assert r["action"] == "waiting" and r["size"] == 5 and r["detail"] == "0 of 2 confirmations"
+    finally:
+        svc.close()

@@ -7,9 +7,10 @@ import logging
 import uuid
 from typing import Any
 
-from flask import Flask, Response, g, json, request
+from flask import Flask, Response, g, request
 from werkzeug.routing import IntegerConverter
 
+from ca_service import boundedjson
 from ca_service.api import metrics, problems
 from ca_service.config import Settings
 from ca_service.errors import MalformedJSON, RequestError
@@ -97,7 +98,9 @@ def json_body() -> Any:
         raise UnsupportedMediaType("send application/json")
     raw = request.get_data(cache=False)
     try:
-        return json.loads(raw)
+        return boundedjson.loads(raw)
+    except boundedjson.TooDeep as exc:
+        raise MalformedJSON(f"request body nests deeper than {boundedjson.MAX_DEPTH} levels") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedJSON("request body is not valid JSON") from exc
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ca_service import boundedjson
 from ca_service.errors import (
     InclusionProofInvalid,
     IntegrityAlgMismatch,
@@ -170,7 +171,7 @@ def parse_report(data: bytes) -> IntegrityReport:
     if not data or len(data) > MAX_REPORT_BYTES:
         raise IntegrityReportMalformed(f"a report is 1..{MAX_REPORT_BYTES} bytes", size=len(data))
     try:
-        obj = json.loads(data.decode("utf-8"))
+        obj = boundedjson.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise IntegrityReportMalformed("report is not UTF-8 JSON") from exc
     # (2) RFC 8785 section 3: the canonical form is unique, so compare bytes.

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import requests
 
+from ca_service import boundedjson
 from ca_service.clock import Clock, SystemClock
 from ca_service.collateral.endpoints import ALLOWED_HOSTS, Endpoint, parse_url
 from ca_service.collateral.errors import BundleInvalid, FetchFailed, HostNotAllowed
@@ -151,7 +152,7 @@ def load_bundle(data: bytes) -> list[Response]:
         BundleInvalid (``collateral.bundle_invalid``): not a JSON list of response records.
     """
     try:
-        items = json.loads(data)
+        items = boundedjson.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleInvalid("bundle is not JSON") from exc
     if not isinstance(items, list):

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca_service import boundedjson
 from ca_service.collateral.endpoints import Endpoint, Kind
 from ca_service.collateral.errors import FetchFailed
 from ca_service.collateral.fetchers import Response
@@ -79,6 +80,8 @@ def top_level_spans(body: bytes) -> dict[str, bytes]:
         CollateralInvalid: not one JSON object, or a member name given twice.
     """
     try:
+        if boundedjson.nesting_depth_exceeds(body):
+            raise ValueError("nested too deep")
         text = body.decode("utf-8")
         dec = json.JSONDecoder()
         ws = " \t\r\n"

@@ -9,12 +9,12 @@ verifiers can check signatures over the exact bytes and record their digests.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
 
+from ca_service import boundedjson
 from ca_service.errors import CollateralInvalid
 
 
@@ -82,7 +82,7 @@ def load_collateral(items: Iterable[bytes]) -> Collateral:
             elif kind == "certificate":
                 certs.append(x509.load_der_x509_certificate(item))
             elif kind == "json":
-                json.loads(item)
+                boundedjson.loads(item)
                 jsons.append(item)
             elif kind == "xml":
                 xmls.append(item)

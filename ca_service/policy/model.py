@@ -22,6 +22,7 @@ import yaml
 
 from ca_service.errors import PolicyError
 
+MAX_POLICY_DEPTH = 32
 MAX_POLICY_BYTES = 64 * 1024
 _DURATION = re.compile(r"^(\d{1,6})([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -129,10 +130,36 @@ def load_policy(source: str | bytes) -> Policy:
     if len(source) > MAX_POLICY_BYTES:
         raise PolicyError("policy document is larger than 64 KiB")
     try:
+        _refuse_aliases_and_depth(source)
         doc = yaml.safe_load(source)
     except yaml.YAMLError as exc:
         raise PolicyError("policy is not valid YAML") from exc
     return policy_from_document(doc)
+
+
+def _refuse_aliases_and_depth(source: str | bytes) -> None:
+    """Walk the YAML event stream (no tree is built) before loading it.
+
+    Anchors and aliases are refused: a policy never needs them, and a few hundred bytes of nested
+    aliases ("billion laughs") expand to a tree that hangs whatever walks it (the schema check, the
+    canonical digest). Nesting is bounded like JSON's, so the composer's recursion stays shallow.
+
+    Raises:
+        PolicyError (``policy.invalid``).
+    """
+    depth = 0
+    # libyaml's event parser where it is built in: the pure-Python scanner reads a long flow
+    # collection ahead before giving its first event
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    for event in yaml.parse(source, Loader=loader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise PolicyError("policy YAML uses anchors or aliases, which are not allowed")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_POLICY_DEPTH:
+                raise PolicyError(f"policy nests deeper than {MAX_POLICY_DEPTH} levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def policy_from_canonical(canonical: bytes) -> Policy:

@@ -17,7 +17,6 @@ Intel DCAP QVL collateral steps named below:
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from ca_service import boundedjson
 from ca_service.errors import CollateralExpired, CollateralInvalid, CollateralMissing, EvidenceError
 from ca_service.evidence.collateral_items import Collateral
 from ca_service.evidence.intel.cache import LRU
@@ -118,7 +118,7 @@ def verified_collateral(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
 
 def _verify_document(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
     try:
-        obj = json.loads(doc)
+        obj = boundedjson.loads(doc)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CollateralInvalid("Intel collateral is not JSON") from exc
     if not isinstance(obj, dict) or not all(isinstance(obj.get(f), str) for f in _V3_FIELDS):
@@ -162,7 +162,7 @@ def _unhex(value: str, what: str) -> bytes:
 
 def _json(data: bytes, what: str) -> object:
     try:
-        return json.loads(data)
+        return boundedjson.loads(data)
     except ValueError as exc:
         raise CollateralInvalid(f"{what} is not JSON") from exc
 

@@ -31,6 +31,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from ca_service import boundedjson
 from ca_service.errors import EvidenceMalformed, EvidenceUnsupported, ReportDataMismatch
 from ca_service.evidence.snp.parse import REPORT_SIZE
 
@@ -142,7 +143,7 @@ def parse_hcl_report(data: bytes) -> HclReport:
         # Nothing signs the padding: only zeros keep the evidence bytes canonical.
         raise EvidenceMalformed("HCL report has non-zero bytes after the runtime data")
     try:
-        runtime = json.loads(runtime_data)
+        runtime = boundedjson.loads(runtime_data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EvidenceMalformed("HCL runtime data is not JSON") from exc
     if not isinstance(runtime, dict):

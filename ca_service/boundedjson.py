@@ -1,0 +1,62 @@
+"""JSON parsing with a nesting bound checked before the parser runs.
+
+CPython's JSON decoder recurses once per nesting level, guarded only by the interpreter's recursion
+limit. When that limit is high (web3 / py_ecc set it to 100,000 on import) a body of ``[[[[...``
+overflows the C stack and the worker dies with SIGSEGV instead of raising. So the depth of every
+document that comes from outside (request bodies, JSON collateral inside them, policy YAML's JSON
+twin) is measured first, without recursion and in C-speed passes, and a deeper one is refused.
+
+Pure: stdlib only, usable from the evidence and policy layers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from typing import Any
+
+# Deep enough for every real document (Intel collateral JSON is ~6 levels; EAR claims ~5; policies ~6),
+# far below any recursion limit.
+MAX_DEPTH = 64
+
+# A JSON string (RFC 8259 section 7), unrolled so the regex engine never backtracks per character.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = [0] * 256
+for _b in b"[{":
+    _STEP[_b] = 1
+for _b in b"]}":
+    _STEP[_b] = -1
+
+
+class TooDeep(ValueError):
+    """The document nests deeper than allowed (a ValueError, like any other bad JSON)."""
+
+
+def nesting_depth_exceeds(text: str | bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``text`` nests arrays/objects deeper than ``limit`` (closed or not).
+
+    Without recursion and at C speed: at most ``limit`` opening brackets cannot be too deep (the
+    common case: two counts). Otherwise strings are removed (brackets inside them do not count),
+    everything but brackets is deleted, and the running depth is scanned up to the first level
+    past ``limit``.
+    """
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    if data.count(b"[") + data.count(b"{") <= limit:
+        return False
+    skeleton = _STRING.sub(b"", data).translate(None, _NOT_BRACKET)
+    depths = itertools.accumulate(map(_STEP.__getitem__, skeleton))
+    return next(itertools.dropwhile(limit.__ge__, depths), None) is not None
+
+
+def loads(text: str | bytes, limit: int = MAX_DEPTH) -> Any:
+    """``json.loads`` that first refuses a document nested deeper than ``limit``.
+
+    Raises:
+        TooDeep: deeper than ``limit`` (a ValueError).
+        ValueError: not valid JSON (json.JSONDecodeError, UnicodeDecodeError).
+    """
+    if nesting_depth_exceeds(text, limit):
+        raise TooDeep(f"JSON nested deeper than {limit} levels")
+    return json.loads(text)

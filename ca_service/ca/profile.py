@@ -8,8 +8,8 @@ holding a JSON CMW record ``[media-type, base64url(EAR claims JSON)]``.
 from __future__ import annotations
 
 import base64
-import fnmatch
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,7 +17,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from ca_service.crypto.keys import ParsedCSR
@@ -119,15 +119,44 @@ def build_issuing(key: Any, root_key: Any, root: x509.Certificate, *, now: datet
     )
 
 
-def _dns_allowed(name: str, patterns: Sequence[str]) -> bool:
-    name = name.lower()
-    for pat in patterns:
-        if pat.startswith("*."):
+# RFC 1123 section 2.1 / RFC 5280 section 4.2.1.6 "preferred name syntax": letters, digits and
+# hyphens (LDH), 1..63 octets a label, no hyphen at either end, at most 253 octets in all.
+_LDH_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_DNS_NAME = 253
+# X.520 ub-common-name: a longer DNS name stays in the SAN only
+MAX_CN = 64
+
+
+def valid_hostname(name: str, *, wildcard: bool = False) -> bool:
+    """Whether ``name`` (lower case) is an LDH domain name of two labels or more; with ``wildcard``,
+    ``*.`` may lead one of three labels or more.
+
+    A wildcard is only ever the whole leftmost label (RFC 6125 section 6.4.3 deprecates partial
+    ones such as ``x*``) and never stands above a one-label name.
+    """
+    if not name or len(name) > MAX_DNS_NAME or not name.isascii():
+        return False
+    labels = name.split(".")
+    if wildcard and labels[0] == "*" and len(labels) >= 3:
+        labels = labels[1:]
+    # two labels at least: a single label ("localhost") is no domain name a certificate can vouch for
+    return len(labels) >= 2 and all(_LDH_LABEL.match(label) for label in labels)
+
+
+def _dns_allowed(name: str, patterns: Sequence[str], wildcards: bool) -> bool:
+    """``name`` is a checked, lower-case hostname (or a wildcard name when the policy allows them)."""
+    for pat in (p.lower() for p in patterns):
+        if name.startswith("*."):
+            # a wildcard certificate only where the policy names that very wildcard and allows it
+            if wildcards and name == pat:
+                return True
+        elif pat.startswith("*."):
             # one label only: *.cvm.example matches a.cvm.example, not a.b.cvm.example
             suffix = pat[1:]
-            if name.endswith(suffix) and "." not in name[: -len(suffix)] and name[: -len(suffix)]:
+            head = name[: -len(suffix)]
+            if name.endswith(suffix) and head and "." not in head:
                 return True
-        elif fnmatch.fnmatchcase(name, pat) and "*" not in pat:
+        elif name == pat:
             return True
     return False
 
@@ -140,6 +169,7 @@ class IssuanceRequest:
     dns_names: tuple[str, ...]
     ekus: tuple[str, ...]
     lifetime: timedelta
+    key_agreement: bool = False  # policy certificate.key_agreement: EC leaves also get keyAgreement
 
 
 def check_request(policy: Policy, csr: ParsedCSR, requested_lifetime: timedelta | None) -> IssuanceRequest:
@@ -154,20 +184,48 @@ def check_request(policy: Policy, csr: ParsedCSR, requested_lifetime: timedelta 
         raise CertificateRequestRefused(f"key type {csr.key_type} is not allowed by policy {policy.name}",
                                         check="key_types", expected=key_types, actual=csr.key_type)
     if csr.requested_other_names():
+        # IP addresses, URIs, e-mail and other names: no policy rule admits them, so none is issued
         raise CertificateRequestRefused("only DNS subject alternative names can be requested", check="san")
-    dns = csr.requested_dns_names()
-    patterns = rules.get("san", {}).get("dns", [])
-    for name in dns:
-        if not _dns_allowed(name, patterns):
-            raise CertificateRequestRefused(f"DNS name {name!r} is not allowed by policy {policy.name}",
-                                            check="san.dns", expected=patterns, actual=name)
+    san = rules.get("san", {})
+    patterns = san.get("dns", [])
+    wildcards = bool(san.get("wildcards", False))
+    dns: list[str] = []
+    for requested in csr.requested_dns_names():
+        name = requested.lower()
+        if not valid_hostname(name, wildcard=wildcards):
+            raise CertificateRequestRefused(f"DNS name {requested!r} is not a valid hostname (LDH labels, RFC 1123)"
+                                            + ("" if wildcards else "; wildcards are not allowed by this policy"),
+                                            check="san.dns.syntax", actual=requested)
+        if not _dns_allowed(name, patterns, wildcards):
+            raise CertificateRequestRefused(f"DNS name {requested!r} is not allowed by policy {policy.name}",
+                                            check="san.dns", expected=patterns, actual=requested)
+        if name not in dns:
+            dns.append(name)
     ceiling = policy.max_lifetime
     lifetime = ceiling if requested_lifetime is None else requested_lifetime
     if lifetime <= timedelta(0) or lifetime > ceiling:
         raise CertificateRequestRefused(f"lifetime must be positive and at most {ceiling}",
                                         check="max_lifetime", expected=str(ceiling), actual=str(lifetime))
     return IssuanceRequest(csr=csr, dns_names=tuple(dns), ekus=tuple(rules.get("eku", ["clientAuth"])),
-                           lifetime=lifetime)
+                           lifetime=lifetime, key_agreement=bool(rules.get("key_agreement", False)))
+
+
+def leaf_key_usage(pub: Any, key_agreement: bool) -> x509.KeyUsage:
+    """Key usage of an end-entity certificate by key type (RFC 5280 section 4.2.1.3, RFC 8813 section 3,
+    RFC 8410 section 5).
+
+    - EC: digitalSignature, plus keyAgreement when the policy says the key is for ECDH / HPKE;
+      never keyEncipherment (RFC 8813: prohibited for id-ecPublicKey).
+    - Ed25519: digitalSignature only (an EdDSA key cannot agree keys).
+    - RSA: digitalSignature and keyEncipherment (TLS RSA key transport).
+    """
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False,
+        key_encipherment=isinstance(pub, rsa.RSAPublicKey),
+        data_encipherment=False,
+        key_agreement=key_agreement and isinstance(pub, ec.EllipticCurvePublicKey),
+        key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+    )
 
 
 def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Certificate, now: datetime,
@@ -175,12 +233,12 @@ def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Cert
     subject_attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ca-service attested workload")]
     if insecure:
         subject_attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "INSECURE-DEV"))
-    cn = req.dns_names[0] if req.dns_names else f"spki-sha256:{req.csr.spki_sha256[:32]}"
+    cn = (req.dns_names[0] if req.dns_names and len(req.dns_names[0]) <= MAX_CN
+          else f"spki-sha256:{req.csr.spki_sha256[:32]}")
     subject_attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
     pub = req.csr.csr.public_key()
     not_before = now - BACKDATE
     not_after = min(now + req.lifetime, issuer.not_valid_after_utc)
-    ku_agreement = isinstance(pub, ec.EllipticCurvePublicKey)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(subject_attrs)).issuer_name(issuer.subject)
@@ -188,8 +246,7 @@ def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Cert
         .serial_number(serial)
         .not_valid_before(not_before).not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(True, False, ku_agreement, False, False, False, False, False, False),
-                       critical=True)
+        .add_extension(leaf_key_usage(pub, req.key_agreement), critical=True)
         .add_extension(x509.ExtendedKeyUsage([EKU_OIDS[e] for e in req.ekus]), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)

@@ -37,7 +37,7 @@ def prod_server(tmp_path_factory, db_url_factory):
     home = tmp_path_factory.mktemp("hostile")
     env = {**os.environ, "CA_SERVICE_HOME": str(home), "CA_SERVICE_PROFILE": "production",
            "CA_SERVICE_DATABASE_URL": db_url_factory()}
-    init = subprocess.run([*CLI, "init"], env=env, capture_output=True, text=True, timeout=120)
+    init = subprocess.run([*CLI, "init", "--outside-tee"], env=env, capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     tok = subprocess.run([*CLI, "token", "create", "--role", "admin"], env=env, capture_output=True, text=True,
                          timeout=60)

@@ -32,6 +32,16 @@ class RequestError(CAServiceError):
     title = "Invalid request"
 
 
+class SealRefused(RequestError):
+    code = "seal.refused"
+    title = "Sealing refused"
+
+
+class UnsealFailed(RequestError):
+    code = "seal.open_failed"
+    title = "Unsealing failed"
+
+
 class MalformedJSON(RequestError):
     code = "request.malformed_json"
     title = "Request body is not valid JSON"

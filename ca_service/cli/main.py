@@ -19,6 +19,8 @@ COMMANDS = (
     ("ca_service.cli.evidence", "evidence"),
     ("ca_service.cli.policy", "policy"),
     ("ca_service.cli.verify", "verify"),
+    ("ca_service.cli.verify", "seal"),
+    ("ca_service.cli.verify", "unseal"),
     ("ca_service.cli.log", "log"),
     ("ca_service.cli.anchor", "anchor"),
     ("ca_service.cli.token", "token"),

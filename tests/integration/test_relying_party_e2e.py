@@ -69,9 +69,10 @@ def test_verify_certificate_log_proof_and_anchor(tmp_path: Path, db_url_factory)
         v = subprocess.run(args, capture_output=True, text=True, timeout=60)
         assert v.returncode == 0, v.stdout + v.stderr
         report = json.loads(v.stdout)
-        names = {c["name"]: c["passed"] for c in report["checks"]}
-        assert names == {"chain": True, "validity": True, "attestation_result": True, "log_leaf": True,
-                         "log_inclusion": True, "anchor": True}, report
+        names = {s["name"]: s["result"] for s in report["steps"]}
+        assert names == {"chain": "pass", "validity": "pass", "revocation": "pass", "profile": "warn",
+                         "status": "pass", "log_leaf": "pass", "log_inclusion": "pass", "anchor": "pass"}, report
+        assert report["verdict"] == "pass"
         # a proof for another leaf, or a forged log key, fails
         lines = got["bundle"].split("\n")
         idx = next(i for i, line in enumerate(lines) if line.startswith("index "))

@@ -31,6 +31,9 @@ class Settings:
     key_encryption_keys: tuple[str, ...] = ()
     log_origin: str = ""
     collateral_mode: str = "offline"
+    # Intel PCS v4 ``update=`` for TCB Info and QE Identity: "standard" (the PCS default) or "early"
+    # (the TCB recovery data Intel publishes ahead of the standard date)
+    collateral_update: str = "standard"
     # policies whose certificates may sign integrity reports: comma-separated names, "*" for any;
     # None (unset): any in insecure-dev, none in production
     integrity_policies: str | None = None
@@ -57,6 +60,8 @@ class Settings:
         if min(self.db_lock_timeout_ms, self.db_statement_timeout_ms, self.db_idle_in_transaction_timeout_ms,
                self.db_connect_timeout_seconds, self.db_keepalives_idle_seconds) <= 0:
             raise ConfigurationError("CA_SERVICE_DB_* timeouts must be positive")
+        if self.collateral_update not in ("standard", "early"):
+            raise ConfigurationError("CA_SERVICE_COLLATERAL_UPDATE must be 'standard' or 'early'")
         if self.challenge_ttl_seconds <= 0 or self.anchor_confirmations < 0:
             raise ConfigurationError("challenge TTL must be positive and confirmations non-negative")
 
@@ -118,6 +123,8 @@ class Settings:
             if v.lower() not in ("on", "off", "true", "false", "1", "0"):
                 raise ConfigurationError("CA_SERVICE_EXPLORER must be on or off")
             kwargs["explorer"] = v.lower() in ("on", "true", "1")
+        if (v := get("COLLATERAL_UPDATE")) is not None:
+            kwargs["collateral_update"] = v
         if (v := get("LOG_ORIGIN")) is not None:
             kwargs["log_origin"] = v
         kwargs.update(overrides)

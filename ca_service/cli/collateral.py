@@ -1,4 +1,9 @@
-"""``ca-service collateral import BUNDLE | refresh | list``: the vendor collateral cache.
+"""``ca-service collateral import BUNDLE | export BUNDLE | fetch --for EVIDENCE... BUNDLE | refresh | list``:
+the vendor collateral cache.
+
+``fetch`` runs on a connected machine (no CA needed): it fetches exactly what the given evidence needs
+from Intel PCS / AMD KDS, verifies each response, and writes a bundle that ``import`` reads on the
+air-gapped CA; ``export`` writes what a CA has cached in the same format.
 
 ``import`` is the air-gapped path: a JSON list of recorded Intel PCS v4 / AMD KDS responses
 (``[{url, status, headers, body_b64, fetched_at}]``), every item verified, all or nothing. ``refresh``
@@ -16,11 +21,13 @@ from pathlib import Path
 import click
 
 from ca_service.cli.common import open_services
-from ca_service.collateral.fetchers import RequestsFetcher
+from ca_service.cli.progress import progress_bar
+from ca_service.collateral.fetchers import RequestsFetcher, dump_bundle
 from ca_service.collateral.store import newest_per_key
 from ca_service.errors import CAServiceError
 from ca_service.policy.model import parse_duration
 from ca_service.services import collateral as service
+from ca_service.services import collateral_bundles as bundles
 
 
 def _fail(exc: CAServiceError) -> None:
@@ -110,3 +117,68 @@ def list_(as_json: bool) -> None:
     for r in rows:
         tcb = "" if r["tcb_evaluation_data_number"] is None else f" tcbEval {r['tcb_evaluation_data_number']}"
         click.echo(f"{r['kind']}\t{r['key']}\tnext update {r['next_update']}{tcb}")
+
+
+@collateral.command("export")
+@click.argument("bundle", type=click.Path(dir_okay=False, writable=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True)
+def export(bundle: Path, as_json: bool) -> None:
+    """Write every cached item to BUNDLE, in the format `collateral import` reads."""
+    svc = open_services()
+    try:
+        responses = bundles.cached_responses(svc)
+    finally:
+        svc.close()
+    with progress_bar("export", len(responses)) as step:
+        for r in responses:
+            step(r.url)
+    bundle.write_bytes(dump_bundle(responses))
+    if as_json:
+        click.echo(json.dumps({"exported": [r.url for r in responses]}, indent=2))
+    else:
+        click.echo(f"exported {len(responses)} item(s) to {bundle}")
+
+
+@collateral.command("fetch")
+@click.option("--for", "evidence", multiple=True, required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="an evidence file (TDX/SGX quote, SEV-SNP or Azure HCL report); repeat, or list several")
+@click.argument("more", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--mirror", "mirrors", multiple=True, metavar="HOST=URL",
+              help="fetch an allowlisted vendor host's resources from URL (a PCCS-like mirror)")
+@click.option("--update", type=click.Choice(["standard", "early"]), default=None,
+              help="Intel PCS update= for TCB Info and QE Identity (default: CA_SERVICE_COLLATERAL_UPDATE)")
+@click.option("--json", "as_json", is_flag=True)
+def fetch(evidence: tuple[Path, ...], more: tuple[Path, ...], mirrors: tuple[str, ...], update: str | None,
+          as_json: bool) -> None:
+    """Fetch what the --for EVIDENCE needs from the vendors and write BUNDLE (the last argument).
+    Exit 1 if anything was refused (the bundle then holds what was fetched)."""
+    from ca_service.config import Settings
+
+    if not more:
+        raise click.UsageError("BUNDLE (the output file) is missing")
+    files, out = [*evidence, *more[:-1]], more[-1]
+    for f in files:
+        if not f.is_file():
+            raise click.BadParameter(f"{f} is not a file", param_hint="--for")
+    try:
+        update = update or Settings.from_env().collateral_update
+        fetcher = RequestsFetcher(mirrors=_mirrors(mirrors))
+    except CAServiceError as exc:
+        _fail(exc)
+        return
+    # about four resources per evidence file (Intel: TCB Info, QE Identity, two CRLs; AMD: three)
+    with progress_bar("fetch", 4 * len(files)) as step:
+        result = bundles.fetch_for([(str(f), f.read_bytes()) for f in files], fetcher, update=update,
+                                   progress=step)
+    out.write_bytes(dump_bundle(result.responses))
+    if as_json:
+        click.echo(json.dumps(result.to_json() | {"bundle": str(out)}, indent=2))
+    else:
+        click.echo(f"fetched {len(result.fetched)} item(s) for {len(files)} evidence file(s) into {out}; "
+                   f"{len(result.shared)} shared, refused {len(result.refused)}"
+                   + (f"; waited {result.waited_seconds:.0f}s for vendor throttling" if result.waited_seconds else ""))
+        for r in result.refused:
+            click.echo(f"refused [{r['code']}] {r['evidence']} {r['url']}: {r['detail']}", err=True)
+    if not result.ok:
+        sys.exit(1)

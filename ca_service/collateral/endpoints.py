@@ -5,8 +5,10 @@ parameters (an FMSPC of 6 bytes, a product line we know, SPLs of one byte...), a
 offline bundle) is accepted only if it parses back into one of these endpoints.
 
 Intel PCS API v4 ("Intel SGX and Intel TDX Provisioning Certification Service, API v4"):
-  GET /sgx|tdx/certification/v4/tcb?fmspc=HEX          TCB Info,    header TCB-Info-Issuer-Chain
-  GET /sgx|tdx/certification/v4/qe/identity            QE Identity, header SGX-Enclave-Identity-Issuer-Chain
+  GET /sgx|tdx/certification/v4/tcb?fmspc=HEX[&update=early]
+                                                       TCB Info,    header TCB-Info-Issuer-Chain
+  GET /sgx|tdx/certification/v4/qe/identity[?update=early]
+                                                       QE Identity, header SGX-Enclave-Identity-Issuer-Chain
   GET /sgx/certification/v4/pckcrl?ca=platform|processor&encoding=der
                                                        PCK CRL,     header SGX-PCK-CRL-Issuer-Chain
   https://certificates.trustedservices.intel.com/IntelSGXRootCA.der
@@ -26,6 +28,8 @@ from enum import StrEnum
 from urllib.parse import parse_qsl, urlsplit
 
 from ca_service.collateral.errors import HostNotAllowed, UrlNotAllowed
+from ca_service.evidence import needs
+from ca_service.evidence.needs import Need
 from ca_service.evidence.snp.certs import PRODUCT_LINES
 
 INTEL_PCS = "api.trustedservices.intel.com"
@@ -105,16 +109,29 @@ def _tee(tee: str) -> str:
     return tee
 
 
-def tcb_info(tee: str, fmspc: bytes) -> Endpoint:
+UPDATES = ("standard", "early")
+
+
+def _update(update: str | None) -> tuple[tuple[str, str], ...]:
+    """PCS v4 ``update=early|standard`` (TCB Info, QE Identity): which TCB recovery event's data to get.
+    ``standard`` is the PCS default and is left out of the URL, so recorded URLs keep their form."""
+    if update not in (None, *UPDATES):
+        raise UrlNotAllowed(f"update must be one of {UPDATES}")
+    return (("update", "early"),) if update == "early" else ()
+
+
+def tcb_info(tee: str, fmspc: bytes, update: str | None = None) -> Endpoint:
     if len(fmspc) != 6:
         raise UrlNotAllowed("an FMSPC is 6 bytes")
     kind = Kind.TDX_TCB_INFO if _tee(tee) == "tdx" else Kind.SGX_TCB_INFO
-    return Endpoint(kind, fmspc.hex(), INTEL_PCS, f"/{tee}/certification/v4/tcb", (("fmspc", fmspc.hex().upper()),))
+    return Endpoint(kind, fmspc.hex(), INTEL_PCS, f"/{tee}/certification/v4/tcb",
+                    (("fmspc", fmspc.hex().upper()), *_update(update)))
 
 
-def qe_identity(tee: str) -> Endpoint:
+def qe_identity(tee: str, update: str | None = None) -> Endpoint:
     kind = Kind.TDX_QE_IDENTITY if _tee(tee) == "tdx" else Kind.SGX_QE_IDENTITY
-    return Endpoint(kind, "TD_QE" if tee == "tdx" else "QE", INTEL_PCS, f"/{tee}/certification/v4/qe/identity")
+    return Endpoint(kind, "TD_QE" if tee == "tdx" else "QE", INTEL_PCS, f"/{tee}/certification/v4/qe/identity",
+                    _update(update))
 
 
 def pck_crl(ca: str) -> Endpoint:
@@ -159,6 +176,34 @@ def amd_crl(product: str, signer: str = "vcek") -> Endpoint:
     if kind is None:
         raise UrlNotAllowed(f"unknown AMD signing key {signer!r}")
     return Endpoint(kind, _product(product), AMD_KDS, f"/{signer}/v1/{product}/crl")
+
+
+# --- the endpoint table: what a family needs -> where to ask (STYLE.md 16) ---------------------------
+
+
+def endpoint_for(need: Need, *, update: str | None = None) -> Endpoint:
+    """The allowlisted endpoint serving one resource an evidence family needs (``evidence/needs.py``).
+    ``update`` is the Intel PCS ``update=early|standard`` choice for TCB Info and QE Identity.
+
+    Raises:
+        UrlNotAllowed (``collateral.url_not_allowed``): a parameter out of range (unknown product...).
+    """
+    match need:
+        case needs.IntelTcbInfo(tee, fmspc):
+            return tcb_info(tee, fmspc, update)
+        case needs.IntelQeIdentity(tee):
+            return qe_identity(tee, update)
+        case needs.IntelPckCrl(ca):
+            return pck_crl(ca)
+        case needs.IntelRootCaCrl():
+            return root_ca_crl()
+        case needs.AmdVcek(product, hwid, bl, tee, snp, ucode, fmc):
+            return vcek(product, hwid, AmdTcb(bl, tee, snp, ucode, fmc))
+        case needs.AmdCertChain(product, signer):
+            return amd_cert_chain(product, signer)
+        case needs.AmdCrl(product, signer):
+            return amd_crl(product, signer)
+    raise UrlNotAllowed(f"no endpoint serves {type(need).__name__}")
 
 
 # --- recorded URL -> endpoint ------------------------------------------------------------------------
@@ -214,13 +259,13 @@ def parse_url(url: str) -> Endpoint:
                 return root_ca_crl()
         elif host == INTEL_PCS:
             if m := _INTEL_TCB.fullmatch(path):
-                fmspc = _query(raw, {"fmspc"}, {"fmspc"})["fmspc"]
-                if not re.fullmatch(r"[0-9a-fA-F]{12}", fmspc):
+                q = _query(raw, {"fmspc", "update"}, {"fmspc"})
+                if not re.fullmatch(r"[0-9a-fA-F]{12}", q["fmspc"]):
                     raise UrlNotAllowed("fmspc is not 6 bytes of hex")
-                return tcb_info(m.group(1), bytes.fromhex(fmspc))
+                return tcb_info(m.group(1), bytes.fromhex(q["fmspc"]), q.get("update"))
             if m := _INTEL_QE.fullmatch(path):
-                _query(raw, set(), set())
-                return qe_identity(m.group(1))
+                q = _query(raw, {"update"}, set())
+                return qe_identity(m.group(1), q.get("update"))
             if path == "/sgx/certification/v4/pckcrl":
                 q = _query(raw, {"ca", "encoding"}, {"ca"})
                 if q.get("encoding", "pem") not in ("pem", "der"):

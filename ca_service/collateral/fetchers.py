@@ -2,8 +2,11 @@
 the vendor's HTTP response as recorded bytes.
 
 - :class:`RequestsFetcher`: the real vendors over HTTPS with ``requests`` (no redirects, a timeout, a
-  size cap). ``mirrors`` maps an allowlisted host to another base URL (a PCCS-like mirror, or a local
-  test server); it is operator configuration, never derived from evidence.
+  size cap). AMD KDS throttles: a 429 (or 503) is retried after its ``Retry-After`` (seconds or an
+  HTTP-date, RFC 9110 section 10.2.3), or after an exponential backoff when it gives none, a bounded
+  number of times; a wait longer than the cap is not waited for (the 429 is returned). ``mirrors``
+  maps an allowlisted host to another base URL (a PCCS-like mirror, or a local test server); it is
+  operator configuration, never derived from evidence.
 - :class:`FakeFetcher`: in memory, for unit tests.
 - :class:`ReplayFetcher`: replays an offline bundle by URL (air-gapped deployments, tests).
 
@@ -16,9 +19,11 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 
 import requests
@@ -30,6 +35,26 @@ from ca_service.collateral.errors import BundleInvalid, FetchFailed, HostNotAllo
 
 MAX_BODY_BYTES = 4 << 20  # a PCK CRL is a few KiB, TCB Info tens of KiB; refuse anything absurd
 TIMEOUT_SECONDS = (5.0, 20.0)
+RETRY_STATUSES = frozenset({429, 503})
+RETRIES = 4
+MAX_RETRY_AFTER_SECONDS = 120.0
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """``Retry-After`` (RFC 9110 section 10.2.3) as seconds from ``now``: delay-seconds or an HTTP-date;
+    None when absent or unreadable."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(int(value))
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -77,6 +102,10 @@ class RequestsFetcher:
     mirrors: Mapping[str, str] = field(default_factory=dict)
     session: requests.Session = field(default_factory=requests.Session)
     timeout: tuple[float, float] = TIMEOUT_SECONDS
+    retries: int = RETRIES
+    max_retry_after: float = MAX_RETRY_AFTER_SECONDS
+    sleep: Callable[[float], None] = time.sleep
+    waited: list[float] = field(default_factory=list)  # every backoff taken, for the caller's summary
 
     def __post_init__(self) -> None:
         unknown = set(self.mirrors) - ALLOWED_HOSTS
@@ -90,6 +119,19 @@ class RequestsFetcher:
         return base.rstrip("/") + endpoint.url.removeprefix(f"https://{endpoint.host}")
 
     def fetch(self, endpoint: Endpoint) -> Response:
+        for attempt in range(self.retries + 1):
+            resp = self._get(endpoint)
+            if resp.status not in RETRY_STATUSES or attempt == self.retries:
+                return resp
+            wait = retry_after_seconds(resp.header("Retry-After"), self.clock.now())
+            wait = float(2**attempt) if wait is None else wait
+            if wait > self.max_retry_after:
+                return resp  # throttled for longer than we wait: the caller sees the 429
+            self.waited.append(wait)
+            self.sleep(wait)
+        raise FetchFailed(f"GET {endpoint.url}: no attempt made", url=endpoint.url)
+
+    def _get(self, endpoint: Endpoint) -> Response:
         url = self._transport_url(endpoint)
         try:
             with self.session.get(url, timeout=self.timeout, allow_redirects=False, stream=True) as resp:

@@ -1,4 +1,9 @@
-"""Turn the real vectors' collateral into an offline bundle shaped as Intel PCS v4 and AMD KDS serve it.
+"""The vendor side of the tests: the real vectors' collateral as Intel PCS v4 and AMD KDS served it.
+
+This is what the loopback replay server (``tests/collateral/replay.py``) serves in place of the vendors.
+Operators make bundles with the shipped command, ``ca-service collateral fetch --for EVIDENCE... BUNDLE``
+(or ``collateral export``), and the tests make theirs the same way against the replay server
+(``tests/integration/test_collateral_bundles.py``).
 
 Usage: ``python -m tests.collateral.make_bundle OUT.json`` (or :func:`build_bundle` from tests).
 

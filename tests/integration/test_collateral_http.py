@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
 from ca_service.cli.main import cli
 from ca_service.clock import FixedClock
@@ -25,42 +21,14 @@ from ca_service.collateral.fetchers import FakeFetcher, RequestsFetcher, load_bu
 from ca_service.collateral.store import newest_per_key
 from ca_service.services import collateral as cs
 from tests.collateral.fixtures import bundle_bytes, bundle_entries, fresh_services, outcome  # noqa: F401
+from tests.collateral.replay import VendorReplay, mirrors, serve
 from tests.vectors.manifest import load_manifest
-
-
-class VendorReplay:
-    """Serves one recorded response per path+query (the latest in the list wins); 404 otherwise."""
-
-    def __init__(self, entries: list[dict[str, Any]]) -> None:
-        self.routes: dict[str, dict[str, Any]] = {}
-        self.requests: list[str] = []
-        self.set(entries)
-
-    def set(self, entries: list[dict[str, Any]]) -> None:
-        self.routes = {}
-        for e in entries:
-            u = urlsplit(endpoints.parse_url(e["url"]).url)
-            self.routes[u.path + ("?" + u.query if u.query else "")] = e
-
-    def __call__(self, environ: Any, start_response: Any) -> Any:
-        req = Request(environ)
-        key = req.path + ("?" + req.query_string.decode() if req.query_string else "")
-        self.requests.append(key)
-        e = self.routes.get(key)
-        resp = Response(b"not found", status=404) if e is None else Response(
-            base64.b64decode(e["body_b64"]), status=e["status"], headers=e["headers"])
-        return resp(environ, start_response)
 
 
 @pytest.fixture
 def vendor(bundle_entries) -> Iterator[tuple[VendorReplay, str]]:
-    app = VendorReplay(bundle_entries)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield app, f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    t.join(5)
+    with serve(bundle_entries) as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -70,8 +38,7 @@ def svc(tmp_path_factory, db_url_factory):
     s.close()
 
 
-def _mirrors(base: str) -> dict[str, str]:
-    return {h: base for h in ALLOWED_HOSTS}
+_mirrors = mirrors
 
 
 def _latest_for(entries, url_part: str, before: str) -> list[dict[str, Any]]:

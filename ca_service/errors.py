@@ -291,6 +291,13 @@ class CertificateRequestRefused(CAServiceError):
     title = "Certificate request not allowed by the policy"
 
 
+class CollateralExpiring(CertificateRequestRefused):
+    """The certificate would expire with its collateral sooner than the policy's ``min_lifetime``."""
+
+    code = "certificate.collateral_expiring"
+    title = "Collateral the evidence was judged by expires before the minimum certificate lifetime"
+
+
 class PolicyRetired(PolicyError):
     code = "policy.retired"
     status = 409

@@ -26,10 +26,16 @@ def evidence() -> None:
 @click.option("--nonce", "nonce_hex", help="hex the report data must start with")
 @click.option("--sim-root", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="pin this sim root (PEM or DER) for `sim` evidence")
+@click.option("--home", type=click.Path(file_okay=False, path_type=Path),
+              help="a CA home: without --collateral, use its cached collateral (also when CA_SERVICE_HOME or "
+                   "CA_SERVICE_DATABASE_URL is set)")
 @click.option("--json", "as_json", is_flag=True)
 def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], at_text: str | None,
-           nonce_hex: str | None, sim_root: Path | None, as_json: bool) -> None:
-    """Exit 0 iff the evidence is genuine and meets the vendor baseline at --at."""
+           nonce_hex: str | None, sim_root: Path | None, home: Path | None, as_json: bool) -> None:
+    """Exit 0 iff the evidence is genuine and meets the vendor baseline at --at.
+
+    With no --collateral and a CA configured (--home, CA_SERVICE_HOME or CA_SERVICE_DATABASE_URL), TDX,
+    SGX and SNP collateral comes from the CA's cache, and the output lists the items used."""
     from ca_service import evidence as ev
     from ca_service.evidence.trust import DEFAULT_ROOTS
 
@@ -52,20 +58,56 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
         cert = x509.load_pem_x509_certificate(raw) if raw.startswith(b"-----") else x509.load_der_x509_certificate(raw)
         roots = roots.with_sim_root(cert.public_bytes(Encoding.DER))
     out: dict[str, object]
+    data = evidence_file.read_bytes()
+    collateral = [p.read_bytes() for p in collateral_files]
+    used: list[dict[str, object]] | None = None
     try:
-        result = ev.verify(kind, evidence_file.read_bytes(), collateral=[p.read_bytes() for p in collateral_files],
-                           at=at, nonce=nonce, roots=roots)
+        if not collateral and _ca_configured(home):
+            collateral, used = _from_cache(kind, data, at, home)
+        result = ev.verify(kind, data, collateral=collateral, at=at, nonce=nonce, roots=roots)
         out = {"ok": True, **result.to_json()}
     except CAServiceError as exc:
         out = {"ok": False, "type": kind, "tcb_status": None, "advisory_ids": [], "claims": {}, "checks": [],
                "error": {"code": exc.code, "detail": exc.detail, **{k: v for k, v in exc.fields.items()
                                                                     if isinstance(v, str | int | list | dict)}}}
+    if used is not None:
+        out["collateral_used"] = used
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
     elif out["ok"]:
         click.echo(f"OK {kind}: tcb_status={out.get('tcb_status')} advisories={out.get('advisory_ids')}")
+        for u in used or []:
+            click.echo(f"  collateral {u['kind']} {u['key']} sha256:{u['sha256']} next update {u['next_update']} "
+                       f"from {u['source']}")
     else:
         err = out["error"]
         assert isinstance(err, dict)
         click.echo(f"REFUSED {kind}: [{err['code']}] {err['detail']}")
     sys.exit(0 if out["ok"] else 1)
+
+
+def _ca_configured(home: Path | None) -> bool:
+    import os
+
+    return home is not None or bool(os.environ.get("CA_SERVICE_HOME") or os.environ.get("CA_SERVICE_DATABASE_URL"))
+
+
+def _from_cache(kind: str, data: bytes, at: datetime, home: Path | None
+                ) -> tuple[list[bytes], list[dict[str, object]] | None]:
+    """The CA's cached collateral for this evidence, and the items used (kind, key, digest, source,
+    next update). Kinds the CA supplies no collateral for get none (their verifier says what is missing)."""
+    from ca_service.config import Settings
+    from ca_service.evidence.needs import SUPPLIED_KINDS
+    from ca_service.services import collateral as cs
+    from ca_service.services.collateral_used import used_items
+    from ca_service.services.container import Services
+
+    if kind not in SUPPLIED_KINDS:
+        return [], None
+    settings = Settings.from_env(home=home) if home is not None else Settings.from_env()
+    svc = Services.create(settings)
+    try:
+        items = list(cs.collateral_for(svc, kind, data, at))
+        return items, list(used_items(svc, kind, data, at))
+    finally:
+        svc.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 JSONValue = Any
@@ -45,6 +46,18 @@ class VerifiedEvidence:
     advisory_ids: tuple[str, ...] = ()
     collateral_sha256: Mapping[str, str] = field(default_factory=dict)
     insecure: bool = False
+    # when each thing the verdict was judged against stops being valid: the nextUpdate of TCB Info,
+    # QE Identity and every CRL, the earliest notAfter of each vendor certificate chain (DESIGN.md: a
+    # certificate never outlives the collateral it was judged by)
+    expires_at: Mapping[str, datetime] = field(default_factory=dict)
+
+    @property
+    def earliest_expiry(self) -> tuple[str, datetime] | None:
+        """The item that expires first, and when; None when nothing was judged against (sim, Nitro)."""
+        if not self.expires_at:
+            return None
+        name = min(self.expires_at, key=lambda k: (self.expires_at[k], k))
+        return name, self.expires_at[name]
 
     def to_json(self) -> dict[str, JSONValue]:
         return {
@@ -57,6 +70,7 @@ class VerifiedEvidence:
             "evidence_sha256": self.evidence_sha256,
             "collateral_sha256": dict(self.collateral_sha256),
             "insecure": self.insecure,
+            "expires_at": {k: v.isoformat() for k, v in sorted(self.expires_at.items())},
         }
 
 

@@ -16,7 +16,9 @@ from ca_service import evidence as evidence_mod
 from ca_service.ca.ear import build_ear, sign_ear
 from ca_service.errors import InsecureEvidenceRefused, ReportDataMismatch, RequestError
 from ca_service.policy.appraise import Appraisal, appraise
+from ca_service.services import collateral as collateral_service
 from ca_service.services import policies
+from ca_service.services.collateral_used import used_items
 from ca_service.services.container import Services
 from ca_service.services.issuance import EvidenceItem, trust_roots
 
@@ -69,10 +71,16 @@ def attest(svc: Services, req: AttestationRequest) -> AttestationResult:
     roots = trust_roots(svc)
     verified = []
     item_nonces: dict[str, bytes] = {}
+    used: dict[str, list[dict[str, Any]]] = {}
     for item, item_nonce in zip(req.evidence, nonces, strict=True):
         if item.kind == "sim" and not svc.settings.insecure:
             raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
-        ve = evidence_mod.verify(item.kind, item.data, collateral=item.collateral, at=now, roots=roots)
+        collateral = item.collateral
+        if not collateral and item.kind in collateral_service.SUPPLIED_KINDS:
+            # one cache everywhere: the CA's collateral when none is given, as at issuance
+            collateral = collateral_service.collateral_for(svc, item.kind, item.data, now, roots=roots)
+            used[item.kind] = used_items(svc, item.kind, item.data, now)
+        ve = evidence_mod.verify(item.kind, item.data, collateral=collateral, at=now, roots=roots)
         expected = item_nonce if item_nonce is not None else req.nonce
         if expected is not None:
             _check_nonce(expected)
@@ -86,6 +94,12 @@ def attest(svc: Services, req: AttestationRequest) -> AttestationResult:
     appraisal = appraise(ref.policy, verified, insecure_allowed=svc.settings.insecure)
     claims = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=req.nonce,
                        profile=svc.settings.profile, bound=req.nonce is not None, item_nonces=item_nonces)
+    for kind, items in used.items():
+        claims["submods"][kind]["ca-service.collateral-used"] = items
+    first = min((e for ve in verified if (e := ve.earliest_expiry) is not None), key=lambda e: e[1], default=None)
+    if first is not None:
+        claims["ca-service.collateral-expires-at"] = first[1].isoformat()
+        claims["ca-service.collateral-expires-item"] = first[0]
     token = sign_ear(claims, svc.keys.private_key("ear"))
     return AttestationResult(ear_jwt=token, claims=claims, appraisal=appraisal, policy=ref)
 

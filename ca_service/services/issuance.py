@@ -9,7 +9,7 @@ append the log leaf, sign, and insert the certificate with its appraisal and evi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from ca_service import evidence as evidence_mod
 from ca_service.ca.ear import build_ear
+from ca_service.ca.lifetime import cap_lifetime
 from ca_service.ca.profile import build_end_entity, check_request
 from ca_service.crypto.keys import KEY_TYPES, parse_csr
 from ca_service.db.models import Certificate, EvidenceBlob
@@ -154,6 +155,9 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             f"{len(appraisal.failed)} check(s) of policy {ref.id} failed",
             policy=ref.id, failed_checks=[c.to_json() for c in appraisal.failed])
     issuance = check_request(ref.policy, csr, req.lifetime)
+    # notAfter never past the collateral the evidence was judged by (ca/lifetime.py)
+    cap = cap_lifetime(ref.policy, now, issuance.lifetime, [ve.expires_at for ve in verified])
+    issuance = replace(issuance, lifetime=cap.lifetime)
 
     issuer_key = svc.keys.private_key("issuing")
     issuer = svc.keys.certificate("issuing")
@@ -166,6 +170,9 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
         log_index = lock_and_next_index(session)
         ear = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=nonce, log_index=log_index,
                         profile=svc.settings.profile)
+        if cap.collateral_expires_at is not None:
+            ear["ca-service.collateral-expires-at"] = cap.collateral_expires_at.isoformat()
+            ear["ca-service.collateral-expires-item"] = cap.expires_item
         cert = build_end_entity(issuance, issuer_key=issuer_key, issuer=issuer, now=now, serial=serial_int,
                                 ear=ear, public_url=svc.settings.public_url, insecure=svc.settings.insecure)
         der = cert.public_bytes(serialization.Encoding.DER)

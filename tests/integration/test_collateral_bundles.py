@@ -5,6 +5,8 @@ throttling (429 + Retry-After), PCS ``update=early`` and both PCS issuer-chain h
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 from email.utils import format_datetime
 from pathlib import Path
@@ -22,7 +24,13 @@ from tests.collateral.make_bundle import amd_entries, intel_entries
 from tests.collateral.replay import mirror_args, mirrors, serve
 from tests.vectors.manifest import load_manifest
 
+REPO = Path(__file__).resolve().parents[2]
 TDX = "tdx/gcp-c3-v4-uptodate"
+
+
+def _sha(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
 SNP = "snp/milan-virtee-vcek"
 
 
@@ -79,6 +87,37 @@ def test_bundle_round_trip_fetch_import_export_import(tmp_path, tmp_path_factory
             supplied = cs.collateral_for(b, kind, ev, v.verify_time)
             got = outcome(kind, ev, supplied, v.verify_time)
             assert got["ok"] and got == outcome(kind, ev, own, v.verify_time)
+        # `evidence verify` with no --collateral: the CA's cache, and the items it used
+        (tmp_path / "r.bin").write_bytes(snp.read("report"))
+        for v, kind, f, n in ((tdx, "tdx-quote", "quote.bin", 4), (snp, "snp-report", "r.bin", 3)):
+            res = runner.invoke(cli, ["evidence", "verify", kind, str(tmp_path / f), "--at", v.verify_time.isoformat(),
+                                      "--home", str(b.settings.home), "--json"], catch_exceptions=False)
+            got = json.loads(res.output)
+            assert res.exit_code == 0 and got["ok"], got.get("error")
+            used = got["collateral_used"]
+            assert len(used) == n and {u["sha256"] for u in used} <= {_sha(r.body) for r in exported}
+            assert all(u["source"].startswith("https://") and u["next_update"] for u in used)
+        # and POST /v1/attestations with no collateral, as of the quote's time
+        from ca_service.api.app import create_app
+        from ca_service.clock import FixedClock
+        from ca_service.services import policies
+        from ca_service.services.container import Services
+
+        ref, _ = policies.apply_policy(b, (REPO / "policies" / "tdx-cvm.yaml").read_text(), actor="test")
+        policies.activate(b, "tdx-cvm", ref.version, actor="test")
+        at_b = Services.create(b.settings, clock=FixedClock(tdx.verify_time))
+        try:
+            r = create_app(services=at_b).test_client().post("/v1/attestations", json={
+                "policy": "tdx-cvm", "evidence": [{"type": "tdx-quote",
+                                                   "data": base64.b64encode(tdx.read("quote")).decode()}]})
+            assert r.status_code == 200, r.get_json()
+            sub = r.get_json()["ear_claims"]["submods"]["tdx-quote"]
+            assert sub["ear.status"] == "affirming"
+            assert sorted(u["kind"] for u in sub["ca-service.collateral-used"]) == [
+                "intel.pck_crl", "intel.qe_identity.tdx", "intel.root_ca_crl", "intel.tcb_info.tdx"]
+            assert r.get_json()["ear_claims"]["ca-service.collateral-expires-item"] == "intel.pck_crl"
+        finally:
+            at_b.close()
         # export of B re-imports into A as "already cached", nothing added
         _env(monkeypatch, a)
         res = runner.invoke(cli, ["collateral", "import", "--json", str(tmp_path / "exported.json")],

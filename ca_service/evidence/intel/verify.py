@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import replace
 from datetime import datetime
 
 from cryptography.exceptions import InvalidSignature
@@ -37,7 +38,7 @@ from ca_service.errors import (
 from ca_service.evidence.base import Check, VerifiedEvidence
 from ca_service.evidence.collateral_items import Collateral
 from ca_service.evidence.intel import policy
-from ca_service.evidence.intel.collateral import find_v3_document, verified_collateral
+from ca_service.evidence.intel.collateral import VerifiedCollateral, find_v3_document, verified_collateral
 from ca_service.evidence.intel.parse import (
     INTEL_QE_VENDOR_ID,
     QE_AUTH_DATA_LEN,
@@ -48,7 +49,7 @@ from ca_service.evidence.intel.parse import (
     TdReport,
     parse_quote,
 )
-from ca_service.evidence.intel.pck import verified_pck
+from ca_service.evidence.intel.pck import VerifiedChain, verified_pck
 from ca_service.evidence.intel.tcb import Status, match_platform_level
 from ca_service.evidence.trust import TrustRoots
 
@@ -143,8 +144,25 @@ def _verify(
         policy.check_td_attributes(body)
     else:
         policy.check_enclave_attributes(body)
-    return _result(quote, body, status, platform, coll.tcb_info.tcb_evaluation_data_number,
-                   pck.info.fmspc, {**coll.sha256, "intel.pck_chain": pck.sha256}, qe_status)
+    result = _result(quote, body, status, platform, coll.tcb_info.tcb_evaluation_data_number,
+                     pck.info.fmspc, {**coll.sha256, "intel.pck_chain": pck.sha256}, qe_status)
+    return replace(result, expires_at=_expiries(coll, pck.chain))
+
+
+def _expiries(coll: VerifiedCollateral, pck_chain: VerifiedChain) -> dict[str, datetime]:
+    """nextUpdate of TCB Info, QE Identity and each CRL (named by what its issuer is), and the earliest
+    notAfter of the PCK chain and of the collateral signing chains."""
+    root = pck_chain.root.subject.public_bytes()
+    out = {"intel.tcb_info": coll.tcb_info.next_update, "intel.qe_identity": coll.qe_identity.next_update,
+           "intel.pck_chain": min(w.not_after for w in pck_chain.windows)}
+    for crl in coll.crls:
+        if crl.next_update is not None:
+            name = "intel.root_ca_crl" if crl.issuer == root else "intel.pck_crl"
+            out[name] = min(crl.next_update, out.get(name, crl.next_update))
+    windows = [w.not_after for chain in coll.chains for w in chain.windows]
+    if windows:
+        out["intel.collateral_chains"] = min(windows)
+    return out
 
 
 def _ecdsa(key: ec.EllipticCurvePublicKey, sig: bytes, data: bytes, what: str) -> None:

@@ -258,6 +258,9 @@ def verify_genuine(
     digests = {role: fp for (role, _), fp in zip(chain.certificates(), chain.fingerprints, strict=True)}
     if crl.sha256:
         digests["crl"] = crl.sha256
+    expires = {f"amd.{role}": cert.not_valid_after_utc for role, cert in chain.certificates()}
+    if crl.next_update is not None:
+        expires["amd.crl"] = crl.next_update
     return VerifiedEvidence(
         kind=KIND,
         report_data=report_data,
@@ -266,6 +269,7 @@ def verify_genuine(
         evidence_sha256=sha256_hex(evidence),
         tcb_status=None,
         collateral_sha256=digests,
+        expires_at=expires,
     )
 
 

@@ -27,6 +27,7 @@ COMMANDS = (
     ("ca_service.cli.revoke", "revoke"),
     ("ca_service.cli.collateral", "collateral"),
     ("ca_service.cli.integrity", "integrity"),
+    ("ca_service.cli.reappraise", "reappraise"),
 )
 
 

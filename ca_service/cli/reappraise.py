@@ -1,0 +1,43 @@
+"""``ca-service reappraise --dry-run [--at RFC3339] [--json]``: which valid certificates the CA's current
+collateral would judge differently, before and after, and why (services/reappraisal.py)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+
+import click
+
+from ca_service.cli.common import open_services
+from ca_service.services.reappraisal import reappraise as run
+
+
+@click.command("reappraise")
+@click.option("--dry-run", is_flag=True, help="list each certificate's status before and after; change nothing")
+@click.option("--at", "at_text", help="judge as of this RFC 3339 instant (default now)")
+@click.option("--json", "as_json", is_flag=True)
+def reappraise(dry_run: bool, at_text: str | None, as_json: bool) -> None:
+    """Re-appraise valid certificates from their stored evidence with the CA's current collateral."""
+    if not dry_run:
+        click.echo("only --dry-run is available: revoke/warn on collateral updates is not built yet", err=True)
+        sys.exit(2)
+    try:
+        at = datetime.fromisoformat(at_text.replace("Z", "+00:00")) if at_text else None
+    except ValueError:
+        raise click.BadParameter("not an RFC 3339 time", param_hint="--at") from None
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    svc = open_services()
+    try:
+        results = run(svc, at=at)
+    finally:
+        svc.close()
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+        return
+    for r in results:
+        mark = "CHANGED" if r.changed else "same"
+        click.echo(f"{r.serial}\t{r.policy}\t{r.before} -> {r.after}\t{mark}"
+                   + ("".join(f"\n\t{reason}" for reason in r.reasons)))
+    click.echo(f"{len(results)} certificate(s) re-appraised, {sum(r.changed for r in results)} would change")

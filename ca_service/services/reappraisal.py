@@ -1,0 +1,119 @@
+"""Re-appraisal on collateral updates (issue 14, TCB recovery): every valid certificate whose evidence
+was judged against collateral the CA now holds newer items of is verified again from its stored
+evidence, with the CA's current collateral, under the policy version it was issued under; the result is
+compared with what the certificate says.
+
+This module is the dry run (``ca-service reappraise --dry-run``): it changes nothing and reports, per
+certificate, the status before and after and the reason (e.g. ``tdx-quote: TCB status UpToDate ->
+OutOfDate, advisories +INTEL-SA-01079``, or the refusal code of a revoked PCK). Which certificates are
+affected is decided with the families' own needs (``evidence/needs.py``): a certificate is examined
+when one of the resources its evidence needs is among ``changed`` (or always, when ``changed`` is None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ca_service import evidence as evidence_mod
+from ca_service.collateral.endpoints import endpoint_for
+from ca_service.db.models import Certificate, EvidenceBlob
+from ca_service.errors import CAServiceError, RequestError
+from ca_service.evidence.base import VerifiedEvidence
+from ca_service.evidence.needs import SUPPLIED_KINDS, needs_for
+from ca_service.policy.appraise import appraise
+from ca_service.services import collateral as collateral_service
+from ca_service.services import policies
+from ca_service.services.container import Services
+from ca_service.services.issuance import trust_roots
+
+
+@dataclass(frozen=True)
+class Reappraised:
+    serial: str
+    policy: str
+    before: str  # the EAR status the certificate carries
+    after: str  # affirming | warning | contraindicated | refused
+    changed: bool
+    reasons: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"serial": self.serial, "policy": self.policy, "before": self.before, "after": self.after,
+                "changed": self.changed, "reasons": list(self.reasons)}
+
+
+def _resources(kind: str, data: bytes) -> set[tuple[str, str]]:
+    try:
+        return {(ep.kind.value, ep.key) for alt in needs_for(kind, data) for ep in map(endpoint_for, alt)}
+    except CAServiceError:
+        return set()
+
+
+def _diff(kind: str, sub: dict[str, Any], ve: VerifiedEvidence) -> list[str]:
+    out = []
+    before_status = sub.get("ca-service.tcb-status")
+    if before_status != ve.tcb_status:
+        out.append(f"{kind}: TCB status {before_status} -> {ve.tcb_status}")
+    before_adv = set(sub.get("ca-service.advisory-ids") or [])
+    added, removed = sorted(set(ve.advisory_ids) - before_adv), sorted(before_adv - set(ve.advisory_ids))
+    if added or removed:
+        out.append(f"{kind}: advisories " + " ".join([f"+{a}" for a in added] + [f"-{a}" for a in removed]))
+    return out
+
+
+def reappraise_one(svc: Services, cert: Certificate, blobs: dict[str, bytes], at: datetime) -> Reappraised:
+    ear = (cert.appraisal or {}).get("ear") or {}
+    before = str(ear.get("ear.status", "none"))
+    reasons: list[str] = []
+    roots = trust_roots(svc)
+    verified = []
+    try:
+        ref = policies.get_version(svc, cert.policy_name, cert.policy_version)
+        for e in cert.evidence:
+            kind, data = e["type"], blobs.get(e["sha256"])
+            if data is None:
+                raise RequestError(f"the recorded {kind} evidence is no longer stored")
+            collateral: tuple[bytes, ...] = ()
+            if kind in SUPPLIED_KINDS:
+                collateral = collateral_service.collateral_for(svc, kind, data, at, roots=roots)
+            verified.append(evidence_mod.verify(kind, data, collateral=collateral, at=at, roots=roots))
+    except CAServiceError as exc:
+        return Reappraised(cert.serial, cert.policy_name, before, "refused", True,
+                           (f"refused [{exc.code}]: {exc.detail}",))
+    result = appraise(ref.policy, verified, insecure_allowed=svc.settings.insecure)
+    for ve in verified:
+        reasons += _diff(ve.kind, ear.get("submods", {}).get(ve.kind, {}), ve)
+    from ca_service.ca.ear import build_ear
+
+    after_ear = build_ear(verified, result, policy_id=ref.id, issued_at=at, profile=svc.settings.profile)
+    after = "contraindicated" if not result.passed else str(after_ear["ear.status"])
+    reasons += [f"policy check {c.claim} failed: expected {c.expected}, got {c.actual}" for c in result.failed]
+    return Reappraised(cert.serial, cert.policy_name, before, after, after != before or bool(reasons),
+                       tuple(reasons))
+
+
+def reappraise(svc: Services, *, at: datetime | None = None,
+               changed: Collection[tuple[str, str]] | None = None) -> list[Reappraised]:
+    """Re-appraise (dry run) every valid certificate judged against the ``changed`` resources
+    ((kind, key) of the collateral cache; None: every valid certificate), as of ``at`` (default now)."""
+    at = at or svc.clock.now()
+    with svc.db.read() as session:
+        certs = list(session.scalars(select(Certificate).where(Certificate.status == "valid")
+                                     .order_by(Certificate.issued_at)))
+        wanted = sorted({e["sha256"] for c in certs for e in c.evidence})
+        blobs = {b.sha256: b.data for b in session.scalars(
+            select(EvidenceBlob).where(EvidenceBlob.sha256.in_(wanted)))} if wanted else {}
+        for c in certs:
+            session.expunge(c)
+    out = []
+    for cert in certs:
+        if changed is not None:
+            needed = set().union(*(_resources(e["type"], blobs.get(e["sha256"], b"")) for e in cert.evidence))
+            if not needed & set(changed):
+                continue
+        out.append(reappraise_one(svc, cert, blobs, at))
+    return out

@@ -1,0 +1,116 @@
+"""``ca-service reappraise --dry-run`` on real vectors with collateral from two dates: certificates
+recorded for two TDX quotes judged by the 2025-06 collateral, the CA's cache then given the 2025-10
+collateral; the dry run re-verifies the stored evidence under the original policy version and lists
+before/after. Real data has no status change between those dates; past the collateral's window the
+dry run reports the refusal, never a pass."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+
+from ca_service.ca.ear import build_ear
+from ca_service.cli.main import cli
+from ca_service.db.models import Certificate, EvidenceBlob
+from ca_service.evidence import verify
+from ca_service.policy.appraise import appraise
+from ca_service.services import collateral as cs
+from ca_service.services import policies
+from ca_service.services.reappraisal import reappraise
+from tests.collateral.fixtures import fresh_services
+from tests.collateral.make_bundle import intel_entries
+from tests.vectors.manifest import load_manifest
+
+POLICY = """
+name: tdx-fleet
+description: TDX CVMs, up to date or not (the fleet tolerates OutOfDate while it patches)
+evidence:
+  required: [tdx-quote]
+  tdx-quote:
+    tcb_status: [UpToDate, OutOfDate]
+    debug: false
+certificate:
+  max_lifetime: 24h
+"""
+QUOTES = ("tdx/gcp-c3-v4-uptodate", "tdx/automata-v4-outofdate")
+
+
+def _v(path, date):
+    return next(v for v in load_manifest() if v.path == path and v.files.get("collateral", "").startswith(date))
+
+
+def _record(svc, ref, v) -> str:
+    """A certificate row as issuance records it for this quote, judged by its own 2025-06 collateral at
+    its time (real quotes cannot be bound to a fresh challenge, so the row is written directly)."""
+    ve = verify("tdx-quote", v.read("quote"), collateral=[v.read("collateral")], at=v.verify_time)
+    result = appraise(ref.policy, [ve], insecure_allowed=False)
+    assert result.passed
+    ear = build_ear([ve], result, policy_id=ref.id, issued_at=v.verify_time)
+    serial = uuid.uuid4().hex
+    digest = hashlib.sha256(v.read("quote")).hexdigest()
+    with svc.db.transaction() as session:
+        if session.get(EvidenceBlob, digest) is None:
+            session.add(EvidenceBlob(sha256=digest, kind="tdx-quote", data=v.read("quote"), created_at=v.verify_time))
+        session.add(Certificate(serial=serial, issued_at=v.verify_time, not_before=v.verify_time,
+                                not_after=v.verify_time + timedelta(hours=24), subject="CN=test",
+                                spki_sha256="0" * 64, evidence=[{"type": "tdx-quote", "sha256": digest}],
+                                policy_name=ref.policy.name, policy_version=ref.version,
+                                policy_digest=ref.policy.digest, appraisal=result.to_json() | {"ear": ear},
+                                der=b"", status="valid"))
+    return serial
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory, db_url_factory):
+    svc = fresh_services(tmp_path_factory, db_url_factory)
+    ref, _ = policies.apply_policy(svc, POLICY, actor="test")
+    policies.activate(svc, "tdx-fleet", ref.version, actor="test")
+    june = [e for p in QUOTES for e in intel_entries(_v(p, "collateral-2025-06").dir / "collateral-2025-06")]
+    cs.import_bundle(svc, json.dumps(june).encode())
+    serials = {p: _record(svc, ref, _v(p, "collateral-2025-06")) for p in QUOTES}
+    october = [e for p in QUOTES for e in intel_entries(_v(p, "collateral-2025-10").dir / "collateral-2025-10")]
+    cs.import_bundle(svc, json.dumps(october).encode())
+    yield svc, serials
+    svc.close()
+
+
+def test_dry_run_on_real_vectors_lists_before_and_after(ca, monkeypatch):
+    svc, serials = ca
+    at = _v(QUOTES[0], "collateral-2025-10").verify_time
+    results = {r.serial: r for r in reappraise(svc, at=at)}
+    assert set(results) == set(serials.values())
+    up, out = results[serials[QUOTES[0]]], results[serials[QUOTES[1]]]
+    assert (up.before, up.after, up.changed, up.reasons) == ("affirming", "affirming", False, ())
+    assert (out.before, out.after, out.changed, out.reasons) == ("warning", "warning", False, ())
+    # through the CLI, as an operator runs it
+    monkeypatch.setenv("CA_SERVICE_HOME", str(svc.settings.home))
+    monkeypatch.setenv("CA_SERVICE_DATABASE_URL", svc.settings.database_url)
+    res = CliRunner().invoke(cli, ["reappraise", "--dry-run", "--at", at.isoformat()], catch_exceptions=False)
+    assert res.exit_code == 0 and "2 certificate(s) re-appraised, 0 would change" in res.output
+    assert f"{serials[QUOTES[1]]}\ttdx-fleet\twarning -> warning\tsame" in res.output
+    listed = json.loads(CliRunner().invoke(cli, ["reappraise", "--dry-run", "--at", at.isoformat(), "--json"]).output)
+    assert {r["serial"] for r in listed} == set(serials.values())
+    assert CliRunner().invoke(cli, ["reappraise"]).exit_code == 2  # only the dry run exists yet
+
+
+def test_past_the_collateral_window_the_dry_run_reports_the_refusal(ca):
+    svc, serials = ca
+    results = reappraise(svc, at=_v(QUOTES[0], "collateral-2025-10").verify_time + timedelta(days=60))
+    assert len(results) == 2
+    for r in results:
+        assert r.after == "refused" and r.changed
+        assert r.reasons[0].startswith("refused [evidence.collateral_expired]")
+
+
+def test_only_certificates_judged_against_the_changed_resource(ca):
+    svc, serials = ca
+    at = _v(QUOTES[0], "collateral-2025-10").verify_time
+    assert {r.serial for r in reappraise(svc, at=at, changed={("intel.tcb_info.tdx", "00806f050000")})} == \
+        set(serials.values())
+    assert reappraise(svc, at=at, changed={("intel.tcb_info.tdx", "90c06f000000")}) == []
+    assert reappraise(svc, at=at, changed={("amd.vcek_crl", "Milan")}) == []

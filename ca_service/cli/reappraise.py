@@ -1,15 +1,16 @@
-"""``ca-service reappraise --dry-run [--at RFC3339] [--json]``: which valid certificates the CA's current
-collateral would judge differently, before and after, and why (services/reappraisal.py)."""
+"""``ca-service reappraise [--dry-run] [--at RFC3339] [--json]``: which valid certificates the CA's current
+collateral judges differently, before and after, and why; without ``--dry-run`` each one judged worse is
+revoked, flagged or left as its policy's ``on_collateral_update`` says (services/reappraisal.py)."""
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 
 import click
 
-from ca_service.cli.common import open_services
+from ca_service.cli.common import actor, open_services
+from ca_service.services.reappraisal import apply
 from ca_service.services.reappraisal import reappraise as run
 
 
@@ -18,10 +19,8 @@ from ca_service.services.reappraisal import reappraise as run
 @click.option("--at", "at_text", help="judge as of this RFC 3339 instant (default now)")
 @click.option("--json", "as_json", is_flag=True)
 def reappraise(dry_run: bool, at_text: str | None, as_json: bool) -> None:
-    """Re-appraise valid certificates from their stored evidence with the CA's current collateral."""
-    if not dry_run:
-        click.echo("only --dry-run is available: revoke/warn on collateral updates is not built yet", err=True)
-        sys.exit(2)
+    """Re-appraise valid certificates from their stored evidence with the CA's current collateral.
+    Without --dry-run, act on those judged worse as each policy's on_collateral_update says."""
     try:
         at = datetime.fromisoformat(at_text.replace("Z", "+00:00")) if at_text else None
     except ValueError:
@@ -31,13 +30,18 @@ def reappraise(dry_run: bool, at_text: str | None, as_json: bool) -> None:
     svc = open_services()
     try:
         results = run(svc, at=at)
+        actions = [] if dry_run else apply(svc, results, actor=actor())
     finally:
         svc.close()
     if as_json:
-        click.echo(json.dumps([r.to_json() for r in results], indent=2))
+        click.echo(json.dumps({"results": [r.to_json() for r in results], "actions": actions}
+                              if not dry_run else [r.to_json() for r in results], indent=2))
         return
     for r in results:
         mark = "CHANGED" if r.changed else "same"
         click.echo(f"{r.serial}\t{r.policy}\t{r.before} -> {r.after}\t{mark}"
                    + ("".join(f"\n\t{reason}" for reason in r.reasons)))
-    click.echo(f"{len(results)} certificate(s) re-appraised, {sum(r.changed for r in results)} would change")
+    click.echo(f"{len(results)} certificate(s) re-appraised, {sum(r.changed for r in results)} "
+               + ("would change" if dry_run else "changed"))
+    for a in actions:
+        click.echo(f"{a['action']}\t{a['serial']}\t{a['before']} -> {a['after']}")

@@ -3,11 +3,19 @@ was judged against collateral the CA now holds newer items of is verified again 
 evidence, with the CA's current collateral, under the policy version it was issued under; the result is
 compared with what the certificate says.
 
-This module is the dry run (``ca-service reappraise --dry-run``): it changes nothing and reports, per
+:func:`reappraise` is the dry run (``ca-service reappraise --dry-run``): it changes nothing and reports, per
 certificate, the status before and after and the reason (e.g. ``tdx-quote: TCB status UpToDate ->
 OutOfDate, advisories +INTEL-SA-01079``, or the refusal code of a revoked PCK). Which certificates are
 affected is decided with the families' own needs (``evidence/needs.py``): a certificate is examined
 when one of the resources its evidence needs is among ``changed`` (or always, when ``changed`` is None).
+
+:func:`apply` acts on a certificate the new collateral judges worse, as its policy version's
+``collateral.on_collateral_update`` says (default ``warn``):
+- ``revoke``: revoked with RFC 5280 reason privilegeWithdrawn (the attestation that granted it no longer
+  holds), audit record and revocation leaf in one transaction, so the CRL and OCSP say so at once;
+- ``warn``: the new status is recorded on the certificate (``appraisal.reappraisal``, shown by
+  ``GET /v1/certificates/{serial}``), with an audit record, a ``reappraisal`` log leaf and a metric;
+- ``ignore``: nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import select
 
 from ca_service import evidence as evidence_mod
@@ -26,10 +35,16 @@ from ca_service.errors import CAServiceError, RequestError
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.needs import SUPPLIED_KINDS, needs_for
 from ca_service.policy.appraise import appraise
+from ca_service.services import audit, policies, revocation
 from ca_service.services import collateral as collateral_service
-from ca_service.services import policies
 from ca_service.services.container import Services
 from ca_service.services.issuance import trust_roots
+from ca_service.tlog import leaves as tlog_leaves
+from ca_service.tlog.sequencer import append_leaf
+
+REAPPRAISED = Counter("ca_service_reappraisals_total", "Certificates judged worse by newer collateral, by action",
+                      ["policy", "action"])
+_ORDER = ("affirming", "warning", "none", "contraindicated", "refused")
 
 
 @dataclass(frozen=True)
@@ -117,3 +132,50 @@ def reappraise(svc: Services, *, at: datetime | None = None,
                 continue
         out.append(reappraise_one(svc, cert, blobs, at))
     return out
+
+
+def _worse(r: Reappraised) -> bool:
+    def rank(status: str) -> int:
+        return _ORDER.index(status) if status in _ORDER else len(_ORDER)
+
+    return rank(r.after) > rank(r.before)
+
+
+def on_collateral_update(svc: Services, cert_policy: str, version: int) -> str:
+    ref = policies.get_version(svc, cert_policy, version)
+    return str(ref.policy.document.get("collateral", {}).get("on_collateral_update", "warn"))
+
+
+def apply(svc: Services, results: list[Reappraised], *, actor: str) -> list[dict[str, str]]:
+    """Act on each certificate judged worse, as its policy version says (module docstring). Returns
+    ``[{serial, action, before, after}]`` for every certificate acted on (ignore included)."""
+    out = []
+    with svc.db.read() as session:
+        versions = {c.serial: c.policy_version for c in session.scalars(
+            select(Certificate).where(Certificate.serial.in_([r.serial for r in results])))}
+    for r in results:
+        if not _worse(r) or r.serial not in versions:
+            continue
+        action = on_collateral_update(svc, r.policy, versions[r.serial])
+        if action == "revoke":
+            revocation.revoke(svc, r.serial, reason="privilegeWithdrawn", actor=actor)
+        elif action == "warn":
+            _warn(svc, r, actor)
+        REAPPRAISED.labels(policy=r.policy, action=action).inc()
+        out.append({"serial": r.serial, "action": action, "before": r.before, "after": r.after})
+    return out
+
+
+def _warn(svc: Services, r: Reappraised, actor: str) -> None:
+    now = svc.clock.now()
+    with svc.db.transaction() as session:
+        cert = session.scalars(select(Certificate).where(Certificate.serial == r.serial).with_for_update()).one()
+        if cert.status != "valid":
+            return
+        cert.appraisal = {**cert.appraisal, "reappraisal": {"at": now.isoformat(), "before": r.before,
+                                                            "after": r.after, "reasons": list(r.reasons)}}
+        audit.record(session, at=now, actor=actor, action="certificate.reappraised", target=r.serial,
+                     before=r.before, after=r.after, detail={"reasons": list(r.reasons)})
+        session.flush()
+        append_leaf(session, tlog_leaves.reappraisal_leaf(at=now, serial=r.serial, before=r.before,
+                                                           after=r.after, action="warn"))

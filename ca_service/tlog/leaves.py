@@ -21,7 +21,7 @@ from ca_service.errors import LeafInvalid
 from ca_service.tlog.tiles import MAX_ENTRY_SIZE
 
 LEAF_VERSION = 1
-LEAF_TYPES = ("issuance", "revocation", "policy", "integrity-report")
+LEAF_TYPES = ("issuance", "revocation", "policy", "integrity-report", "reappraisal")
 POLICY_ACTIONS = ("create", "activate", "retire")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -99,6 +99,15 @@ def revocation_leaf(*, at: datetime, serial: str, reason: str) -> bytes:
     if not _SERIAL.fullmatch(serial):
         raise LeafInvalid("serial must be lower-case hex", field="serial")
     return encode_leaf("revocation", at, {"serial": serial, "reason": _token("reason", reason)})
+
+
+def reappraisal_leaf(*, at: datetime, serial: str, before: str, after: str, action: str) -> bytes:
+    """A valid certificate judged again with newer collateral (issue 14): its EAR status before and after,
+    and what the policy's ``on_collateral_update`` made of it (warn; a revoke logs a revocation leaf)."""
+    if not _SERIAL.fullmatch(serial):
+        raise LeafInvalid("serial must be lower-case hex", field="serial")
+    return encode_leaf("reappraisal", at, {"serial": serial, "before": _token("before", before),
+                                           "after": _token("after", after), "action": _token("action", action)})
 
 
 def policy_leaf(*, at: datetime, action: str, name: str, version: int, digest: str, actor: str) -> bytes:

@@ -44,6 +44,24 @@ def _v(path, date):
     return next(v for v in load_manifest() if v.path == path and v.files.get("collateral", "").startswith(date))
 
 
+def _der(svc, serial: str, at) -> bytes:
+    """The certificate body under the row's serial, signed by the CA's issuing key and valid until a day
+    from now (the CRL lists only what that key issued and has not expired)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
+    issuer = svc.keys.certificate("issuing")
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer.subject).public_key(key.public_key())
+            .serial_number(int(serial, 16)).not_valid_before(at).not_valid_after(svc.clock.now() + timedelta(hours=24))
+            .sign(svc.keys.private_key("issuing"), hashes.SHA256()))
+    return cert.public_bytes(Encoding.DER)
+
+
 def _record(svc, ref, v) -> str:
     """A certificate row as issuance records it for this quote, judged by its own 2025-06 collateral at
     its time (real quotes cannot be bound to a fresh challenge, so the row is written directly)."""
@@ -51,17 +69,18 @@ def _record(svc, ref, v) -> str:
     result = appraise(ref.policy, [ve], insecure_allowed=False)
     assert result.passed
     ear = build_ear([ve], result, policy_id=ref.id, issued_at=v.verify_time)
-    serial = uuid.uuid4().hex
+    serial = uuid.uuid4().hex.lstrip("0")
     digest = hashlib.sha256(v.read("quote")).hexdigest()
+    der = _der(svc, serial, v.verify_time)
     with svc.db.transaction() as session:
         if session.get(EvidenceBlob, digest) is None:
             session.add(EvidenceBlob(sha256=digest, kind="tdx-quote", data=v.read("quote"), created_at=v.verify_time))
         session.add(Certificate(serial=serial, issued_at=v.verify_time, not_before=v.verify_time,
-                                not_after=v.verify_time + timedelta(hours=24), subject="CN=test",
+                                not_after=svc.clock.now() + timedelta(hours=24), subject="CN=test",
                                 spki_sha256="0" * 64, evidence=[{"type": "tdx-quote", "sha256": digest}],
                                 policy_name=ref.policy.name, policy_version=ref.version,
                                 policy_digest=ref.policy.digest, appraisal=result.to_json() | {"ear": ear},
-                                der=b"", status="valid"))
+                                der=der, status="valid"))
     return serial
 
 
@@ -95,7 +114,6 @@ def test_dry_run_on_real_vectors_lists_before_and_after(ca, monkeypatch):
     assert f"{serials[QUOTES[1]]}\ttdx-fleet\twarning -> warning\tsame" in res.output
     listed = json.loads(CliRunner().invoke(cli, ["reappraise", "--dry-run", "--at", at.isoformat(), "--json"]).output)
     assert {r["serial"] for r in listed} == set(serials.values())
-    assert CliRunner().invoke(cli, ["reappraise"]).exit_code == 2  # only the dry run exists yet
 
 
 def test_past_the_collateral_window_the_dry_run_reports_the_refusal(ca):
@@ -114,3 +132,54 @@ def test_only_certificates_judged_against_the_changed_resource(ca):
         set(serials.values())
     assert reappraise(svc, at=at, changed={("intel.tcb_info.tdx", "90c06f000000")}) == []
     assert reappraise(svc, at=at, changed={("amd.vcek_crl", "Milan")}) == []
+
+
+@pytest.mark.parametrize("action", ["revoke", "warn", "ignore"])
+def test_on_collateral_update_revoke_warn_ignore(tmp_path_factory, db_url_factory, monkeypatch, action):
+    """Judged past its collateral's window, each certificate is worse (refused): revoked (CRL says so),
+    flagged (GET /v1/certificates/{serial}, a log leaf) or left, as its policy version says; a
+    certificate under another policy with ``ignore`` is left in every case."""
+    from cryptography import x509
+
+    from ca_service.api.app import create_app
+    from ca_service.tlog.leaves import decode_leaf
+
+    svc = fresh_services(tmp_path_factory, db_url_factory)
+    try:
+        doc = POLICY + f"collateral:\n  on_collateral_update: {action}\n"
+        ref, _ = policies.apply_policy(svc, doc, actor="test")
+        other, _ = policies.apply_policy(svc, POLICY.replace("tdx-fleet", "tdx-other")
+                                         + "collateral:\n  on_collateral_update: ignore\n", actor="test")
+        v = _v(QUOTES[0], "collateral-2025-06")
+        cs.import_bundle(svc, json.dumps(intel_entries(v.dir / "collateral-2025-06")).encode())
+        target, bystander = _record(svc, ref, v), _record(svc, other, v)
+        monkeypatch.setenv("CA_SERVICE_HOME", str(svc.settings.home))
+        monkeypatch.setenv("CA_SERVICE_DATABASE_URL", svc.settings.database_url)
+        res = CliRunner().invoke(cli, ["reappraise", "--at", "2025-09-01T00:00:00Z", "--json"],
+                                 catch_exceptions=False)
+        out = json.loads(res.output)
+        assert {(a["serial"], a["action"]) for a in out["actions"]} == {(target, action), (bystander, "ignore")}
+        client = create_app(services=svc).test_client()
+        got = {s: client.get(f"/v1/certificates/{s}").get_json() for s in (target, bystander)}
+        assert got[bystander]["status"] == "valid" and "reappraisal" not in got[bystander]["appraisal"]
+        crl = x509.load_der_x509_crl(client.get("/v1/ca/crl").data)
+        revoked = {format(e.serial_number, "x") for e in crl}
+        if action == "revoke":
+            assert got[target]["status"] == "revoked" and target in revoked
+        else:
+            assert got[target]["status"] == "valid" and target not in revoked
+        if action == "warn":
+            flag = got[target]["appraisal"]["reappraisal"]
+            assert (flag["before"], flag["after"]) == ("affirming", "refused")
+            assert flag["reasons"][0].startswith("refused [evidence.collateral_expired]")
+        from sqlalchemy import select
+
+        from ca_service.db.models.tlog import TlogEntry
+
+        with svc.db.read() as session:
+            leaves = [decode_leaf(e.leaf) for e in session.scalars(select(TlogEntry))]
+        kinds = [(lf.type, lf.body.get("serial")) for lf in leaves if lf.body.get("serial") in (target, bystander)]
+        expected = {"revoke": [("revocation", target)], "warn": [("reappraisal", target)], "ignore": []}[action]
+        assert kinds == expected
+    finally:
+        svc.close()

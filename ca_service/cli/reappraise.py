@@ -10,8 +10,6 @@ from datetime import UTC, datetime
 import click
 
 from ca_service.cli.common import actor, open_services
-from ca_service.services.reappraisal import apply
-from ca_service.services.reappraisal import reappraise as run
 
 
 @click.command("reappraise")
@@ -27,6 +25,11 @@ def reappraise(dry_run: bool, at_text: str | None, as_json: bool) -> None:
         raise click.BadParameter("not an RFC 3339 time", param_hint="--at") from None
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
+    # imported here, not at module level: the reappraisal metric must not load prometheus_client before
+    # `serve` has set up its multiprocess directory (cli/main.py imports every command module)
+    from ca_service.services.reappraisal import apply
+    from ca_service.services.reappraisal import reappraise as run
+
     svc = open_services()
     try:
         results = run(svc, at=at)

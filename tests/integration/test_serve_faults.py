@@ -106,6 +106,15 @@ def test_slow_clients_cannot_starve_the_api(home_env):
         proc.wait(timeout=30)
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live (not zombie) process; it may vanish while we read it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
 def test_gunicorn_cmd_args_and_workers_die_with_master(home_env):
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -121,12 +130,9 @@ def test_gunicorn_cmd_args_and_workers_die_with_master(home_env):
         os.kill(proc.pid, signal.SIGKILL)  # the master, under kill -9
         proc.wait(timeout=10)
         t0 = time.monotonic()
-        while time.monotonic() - t0 < 15 and any(os.path.exists(f"/proc/{w}") and
-                                                 "Z" not in open(f"/proc/{w}/stat").read().split()[2]
-                                                 for w in workers if os.path.exists(f"/proc/{w}")):
+        while time.monotonic() - t0 < 15 and any(_running(w) for w in workers):
             time.sleep(0.2)
-        alive = [w for w in workers if os.path.exists(f"/proc/{w}")
-                 and open(f"/proc/{w}/stat").read().split()[2] != "Z"]
+        alive = [w for w in workers if _running(w)]
         assert alive == [], "orphaned workers kept running"
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{url}/healthz", timeout=2)

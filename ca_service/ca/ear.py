@@ -69,8 +69,11 @@ def _tier(checks: Sequence[AppraisalCheck]) -> int:
     return AFFIRMING if all(c.passed for c in checks) else CONTRAINDICATED
 
 
-def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str, *, bound: bool = True) -> dict[str, Any]:
-    """The appraisal of one evidence item; ``bound``: its report data was checked against a nonce."""
+def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str, *, bound: bool = True,
+           collateral: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The appraisal of one evidence item; ``bound``: its report data was checked against a nonce;
+    ``collateral``: the records of the collateral it was judged by (``ca-service.collateral``: item,
+    key, sha256, source cache|vendor|request, issue_date, next_update, url)."""
     item_checks = [c for c in appraisal.checks if c.evidence == ve.kind]
     vector = {
         name: _tier([c for c in item_checks if _claim_of(c) == name])
@@ -91,6 +94,7 @@ def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str, *, bound:
         "ca-service.advisory-ids": list(ve.advisory_ids),
         "ca-service.evidence-sha256": ve.evidence_sha256,
         "ca-service.collateral-sha256": dict(ve.collateral_sha256),
+        "ca-service.collateral": [dict(c) for c in collateral],
         "ca-service.measurements": {k: ve.claims[k] for k in _MEASUREMENT_CLAIMS if k in ve.claims},
     }
 
@@ -106,6 +110,7 @@ def build_ear(
     profile: str = "production",
     bound: bool = True,
     item_nonces: Mapping[str, bytes] | None = None,
+    collateral: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """The EAR claims set for one composite appraisal.
 
@@ -114,7 +119,9 @@ def build_ear(
     against; it goes to that submod's ``eat_nonce`` and makes its instance identity affirming.
     """
     item_nonces = item_nonces or {}
-    submods = {ve.kind: submod(ve, appraisal, policy_id, bound=bound or ve.kind in item_nonces) for ve in items}
+    collateral = collateral or {}
+    submods = {ve.kind: submod(ve, appraisal, policy_id, bound=bound or ve.kind in item_nonces,
+                               collateral=collateral.get(ve.kind, ())) for ve in items}
     for kind, item_nonce in item_nonces.items():
         if kind in submods:
             submods[kind]["eat_nonce"] = item_nonce.hex()

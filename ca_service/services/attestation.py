@@ -9,18 +9,17 @@ refusals (problem+json, no result); a failed appraisal is a result: an EAR whose
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from ca_service import evidence as evidence_mod
 from ca_service.ca.ear import build_ear, sign_ear
-from ca_service.errors import InsecureEvidenceRefused, ReportDataMismatch, RequestError
+from ca_service.errors import ReportDataMismatch, RequestError
 from ca_service.policy.appraise import Appraisal, appraise
 from ca_service.services import collateral as collateral_service
 from ca_service.services import policies
 from ca_service.services.collateral_used import used_items
 from ca_service.services.container import Services
-from ca_service.services.issuance import EvidenceItem, trust_roots
+from ca_service.services.issuance import EvidenceItem, trust_roots, verify_one
 
 MIN_NONCE, MAX_NONCE = 8, 64  # EAT nonce sizes (RFC 9711 section 4.1)
 
@@ -39,9 +38,11 @@ class AttestationResult:
     claims: dict[str, Any]
     appraisal: Appraisal
     policy: policies.PolicyRef
+    collateral: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ear": self.ear_jwt, "ear_claims": self.claims, "appraisal": self.appraisal.to_json(),
+        return {"ear": self.ear_jwt, "ear_claims": self.claims,
+                "appraisal": self.appraisal.to_json() | {"collateral": self.collateral},
                 "policy": {"name": self.policy.policy.name, "version": self.policy.version,
                            "digest": self.policy.policy.digest, "id": self.policy.id}}
 
@@ -72,15 +73,12 @@ def attest(svc: Services, req: AttestationRequest) -> AttestationResult:
     verified = []
     item_nonces: dict[str, bytes] = {}
     used: dict[str, list[dict[str, Any]]] = {}
+    cache_listing: dict[str, list[dict[str, Any]]] = {}
     for item, item_nonce in zip(req.evidence, nonces, strict=True):
-        if item.kind == "sim" and not svc.settings.insecure:
-            raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
-        collateral = item.collateral
-        if not collateral and item.kind in collateral_service.SUPPLIED_KINDS:
-            # one cache everywhere: the CA's collateral when none is given, as at issuance
-            collateral = collateral_service.collateral_for(svc, item.kind, item.data, now, roots=roots)
-            used[item.kind] = used_items(svc, item.kind, item.data, now)
-        ve = evidence_mod.verify(item.kind, item.data, collateral=collateral, at=now, roots=roots)
+        ve, resolved = verify_one(svc, item, now, roots)
+        used[item.kind] = resolved.to_json()
+        if not item.collateral and item.kind in collateral_service.SUPPLIED_KINDS:
+            cache_listing[item.kind] = used_items(svc, item.kind, item.data, now)
         expected = item_nonce if item_nonce is not None else req.nonce
         if expected is not None:
             _check_nonce(expected)
@@ -93,15 +91,16 @@ def attest(svc: Services, req: AttestationRequest) -> AttestationResult:
         verified.append(ve)
     appraisal = appraise(ref.policy, verified, insecure_allowed=svc.settings.insecure)
     claims = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=req.nonce,
-                       profile=svc.settings.profile, bound=req.nonce is not None, item_nonces=item_nonces)
-    for kind, items in used.items():
+                       profile=svc.settings.profile, bound=req.nonce is not None, item_nonces=item_nonces,
+                       collateral=used)
+    for kind, items in cache_listing.items():  # the cache items, as `evidence verify` lists them
         claims["submods"][kind]["ca-service.collateral-used"] = items
     first = min((e for ve in verified if (e := ve.earliest_expiry) is not None), key=lambda e: e[1], default=None)
     if first is not None:
         claims["ca-service.collateral-expires-at"] = first[1].isoformat()
         claims["ca-service.collateral-expires-item"] = first[0]
     token = sign_ear(claims, svc.keys.private_key("ear"))
-    return AttestationResult(ear_jwt=token, claims=claims, appraisal=appraisal, policy=ref)
+    return AttestationResult(ear_jwt=token, claims=claims, appraisal=appraisal, policy=ref, collateral=used)
 
 
 def jwks(svc: Services) -> dict[str, Any]:

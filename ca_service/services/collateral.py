@@ -30,12 +30,14 @@ from sqlalchemy.orm import Session
 from ca_service.clock import require_aware
 from ca_service.collateral import endpoints
 from ca_service.collateral.endpoints import AmdTcb, Endpoint, Kind
-from ca_service.collateral.errors import FetchFailed
+from ca_service.collateral.errors import FetchFailed, RollbackRefused
 from ca_service.collateral.fetchers import Fetcher, Response, load_bundle
+from ca_service.collateral.offered import offered_responses
 from ca_service.collateral.store import bodies, insert, newest_per_key, select_at
 from ca_service.collateral.verify import crl_der, top_level_spans, verify_response
 from ca_service.db.models.collateral import CollateralItem
 from ca_service.errors import CAServiceError, CollateralMissing, EvidenceMalformed, EvidenceUnsupported
+from ca_service.evidence.collateral_items import load_collateral
 from ca_service.evidence.intel.parse import TEE_TYPE_TDX, parse_quote
 from ca_service.evidence.intel.pck import load_pem_chain, parse_pck_extension
 from ca_service.evidence.snp.azure import is_hcl_report, parse_hcl_report
@@ -98,9 +100,73 @@ def fetch_and_store(svc: Services, ep: Endpoint, fetcher: Fetcher, roots: TrustR
     return store_response(svc, ep, fetcher.fetch(ep), roots)
 
 
-def _row(svc: Services, ep: Endpoint, at: datetime, fetcher: Fetcher | None, roots: TrustRoots) -> CollateralItem:
+@dataclass(frozen=True)
+class CollateralUsed:
+    """One collateral item an appraisal was judged by (docs/adr/0005-the-cas-collateral-decides.md).
+
+    ``item`` is the cache kind (``intel.tcb_info.tdx``, ``amd.vcek_crl``...; ``request`` for a type the
+    CA keeps no cache of), ``key`` its cache key (FMSPC, CA, product line...), ``sha256`` the digest of
+    the item's bytes as cached (the vendor's response body), ``source`` where it came from for this
+    appraisal: ``cache`` (held before the request), ``vendor`` (fetched for it), ``request`` (sent with
+    the evidence, verified, and then cached). ``next_update`` bounds how long a judgement by it holds.
+    """
+
+    item: str
+    key: str
+    sha256: str
+    source: str
+    next_update: datetime | None
+    issue_date: datetime | None = None
+    url: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        def iso(t: datetime | None) -> str | None:
+            return t.isoformat().replace("+00:00", "Z") if t is not None else None
+
+        return {"item": self.item, "key": self.key, "sha256": self.sha256, "source": self.source,
+                "issue_date": iso(self.issue_date), "next_update": iso(self.next_update), "url": self.url}
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What the verifier of one evidence item is given, and the record of where each part came from."""
+
+    items: tuple[bytes, ...]
+    used: tuple[CollateralUsed, ...]
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [u.to_json() for u in self.used]
+
+    @property
+    def next_update(self) -> datetime | None:
+        """The earliest nextUpdate of what was used (a judgement is no fresher than its oldest input)."""
+        times = [u.next_update for u in self.used if u.next_update is not None]
+        return min(times) if times else None
+
+
+@dataclass
+class _Lookup:
+    svc: Services
+    at: datetime
+    fetcher: Fetcher | None
+    roots: TrustRoots
+    from_request: frozenset[str] = frozenset()
+    used: list[CollateralUsed] = field(default_factory=list)
+
+    def row(self, ep: Endpoint) -> CollateralItem:
+        row, source = _row(self.svc, ep, self.at, self.fetcher, self.roots)
+        if row.sha256 in self.from_request:
+            source = "request"
+        self.used.append(CollateralUsed(row.kind, row.key, row.sha256, source, row.next_update, row.issue_date,
+                                        row.url))
+        return row
+
+
+def _row(svc: Services, ep: Endpoint, at: datetime, fetcher: Fetcher | None,
+         roots: TrustRoots) -> tuple[CollateralItem, str]:
     with svc.db.read() as session:
         row = select_at(session, ep.kind, ep.key, at)
+    source = "cache"
     if fetcher is not None and (row is None or row.next_update - REFRESH_MARGIN < at):
         try:
             fetch_and_store(svc, ep, fetcher, roots)
@@ -111,12 +177,16 @@ def _row(svc: Services, ep: Endpoint, at: datetime, fetcher: Fetcher | None, roo
             # refused rollback must not stop issuance, but must be visible.
             log.warning("collateral refresh of %s failed: %s", ep.url, exc.code)
         else:
+            before = row.sha256 if row is not None else None
             with svc.db.read() as session:
                 row = select_at(session, ep.kind, ep.key, at)
+            if row is not None and row.sha256 != before:
+                source = "vendor"
     if row is None:
         raise CollateralMissing(f"no cached {ep.kind.value} for {ep.key or ep.url}"
-                                + ("" if fetcher else " and no collateral fetcher is configured"), url=ep.url)
-    return row
+                                + ("" if fetcher else " and no collateral fetcher is configured"), url=ep.url,
+                                item=ep.kind.value)
+    return row, source
 
 
 # --- assembly --------------------------------------------------------------------------------------------
@@ -135,7 +205,7 @@ def _signed_member(row: CollateralItem, member: str) -> tuple[str, str]:
     return spans[member].decode(), str(signature)
 
 
-def _intel(svc: Services, evidence: bytes, at: datetime, fetcher: Fetcher | None, roots: TrustRoots) -> bytes:
+def _intel(look: _Lookup, evidence: bytes) -> bytes:
     quote = parse_quote(evidence)
     tee = "tdx" if quote.header.tee_type == TEE_TYPE_TDX else "sgx"
     certs = load_pem_chain(quote.cert_data, "PCK")
@@ -145,10 +215,10 @@ def _intel(svc: Services, evidence: bytes, at: datetime, fetcher: Fetcher | None
     ca = _PCK_CA.get(common_name(certs[1].subject))
     if ca is None:
         raise EvidenceUnsupported("the PCK certificate is issued by neither the platform nor the processor CA")
-    tcb = _row(svc, endpoints.tcb_info(tee, fmspc), at, fetcher, roots)
-    qe = _row(svc, endpoints.qe_identity(tee), at, fetcher, roots)
-    pck_crl = _row(svc, endpoints.pck_crl(ca), at, fetcher, roots)
-    root_crl = _row(svc, endpoints.root_ca_crl(), at, fetcher, roots)
+    tcb = look.row(endpoints.tcb_info(tee, fmspc))
+    qe = look.row(endpoints.qe_identity(tee))
+    pck_crl = look.row(endpoints.pck_crl(ca))
+    root_crl = look.row(endpoints.root_ca_crl())
     tcb_info, tcb_sig = _signed_member(tcb, "tcbInfo")
     qe_identity, qe_sig = _signed_member(qe, "enclaveIdentity")
     # dcap-qvl's QuoteCollateralV3 shape, which evidence/intel/collateral.py verifies (C1-C6).
@@ -173,8 +243,7 @@ def _snp_lines(report_cpuid: Any) -> list[ProductLine]:
     return [line for line in PRODUCT_LINES.values() if line.matches_cpuid(report_cpuid.family, report_cpuid.model)]
 
 
-def _snp(svc: Services, evidence: bytes, at: datetime, fetcher: Fetcher | None,
-         roots: TrustRoots) -> tuple[bytes, ...]:
+def _snp(look: _Lookup, evidence: bytes) -> tuple[bytes, ...]:
     report = parse_report(parse_hcl_report(evidence).snp_report if is_hcl_report(evidence) else evidence)
     if report.signing_key is SigningKey.VLEK:
         raise CollateralMissing("AMD KDS does not publish VLEK certificates: send the VLEK with the evidence")
@@ -191,14 +260,79 @@ def _snp(svc: Services, evidence: bytes, at: datetime, fetcher: Fetcher | None,
         tcb = AmdTcb(t.bl, t.tee, t.snp, t.ucode, t.fmc if line.tcb_layout is TcbLayout.FAMILY_1AH else None)
         ep = endpoints.vcek(line.name, report.chip_id[: line.hwid_len], tcb)
         try:
-            vcek = _row(svc, ep, at, fetcher, roots)
+            vcek = look.row(ep)
         except (CollateralMissing, FetchFailed) as exc:  # KDS answers 404 for another product line
             missing = missing or exc
             continue
-        chain = _row(svc, endpoints.amd_cert_chain(line.name), at, fetcher, roots)
-        crl = _row(svc, endpoints.amd_crl(line.name), at, fetcher, roots)
+        chain = look.row(endpoints.amd_cert_chain(line.name))
+        crl = look.row(endpoints.amd_crl(line.name))
         return vcek.body, chain.body, crl_der(crl.body, "AMD CRL")
     raise missing or CollateralMissing("no VCEK for this report")
+
+
+def _take_offered(svc: Services, kind: str, offered: tuple[bytes, ...], roots: TrustRoots) -> frozenset[str]:
+    """Verify the request's collateral like vendor responses and cache it; the digests it added.
+
+    An item the cache already holds is not verified again; one older than the cache's TCB evaluation
+    data number is left out (the CA's newer item decides); one that does not verify is a refusal.
+    """
+    pairs, _ = offered_responses(kind, offered, svc.clock.now())
+    pairs.sort(key=lambda pair: _rank(pair[0]))  # a VCEK or CRL is checked against its cert_chain
+    added: set[str] = set()
+    for ep, resp in pairs:
+        digest = hashlib.sha256(resp.body).hexdigest()
+        with svc.db.read() as session:
+            if any(hashlib.sha256(b).hexdigest() == digest for b in bodies(session, ep.kind, ep.key)):
+                continue
+        try:
+            if store_response(svc, ep, resp, roots):
+                added.add(digest)
+        except RollbackRefused:
+            continue
+    return frozenset(added)
+
+
+def resolve_collateral(svc: Services, kind: str, evidence_bytes: bytes, at: datetime, *,
+                       offered: tuple[bytes, ...] = (), fetcher: Fetcher | None = None,
+                       roots: TrustRoots = DEFAULT_ROOTS) -> Resolved:
+    """The collateral the CA judges ``evidence_bytes`` by, as of ``at``, and where each item came from.
+
+    TDX, SGX, SNP (VCEK): the CA's own: cached, or fetched when online; ``offered`` (what the request
+    sent) only fills what the cache lacks, after full verification (:func:`_take_offered`), and never
+    displaces a newer cached item (the cache's selection: higher tcbEvaluationDataNumber, then later
+    issue date / thisUpdate). Other types (NVIDIA, Nitro, sim): the CA keeps no cache of them; the
+    request's items go to the verifier and are recorded with source ``request``.
+
+    Raises:
+        CollateralMissing (``evidence.collateral_missing``, ``item`` names the kind): not cached, not
+            fetchable and not sent. EvidenceError leaves for sent collateral that does not verify.
+        FetchFailed, EvidenceMalformed / EvidenceUnsupported: as :func:`collateral_for`.
+    """
+    at = require_aware(at)
+    fetcher = fetcher if fetcher is not None else attached_fetcher(svc)
+    if kind not in SUPPLIED_KINDS:
+        digests = load_collateral(offered).digests() if offered else {}
+        return Resolved(offered, tuple(CollateralUsed("request", label, d, "request", None)
+                                       for label, d in digests.items()))
+    if kind == "snp-report" and offered and _signed_by_vlek(evidence_bytes):
+        # AMD KDS publishes no VLEKs: a VLEK report is judged by what it was sent with (the verifier
+        # checks it to the pinned ARK); its revocation is checked when a CRL comes with it.
+        digests = load_collateral(offered).digests()
+        return Resolved(offered, tuple(CollateralUsed("request", label, d, "request", None)
+                                       for label, d in digests.items()))
+    from_request = _take_offered(svc, kind, offered, roots) if offered else frozenset()
+    look = _Lookup(svc, at, fetcher, roots, from_request)
+    if kind in ("tdx-quote", "sgx-quote"):
+        out: tuple[bytes, ...] = (_intel(look, evidence_bytes),)
+    else:
+        out = _snp(look, evidence_bytes)
+    _keep_for_dry_runs(svc, out)
+    return Resolved(out, tuple(look.used))
+
+
+def _signed_by_vlek(evidence: bytes) -> bool:
+    report = parse_report(parse_hcl_report(evidence).snp_report if is_hcl_report(evidence) else evidence)
+    return report.signing_key is SigningKey.VLEK
 
 
 def collateral_for(svc: Services, kind: str, evidence_bytes: bytes, at: datetime, *,
@@ -215,16 +349,9 @@ def collateral_for(svc: Services, kind: str, evidence_bytes: bytes, at: datetime
         FetchFailed, RollbackRefused (``collateral.*``), EvidenceError leaves: a fetched response
             that is refused, when nothing usable is cached.
     """
-    at = require_aware(at)
-    fetcher = fetcher if fetcher is not None else attached_fetcher(svc)
-    if kind in ("tdx-quote", "sgx-quote"):
-        out: tuple[bytes, ...] = (_intel(svc, evidence_bytes, at, fetcher, roots),)
-    elif kind == "snp-report":
-        out = _snp(svc, evidence_bytes, at, fetcher, roots)
-    else:
+    if kind not in SUPPLIED_KINDS:
         raise EvidenceUnsupported(f"the CA supplies no collateral for {kind!r}: send it with the evidence")
-    _keep_for_dry_runs(svc, out)
-    return out
+    return resolve_collateral(svc, kind, evidence_bytes, at, fetcher=fetcher, roots=roots).items
 
 
 # --- blobs for policy dry runs -----------------------------------------------------------------------------

@@ -9,7 +9,7 @@ append the log leaf, sign, and insert the certificate with its appraisal and evi
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -62,6 +62,7 @@ class IssuedCertificate:
     ear: dict[str, Any]
     policy: policies.PolicyRef
     log_index: int
+    collateral: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def chain_pem(self) -> str:
         return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in self.chain)
@@ -70,7 +71,7 @@ class IssuedCertificate:
         return {
             "serial": self.serial,
             "certificate_chain": self.chain_pem(),
-            "appraisal": self.appraisal.to_json(),
+            "appraisal": self.appraisal.to_json() | {"collateral": self.collateral},
             "ear": self.ear,
             "policy": {"name": self.policy.policy.name, "version": self.policy.version,
                        "digest": self.policy.policy.digest, "id": self.policy.id},
@@ -85,18 +86,43 @@ def trust_roots(svc: Services) -> TrustRoots:
     return DEFAULT_ROOTS
 
 
-def verify_items(svc: Services, items: tuple[EvidenceItem, ...], at: datetime) -> list[VerifiedEvidence]:
+@dataclass(frozen=True)
+class Verified:
+    """Verified evidence items, in request order, and per evidence type the collateral each was judged by."""
+
+    evidence: list[VerifiedEvidence]
+    collateral: dict[str, collateral_service.Resolved]
+
+    def collateral_json(self) -> dict[str, list[dict[str, Any]]]:
+        return {kind: r.to_json() for kind, r in self.collateral.items()}
+
+
+def verify_one(svc: Services, item: EvidenceItem, at: datetime,
+               roots: TrustRoots) -> tuple[VerifiedEvidence, collateral_service.Resolved]:
+    """Verify one item as of ``at`` by the CA's collateral (docs/adr/0005-the-cas-collateral-decides.md):
+    for TDX/SGX/SNP the request's collateral only fills what the CA lacks."""
+    if item.kind == "sim" and not svc.settings.insecure:
+        raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
+    if item.kind in collateral_service.SUPPLIED_KINDS or item.collateral:
+        resolved = collateral_service.resolve_collateral(svc, item.kind, item.data, at, offered=item.collateral,
+                                                         roots=roots)
+    else:
+        resolved = collateral_service.Resolved((), ())
+    return evidence_mod.verify(item.kind, item.data, collateral=resolved.items, at=at, roots=roots), resolved
+
+
+def verify_all(svc: Services, items: tuple[EvidenceItem, ...], at: datetime) -> Verified:
     roots = trust_roots(svc)
-    verified = []
+    verified, used = [], {}
     for item in items:
-        if item.kind == "sim" and not svc.settings.insecure:
-            raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
-        collateral = item.collateral
-        if not collateral and item.kind in collateral_service.SUPPLIED_KINDS:
-            # The CA supplies TDX/SGX/SNP collateral itself: cache, fetched when online (DESIGN.md).
-            collateral = collateral_service.collateral_for(svc, item.kind, item.data, at, roots=roots)
-        verified.append(evidence_mod.verify(item.kind, item.data, collateral=collateral, at=at, roots=roots))
-    return verified
+        ve, resolved = verify_one(svc, item, at, roots)
+        verified.append(ve)
+        used[item.kind] = resolved
+    return Verified(verified, used)
+
+
+def verify_items(svc: Services, items: tuple[EvidenceItem, ...], at: datetime) -> list[VerifiedEvidence]:
+    return verify_all(svc, items, at).evidence
 
 
 def _collateral_blobs(item: EvidenceItem) -> list[tuple[str, bytes]]:
@@ -146,7 +172,8 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             policy_error = exc
     if policy_error is not None:
         raise policy_error
-    verified = verify_items(svc, req.evidence, now)
+    checked = verify_all(svc, req.evidence, now)
+    verified = checked.evidence
     for ve in verified:
         check_binding(ve.report_data, nonce, csr.spki_der)
     appraisal = appraise(ref.policy, verified, insecure_allowed=svc.settings.insecure)
@@ -169,7 +196,7 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
         # the sequencing lock, read the next index, sign, then append and check the index held.
         log_index = lock_and_next_index(session)
         ear = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=nonce, log_index=log_index,
-                        profile=svc.settings.profile)
+                        profile=svc.settings.profile, collateral=checked.collateral_json())
         if cap.collateral_expires_at is not None:
             ear["ca-service.collateral-expires-at"] = cap.collateral_expires_at.isoformat()
             ear["ca-service.collateral-expires-item"] = cap.expires_item
@@ -180,7 +207,8 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             serial=serial, issued_at=now, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
             subject=cert.subject.rfc4514_string(), spki_sha256=csr.spki_sha256, evidence=evidence_refs,
             policy_name=ref.policy.name, policy_version=ref.version, policy_digest=ref.policy.digest,
-            appraisal=appraisal.to_json() | {"ear": ear}, der=der, status="valid", log_index=log_index))
+            appraisal=appraisal.to_json() | {"ear": ear, "collateral": checked.collateral_json()},
+            der=der, status="valid", log_index=log_index))
         leaf = tlog_leaves.issuance_leaf(
             at=now, serial=serial, certificate_sha256=hashlib.sha256(der).hexdigest(), spki_sha256=csr.spki_sha256,
             evidence=[(e["type"], e["sha256"]) for e in evidence_refs],
@@ -193,7 +221,7 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
         if appended != log_index:  # the lock makes this impossible; never issue if it happens
             raise LogInconsistent("log index moved while the sequencing lock was held")
     return IssuedCertificate(serial=serial, certificate=cert, chain=(cert, issuer), appraisal=appraisal, ear=ear,
-                             policy=ref, log_index=log_index)
+                             policy=ref, log_index=log_index, collateral=checked.collateral_json())
 
 
 def normalise_serial(serial: str) -> str:

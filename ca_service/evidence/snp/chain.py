@@ -304,7 +304,8 @@ def check_crls(
             raise CollateralInvalid("AMD CRL has no nextUpdate")
         if not this_update <= at <= next_update:
             raise CollateralExpired(
-                f"CRL valid {this_update.isoformat()} .. {next_update.isoformat()}, not at {at.isoformat()}"
+                f"CRL valid {this_update.isoformat()} .. {next_update.isoformat()}, not at {at.isoformat()}",
+                item="amd.vlek_crl" if chain.vek.key_type is SigningKey.VLEK else "amd.vcek_crl",
             )
         entry = crl.get_revoked_certificate_by_serial_number(chain.intermediate.serial_number)
         if entry is not None and entry.revocation_date_utc <= at:

@@ -1,0 +1,149 @@
+"""Collateral a requester sends with its evidence, turned into the vendor responses it claims to be.
+
+The CA judges by its own collateral (docs/adr/0005-the-cas-collateral-decides.md). What a requester
+sends may only fill what the CA lacks, so each item is mapped to the allowlisted endpoint it would
+have come from, as a :class:`~ca_service.collateral.fetchers.Response`; the caller then verifies it
+exactly like a vendor response (``collateral/verify.py``: pinned roots, the URL's key must be the
+signed content's) and files it in the cache under the cache's rollback rule. The endpoint is derived
+from the signed content only (FMSPC and TEE of a TCB Info, the CA of a PCK CRL's issuer chain, the
+product line, hwID and SPLs of a VCEK): a forged key is refused by that verification.
+
+Intel: a ``QuoteCollateralV3`` JSON document -> TCB Info, QE Identity, PCK CRL, Root CA CRL.
+AMD: certificates and CRLs (PEM or DER, any grouping) -> cert_chain (ASK/ASVK + ARK), CRL, VCEK.
+Items that map to no endpoint are not used (the verifier only ever sees what the CA assembled).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable
+from datetime import datetime
+from urllib.parse import quote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ca_service.collateral import endpoints
+from ca_service.collateral.endpoints import AmdTcb, Endpoint
+from ca_service.collateral.errors import CollateralError
+from ca_service.collateral.fetchers import Response
+from ca_service.errors import CollateralInvalid, EvidenceError
+from ca_service.evidence.collateral_items import load_collateral
+from ca_service.evidence.snp.certs import common_name, parse_vek
+from ca_service.evidence.snp.parse import SigningKey
+
+_PCK_CA = {"Intel SGX PCK Platform CA": "platform", "Intel SGX PCK Processor CA": "processor"}
+_V3 = ("tcb_info", "tcb_info_signature", "tcb_info_issuer_chain", "qe_identity", "qe_identity_signature",
+       "qe_identity_issuer_chain", "pck_crl", "pck_crl_issuer_chain", "root_ca_crl")
+
+
+def _resp(ep: Endpoint, body: bytes, headers: dict[str, str], now: datetime) -> tuple[Endpoint, Response]:
+    return ep, Response(ep.url, 200, headers, body, now)
+
+
+def _unhex(value: str, what: str) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError as exc:
+        raise CollateralInvalid(f"{what} in the request's collateral is not hex", item=what) from exc
+
+
+def _intel(doc: bytes, now: datetime) -> list[tuple[Endpoint, Response]]:
+    try:
+        obj = json.loads(doc)
+        fields = {f: obj[f] for f in _V3}
+        if not all(isinstance(v, str) for v in fields.values()):
+            raise TypeError("a field is not a string")
+        tcb, qe = json.loads(fields["tcb_info"]), json.loads(fields["qe_identity"])
+        tee = "tdx" if tcb["id"] == "TDX" else "sgx"
+        fmspc = bytes.fromhex(tcb["fmspc"])
+        qe_tee = "tdx" if qe["id"] == "TD_QE" else "sgx"
+        pck_leaf = x509.load_pem_x509_certificates(fields["pck_crl_issuer_chain"].encode())[0]
+        ca = _PCK_CA[common_name(pck_leaf.subject)]
+        tcb_ep, qe_ep, pck_ep = endpoints.tcb_info(tee, fmspc), endpoints.qe_identity(qe_tee), endpoints.pck_crl(ca)
+    except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, CollateralError) as exc:
+        raise CollateralInvalid("the request's Intel collateral is not a usable QuoteCollateralV3 document",
+                                item="intel.collateral") from exc
+
+    def signed(member: str, text: str, sig: str) -> bytes:
+        return b'{"' + member.encode() + b'":' + text.encode() + b',"signature":' + json.dumps(sig).encode() + b"}"
+
+    return [
+        _resp(tcb_ep, signed("tcbInfo", fields["tcb_info"], fields["tcb_info_signature"]),
+              {"TCB-Info-Issuer-Chain": quote(fields["tcb_info_issuer_chain"], safe="")}, now),
+        _resp(qe_ep, signed("enclaveIdentity", fields["qe_identity"], fields["qe_identity_signature"]),
+              {"SGX-Enclave-Identity-Issuer-Chain": quote(fields["qe_identity_issuer_chain"], safe="")}, now),
+        _resp(pck_ep, _unhex(fields["pck_crl"], "intel.pck_crl"),
+              {"SGX-PCK-CRL-Issuer-Chain": quote(fields["pck_crl_issuer_chain"], safe="")}, now),
+        _resp(endpoints.root_ca_crl(), _unhex(fields["root_ca_crl"], "intel.root_ca_crl"), {}, now),
+    ]
+
+
+def _amd(items: Iterable[bytes], now: datetime) -> tuple[list[tuple[Endpoint, Response]], list[x509.Certificate]]:
+    """(endpoint, response) pairs, cert_chain first; and VLEKs, which KDS does not publish (no endpoint)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # AMD's non-positive serials (vectors README)
+        coll = load_collateral(items)
+    certs, out, vleks = list(coll.certificates), [], []
+    arks = {common_name(c.subject): c for c in certs
+            if c.subject == c.issuer and common_name(c.subject).startswith("ARK-")}
+    signer_of: dict[str, str] = {}
+    for inter in certs:
+        name, issuer = common_name(inter.subject), common_name(inter.issuer)
+        if inter.subject == inter.issuer or issuer not in arks or not name.startswith("SEV-"):
+            continue
+        product = issuer.removeprefix("ARK-")
+        signer = "vlek" if name.startswith("SEV-VLEK-") else "vcek"
+        signer_of.setdefault(product, signer)
+        try:
+            ep = endpoints.amd_cert_chain(product, signer)
+        except CollateralError:  # a product line we do not know: not an AMD chain we can use
+            continue
+        body = inter.public_bytes(Encoding.PEM) + arks[issuer].public_bytes(Encoding.PEM)
+        out.append(_resp(ep, body, {}, now))
+    for crl in coll.crls:
+        issuer = common_name(crl.issuer)
+        if not issuer.startswith("ARK-"):
+            continue
+        product = issuer.removeprefix("ARK-")
+        try:
+            ep = endpoints.amd_crl(product, signer_of.get(product, "vcek"))
+        except CollateralError:  # unknown product line
+            continue
+        out.append(_resp(ep, crl.public_bytes(Encoding.DER), {}, now))
+    for cert in certs:
+        if not common_name(cert.issuer).startswith("SEV-"):
+            continue
+        try:
+            vek = parse_vek(cert)
+        except EvidenceError:
+            continue
+        if vek.key_type is SigningKey.VLEK:
+            vleks.append(cert)
+            continue
+        if vek.hwid is None:
+            continue
+        tcb = AmdTcb(vek.bl, vek.tee, vek.snp, vek.ucode, vek.fmc if vek.product_line_name == "Turin" else None)
+        try:
+            ep = endpoints.vcek(vek.product_line_name, vek.hwid, tcb)
+        except CollateralError:  # unknown product line or SPL out of range
+            continue
+        out.append(_resp(ep, cert.public_bytes(Encoding.DER), {}, now))
+    return out, vleks
+
+
+def offered_responses(kind: str, items: Iterable[bytes], now: datetime) -> tuple[list[tuple[Endpoint, Response]],
+                                                                                list[x509.Certificate]]:
+    """The request's collateral for ``kind`` as vendor responses (not yet verified), and any VLEKs.
+
+    Raises:
+        CollateralInvalid (``evidence.collateral_invalid``): an item that cannot be parsed.
+    """
+    items = list(items)
+    if kind in ("tdx-quote", "sgx-quote"):
+        docs = [i for i in items if i.lstrip()[:1] == b"{"]
+        return [pair for doc in docs for pair in _intel(doc, now)], []
+    if kind == "snp-report":
+        return _amd(items, now)
+    return [], []

@@ -135,8 +135,8 @@ def run_wrk(url: str, path: str, bodies: list[str], conns: int, duration: float,
     try:
         before_server = cpu_seconds(server_pid)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{max(1, round(duration))}s", "--timeout", "10s",
-                              "-s", str(LUA), url, "--", bodies_file, path, str(threads)],
+        out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{max(1, round(duration))}s",
+                              "--timeout", "10s", "-s", str(LUA), url, "--", bodies_file, path, str(threads)],
                              capture_output=True, text=True, check=True).stdout
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         server = cpu_seconds(server_pid) - before_server

@@ -240,6 +240,29 @@ class InsecureEvidenceRefused(EvidenceError):
     title = "Development evidence is not accepted in this profile"
 
 
+# Event logs (docs/event-log.md): the log that says what was extended into the RTMRs.
+
+
+class EventLogMalformed(EvidenceMalformed):
+    code = "evidence.event_log_malformed"
+    title = "Event log cannot be parsed (truncated or invalid record)"
+
+
+class EventLogInconsistent(EvidenceError):
+    code = "evidence.event_log_inconsistent"
+    title = "Event log record contradicts itself or the log header"
+
+
+class EventLogMismatch(EvidenceError):
+    code = "evidence.event_log_mismatch"
+    title = "Event log does not replay to the evidence's measurement registers"
+
+
+class EventLogUnsupported(EvidenceUnsupported):
+    code = "evidence.event_log_unsupported"
+    title = "Event log not supported for this evidence or digest algorithm"
+
+
 # AMD SEV-SNP: the report and its VCEK/VLEK/ASK do not belong together (each its own attack).
 
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from ca_service.services.issuance import EvidenceItem
 
 MAX_EVIDENCE_B64 = 1_500_000
+MAX_EVENT_LOG_B64 = 2_800_000  # 2 MiB of log bytes (a CCEL log area is typically 64 KiB - 1 MiB)
 
 
 def b64decode_strict(value: str, what: str) -> bytes:
@@ -30,6 +31,19 @@ class EvidenceItemIn(BaseModel):
     type: str = Field(min_length=1, max_length=32)
     data: str = Field(min_length=1, max_length=MAX_EVIDENCE_B64)
     collateral: list[str] = Field(default_factory=list, max_length=16)
+    event_log: str | None = Field(default=None, min_length=1, max_length=MAX_EVENT_LOG_B64,
+                                  description="base64 CCEL or dstack JSON event log (tdx-quote, sim): "
+                                              "replayed against the verified RTMRs (docs/event-log.md)")
+    ima_log: str | None = Field(default=None, min_length=1, max_length=MAX_EVENT_LOG_B64,
+                                description="base64 IMA runtime measurement list (SHA-384 bank), replayed into "
+                                            "RTMR2 after event_log")
+
+    @field_validator("event_log", "ima_log")
+    @classmethod
+    def _log_b64(cls, v: str | None) -> str | None:
+        if v is not None:
+            b64decode_strict(v, "event log")
+        return v
 
     @field_validator("data")
     @classmethod
@@ -55,7 +69,9 @@ class EvidenceItemIn(BaseModel):
     def to_item(self) -> EvidenceItem:
         from ca_service.services.issuance import EvidenceItem
 
-        return EvidenceItem(self.type, self.data_bytes(), self.collateral_bytes())
+        return EvidenceItem(self.type, self.data_bytes(), self.collateral_bytes(),
+                            event_log=b64decode_strict(self.event_log, "event log") if self.event_log else None,
+                            ima_log=b64decode_strict(self.ima_log, "IMA log") if self.ima_log else None)
 
 
 class CertificateRequestIn(BaseModel):

@@ -38,7 +38,7 @@ CONTRAINDICATED = 96
 
 _MEASUREMENT_CLAIMS = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid", "mrowner", "mrownerconfig",
                        "mrseam", "mrenclave", "mrsigner", "measurement", "host_data", "vmpl", "product",
-                       "driver_version", "vbios_version", "pcrs")
+                       "driver_version", "vbios_version", "pcrs", "loaded_digests", "event_log_sha256")
 
 
 def _status(tier: int) -> str:

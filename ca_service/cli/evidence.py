@@ -29,13 +29,19 @@ def evidence() -> None:
 @click.option("--home", type=click.Path(file_okay=False, path_type=Path),
               help="a CA home: without --collateral, use its cached collateral (also when CA_SERVICE_HOME or "
                    "CA_SERVICE_DATABASE_URL is set)")
+@click.option("--event-log", "event_log_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TDX/sim: a CCEL or dstack JSON event log to replay against the verified RTMRs")
+@click.option("--ima", "ima_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="with --event-log: an IMA runtime measurement list (SHA-384 bank) replayed into RTMR2")
 @click.option("--json", "as_json", is_flag=True)
 def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], at_text: str | None,
-           nonce_hex: str | None, sim_root: Path | None, home: Path | None, as_json: bool) -> None:
+           nonce_hex: str | None, sim_root: Path | None, home: Path | None, event_log_file: Path | None,
+           ima_file: Path | None, as_json: bool) -> None:
     """Exit 0 iff the evidence is genuine and meets the vendor baseline at --at.
 
     With no --collateral and a CA configured (--home, CA_SERVICE_HOME or CA_SERVICE_DATABASE_URL), TDX,
-    SGX and SNP collateral comes from the CA's cache, and the output lists the items used."""
+    SGX and SNP collateral comes from the CA's cache, and the output lists the items used. With
+    --event-log the log is replayed against the verified RTMRs; a mismatch refuses, naming the RTMR."""
     from ca_service import evidence as ev
     from ca_service.evidence.trust import DEFAULT_ROOTS
 
@@ -64,7 +70,9 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
     try:
         if not collateral and _ca_configured(home):
             collateral, used = _from_cache(kind, data, at, home)
-        result = ev.verify(kind, data, collateral=collateral, at=at, nonce=nonce, roots=roots)
+        result = ev.verify(kind, data, collateral=collateral, at=at, nonce=nonce, roots=roots,
+                           event_log=event_log_file.read_bytes() if event_log_file else None,
+                           ima_log=ima_file.read_bytes() if ima_file else None)
         out = {"ok": True, **result.to_json()}
     except CAServiceError as exc:
         out = {"ok": False, "type": kind, "tcb_status": None, "advisory_ids": [], "claims": {}, "checks": [],
@@ -76,6 +84,10 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
         click.echo(json.dumps(out, indent=2, default=str))
     elif out["ok"]:
         click.echo(f"OK {kind}: tcb_status={out.get('tcb_status')} advisories={out.get('advisory_ids')}")
+        claims = out.get("claims")
+        if isinstance(claims, dict) and "event_log" in claims:
+            click.echo(f"  event log ({claims['event_log_format']}): {len(claims['event_log'])} events replay to "
+                       f"RTMR0-3; loaded digests: {', '.join(claims['loaded_digests']) or 'none'}")
         for u in used or []:
             click.echo(f"  collateral {u['kind']} {u['key']} sha256:{u['sha256']} next update {u['next_update']} "
                        f"from {u['source']}")
@@ -111,3 +123,59 @@ def _from_cache(kind: str, data: bytes, at: datetime, home: Path | None
         return items, list(used_items(svc, kind, data, at))
     finally:
         svc.close()
+
+
+@evidence.command("replay")
+@click.argument("quote_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("event_log_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--ima", "ima_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="an IMA runtime measurement list (SHA-384 bank) replayed into RTMR2 after the log")
+@click.option("--json", "as_json", is_flag=True)
+def replay(quote_file: Path, event_log_file: Path, ima_file: Path | None, as_json: bool) -> None:
+    """Replay EVENT_LOG (CCEL or dstack JSON) and compare with the RTMRs of QUOTE (TDX quote or sim report).
+
+    This does NOT verify the quote's signature: it is a debugging aid. Use `evidence verify tdx-quote
+    QUOTE --event-log LOG` to verify and replay. Exit 0 iff all four RTMRs match."""
+    from ca_service.evidence.eventlog import parse_event_log, parse_ima
+    from ca_service.evidence.eventlog import replay as do_replay
+
+    note = "the quote's signature was NOT verified (use: evidence verify tdx-quote QUOTE --event-log LOG)"
+    try:
+        rtmrs = _quote_rtmrs(quote_file.read_bytes())
+        log = parse_event_log(event_log_file.read_bytes())
+        ima = parse_ima(ima_file.read_bytes()) if ima_file else None
+        rep = do_replay(log, rtmrs, ima)
+    except CAServiceError as exc:
+        if as_json:
+            click.echo(json.dumps({"ok": False, "signature_verified": False, "note": note,
+                                   "error": {"code": exc.code, "detail": exc.detail}}, indent=2))
+        else:
+            click.echo(f"REFUSED: [{exc.code}] {exc.detail}\nnote: {note}")
+        sys.exit(1)
+    ok = all(rep.matches)
+    n = sum(1 for e in log.events if e.register is not None) + (len(ima.entries) if ima else 0)
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "signature_verified": False, "note": note, "events": n, **rep.to_json()},
+                              indent=2))
+    else:
+        click.echo(f"event log: {rep.to_json()['format']}, {n} extending events")
+        for i, (r, q, m) in enumerate(zip(rep.replayed, rep.quote, rep.matches, strict=True)):
+            click.echo(f"RTMR{i} {'match   ' if m else 'MISMATCH'} replayed {r.hex()}\n"
+                       f"              quote    {q.hex()}")
+        click.echo(f"note: {note}")
+    sys.exit(0 if ok else 1)
+
+
+def _quote_rtmrs(data: bytes) -> tuple[bytes, ...]:
+    """RTMR0-3 of a TDX quote or sim report, parsed only (no signature check)."""
+    from ca_service.errors import EvidenceMalformed
+    from ca_service.evidence.intel.parse import TdReport, parse_quote
+    from ca_service.evidence.sim.parse import MAGIC, parse_sim_report
+
+    if data.startswith(MAGIC):
+        f = parse_sim_report(data).fields
+        return tuple(f[f"rtmr{i}"] for i in range(4))
+    body = parse_quote(data).body
+    if not isinstance(body, TdReport):
+        raise EvidenceMalformed("not a TDX quote (no RTMRs)")
+    return body.rtmr

@@ -7,7 +7,14 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from ca_service.clock import require_aware
-from ca_service.errors import EvidenceError, EvidenceMalformed, EvidenceTypeUnknown, ReportDataMismatch
+from ca_service.errors import (
+    EventLogMalformed,
+    EventLogUnsupported,
+    EvidenceError,
+    EvidenceMalformed,
+    EvidenceTypeUnknown,
+    ReportDataMismatch,
+)
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.collateral_items import Collateral, load_collateral
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
@@ -25,6 +32,7 @@ _VERIFIERS: dict[str, str] = {
 }
 
 MAX_EVIDENCE_BYTES = 1 << 20
+MAX_EVENT_LOG_BYTES = 2 << 20
 
 
 def known_kinds() -> tuple[str, ...]:
@@ -55,15 +63,25 @@ def verify(
     at: datetime,
     nonce: bytes | None = None,
     roots: TrustRoots = DEFAULT_ROOTS,
+    event_log: bytes | None = None,
+    ima_log: bytes | None = None,
 ) -> VerifiedEvidence:
     """Verify one evidence item cryptographically, as of ``at``.
 
     ``nonce``, when given, must equal the leading bytes of the evidence's report data.
+    ``event_log`` (CCEL or dstack JSON) and ``ima_log``, when given, are replayed against the
+    *verified* RTMRs and their claims added (docs/event-log.md); a log that does not replay refuses.
 
     Raises:
-        EvidenceError: a leaf naming the failed check (``evidence.*`` codes).
+        EvidenceError: a leaf naming the failed check (``evidence.*`` codes); ``evidence.event_log_*``
+            for the event log (``evidence.event_log_mismatch`` names the RTMR).
     """
     at = require_aware(at)
+    if ima_log is not None and event_log is None:
+        raise EventLogUnsupported("an IMA log is replayed only beside the event log (CCEL or JSON)", field="ima_log")
+    for what, blob in (("event_log", event_log), ("ima_log", ima_log)):
+        if blob is not None and len(blob) > MAX_EVENT_LOG_BYTES:
+            raise EventLogMalformed(f"{what} is larger than 2 MiB", field=what)
     verifier = _resolve(kind)
     if not isinstance(evidence, bytes | bytearray) or len(evidence) == 0:
         raise EvidenceMalformed("evidence is empty")
@@ -78,4 +96,8 @@ def verify(
         or not hmac.compare_digest(result.report_data[: len(nonce)], nonce)
     ):
         raise ReportDataMismatch("report data does not start with the expected nonce")
+    if event_log is not None:
+        from ca_service.evidence.eventlog import apply_event_log
+
+        result = apply_event_log(result, bytes(event_log), None if ima_log is None else bytes(ima_log))
     return result

@@ -74,6 +74,7 @@ class _Recorded:
     issued_at: datetime
     version: int
     items: tuple[tuple[str, bytes | None, tuple[bytes, ...]], ...]
+    logs: tuple[tuple[bytes | None, bytes | None], ...] = ()
 
 
 def _collateral_digests(appraisal: dict[str, Any], kind: str) -> list[str]:
@@ -90,7 +91,8 @@ def _load(svc: Services, name: str, serials: list[str] | None, limit: int) -> li
         else:
             q = q.where(Certificate.status == "valid")
         certs = session.execute(q.order_by(Certificate.issued_at.desc()).limit(limit)).scalars().all()
-        wanted = {e["sha256"] for c in certs for e in c.evidence}
+        wanted = {e[k] for c in certs for e in c.evidence
+                  for k in ("sha256", "event_log_sha256", "ima_log_sha256") if k in e}
         wanted |= {d for c in certs for e in c.evidence for d in _collateral_digests(c.appraisal, e["type"])}
         blobs = {b.sha256: b.data for b in session.execute(
             select(EvidenceBlob).where(EvidenceBlob.sha256.in_(sorted(wanted)))).scalars()} if wanted else {}
@@ -99,19 +101,25 @@ def _load(svc: Services, name: str, serials: list[str] | None, limit: int) -> li
             items = tuple((e["type"], blobs.get(e["sha256"]),
                            tuple(blobs[d] for d in _collateral_digests(c.appraisal, e["type"]) if d in blobs))
                           for e in c.evidence)
-            out.append(_Recorded(c.serial, c.issued_at, c.policy_version, items))
+            logs = tuple((blobs.get(e["event_log_sha256"], b"") if "event_log_sha256" in e else None,
+                          blobs.get(e["ima_log_sha256"], b"") if "ima_log_sha256" in e else None)
+                         for e in c.evidence)
+            out.append(_Recorded(c.serial, c.issued_at, c.policy_version, items, logs))
         return out
 
 
 def _reverify(svc: Services, rec: _Recorded) -> list[VerifiedEvidence]:
     roots = trust_roots(svc)
     verified = []
-    for kind, data, collateral in rec.items:
+    for i, (kind, data, collateral) in enumerate(rec.items):
+        # a recorded log no longer stored is b"" here: the replay then refuses, never passes without it
+        event_log, ima_log = rec.logs[i] if i < len(rec.logs) else (None, None)
         if data is None:
             raise RequestError(f"the recorded {kind} evidence is no longer stored")
         if kind == "sim" and not svc.settings.insecure:
             raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
-        verified.append(evidence_mod.verify(kind, data, collateral=collateral, at=rec.issued_at, roots=roots))
+        verified.append(evidence_mod.verify(kind, data, collateral=collateral, at=rec.issued_at, roots=roots,
+                                            event_log=event_log, ima_log=ima_log))
     return verified
 
 

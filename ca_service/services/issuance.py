@@ -42,6 +42,8 @@ class EvidenceItem:
     kind: str
     data: bytes
     collateral: tuple[bytes, ...] = ()
+    event_log: bytes | None = None  # docs/event-log.md: replayed against the verified RTMRs
+    ima_log: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,8 @@ def verify_one(svc: Services, item: EvidenceItem, at: datetime,
                                                          roots=roots)
     else:
         resolved = collateral_service.Resolved((), ())
-    return evidence_mod.verify(item.kind, item.data, collateral=resolved.items, at=at, roots=roots), resolved
+    return evidence_mod.verify(item.kind, item.data, collateral=resolved.items, at=at, roots=roots,
+                               event_log=item.event_log, ima_log=item.ima_log), resolved
 
 
 def verify_all(svc: Services, items: tuple[EvidenceItem, ...], at: datetime) -> Verified:
@@ -143,10 +146,14 @@ def _store_evidence(session: Session, items: tuple[EvidenceItem, ...], now: date
     rows: dict[str, dict[str, Any]] = {}
     out = []
     for item in items:
-        for kind, data in [(item.kind, item.data), *_collateral_blobs(item)]:
+        logs = [(k, v) for k, v in (("event_log", item.event_log), ("ima_log", item.ima_log)) if v is not None]
+        for kind, data in [(item.kind, item.data), *_collateral_blobs(item), *logs]:
             d = hashlib.sha256(data).hexdigest()
             rows.setdefault(d, {"sha256": d, "kind": kind, "data": data, "created_at": now})
-        out.append({"type": item.kind, "sha256": hashlib.sha256(item.data).hexdigest()})
+        record = {"type": item.kind, "sha256": hashlib.sha256(item.data).hexdigest()}
+        # the logs are stored too, so a re-appraisal or dry run replays them again
+        record.update({f"{k}_sha256": hashlib.sha256(v).hexdigest() for k, v in logs})
+        out.append(record)
     from sqlalchemy.dialects import postgresql, sqlite
 
     if session.get_bind().dialect.name == "postgresql":

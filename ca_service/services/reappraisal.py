@@ -80,6 +80,18 @@ def _diff(kind: str, sub: dict[str, Any], ve: VerifiedEvidence) -> list[str]:
     return out
 
 
+def _logs(record: dict[str, Any], blobs: dict[str, bytes]) -> tuple[bytes | None, bytes | None]:
+    """The event log and IMA log recorded with an evidence item (docs/event-log.md); a recorded log
+    that is no longer stored is an error, never a silent replay without it."""
+    out: list[bytes | None] = []
+    for key in ("event_log_sha256", "ima_log_sha256"):
+        digest = record.get(key)
+        if digest is not None and digest not in blobs:
+            raise RequestError(f"the recorded {key[:-7]} is no longer stored")
+        out.append(blobs[digest] if digest is not None else None)
+    return out[0], out[1]
+
+
 def reappraise_one(svc: Services, cert: Certificate, blobs: dict[str, bytes], at: datetime) -> Reappraised:
     ear = (cert.appraisal or {}).get("ear") or {}
     before = str(ear.get("ear.status", "none"))
@@ -95,7 +107,9 @@ def reappraise_one(svc: Services, cert: Certificate, blobs: dict[str, bytes], at
             collateral: tuple[bytes, ...] = ()
             if kind in SUPPLIED_KINDS:
                 collateral = collateral_service.collateral_for(svc, kind, data, at, roots=roots)
-            verified.append(evidence_mod.verify(kind, data, collateral=collateral, at=at, roots=roots))
+            logs = _logs(e, blobs)
+            verified.append(evidence_mod.verify(kind, data, collateral=collateral, at=at, roots=roots,
+                                                event_log=logs[0], ima_log=logs[1]))
     except CAServiceError as exc:
         return Reappraised(cert.serial, cert.policy_name, before, "refused", True,
                            (f"refused [{exc.code}]: {exc.detail}",))
@@ -119,7 +133,8 @@ def reappraise(svc: Services, *, at: datetime | None = None,
     with svc.db.read() as session:
         certs = list(session.scalars(select(Certificate).where(Certificate.status == "valid")
                                      .order_by(Certificate.issued_at)))
-        wanted = sorted({e["sha256"] for c in certs for e in c.evidence})
+        wanted = sorted({e[k] for c in certs for e in c.evidence
+                         for k in ("sha256", "event_log_sha256", "ima_log_sha256") if k in e})
         blobs = {b.sha256: b.data for b in session.scalars(
             select(EvidenceBlob).where(EvidenceBlob.sha256.in_(wanted)))} if wanted else {}
         for c in certs:

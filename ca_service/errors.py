@@ -77,6 +77,75 @@ class Forbidden(CAServiceError):
     title = "Not allowed"
 
 
+# --- HTTP framing and abuse (answered by the worker before the app, or by the rate limiter) ---------
+
+
+class MalformedHTTP(RequestError):
+    """The request line, a header or the chunked framing is not HTTP/1.1 (RFC 9112)."""
+
+    code = "request.malformed_http"
+    title = "Malformed HTTP request"
+
+
+class RequestLineTooLong(RequestError):
+    code = "request.line_too_long"
+    status = 414
+    title = "Request line too long"
+
+
+class RequestHeadersTooLarge(RequestError):
+    code = "request.headers_too_large"
+    status = 431
+    title = "Request header fields too large"
+
+
+class BodyTooLarge(RequestError):
+    code = "request.too_large"
+    status = 413
+    title = "Request body too large"
+
+
+class ExpectationUnmet(RequestError):
+    code = "request.expectation_failed"
+    status = 417
+    title = "Expectation failed"
+
+
+class TransferCodingUnsupported(RequestError):
+    code = "request.unsupported_transfer_coding"
+    status = 501
+    title = "Transfer coding not supported"
+
+
+class RequestTimeout(RequestError):
+    """The request's headers and body did not arrive within ``serve --request-timeout``."""
+
+    code = "request.timeout"
+    status = 408
+    title = "Request not received in time"
+
+
+class RateLimited(CAServiceError):
+    """Above the per-client rate limit (``CA_SERVICE_RATE_LIMIT``); ``Retry-After`` says when to retry."""
+
+    code = "request.rate_limited"
+    status = 429
+    title = "Too many requests"
+
+    def __init__(self, detail: str = "", *, retry_after: int, **fields: Any) -> None:
+        super().__init__(detail, retry_after=retry_after, **fields)
+        self.retry_after = retry_after
+
+
+class WorkerTimeout(CAServiceError):
+    """A request still running after ``serve --timeout``, or in flight when its worker was stopped."""
+
+    code = "service.worker_timeout"
+    status = 503
+    title = "The request took too long and was abandoned; retry later"
+    retry_after = 5
+
+
 # --- challenges and binding ------------------------------------------------------------------------
 
 

@@ -59,7 +59,11 @@ def init_app(app: Flask) -> None:
             cid = str(uuid.uuid4())
             log.error("service error %s (%s)", exc.code, cid, exc_info=exc)
             return problem(exc.status, exc.code, exc.title, f"{exc.title}; correlation id {cid}", correlation_id=cid)
-        return problem(exc.status, exc.code, exc.title, exc.detail, **_jsonable(exc.fields))
+        resp = problem(exc.status, exc.code, exc.title, exc.detail, **_jsonable(exc.fields))
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, int):
+            resp.headers["Retry-After"] = str(retry_after)
+        return resp
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

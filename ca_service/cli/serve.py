@@ -21,7 +21,9 @@ log = logging.getLogger("ca_service.serve")
 @click.option("--request-timeout", default=30.0, show_default=True, type=float,
               help="seconds a client has to send a request's headers and body (and to read a response chunk)")
 @click.option("--timeout", "worker_timeout", default=30, show_default=True, type=int,
-              help="gunicorn worker timeout: a worker silent this long is killed and replaced")
+              help="worker timeout: a request still running this long is answered 503 service.worker_timeout "
+                   "(and its worker retired when it runs --graceful-timeout longer); a worker whose main "
+                   "loop is silent this long is killed and replaced")
 @click.option("--graceful-timeout", default=30, show_default=True, type=int,
               help="seconds a worker may finish in-flight requests after SIGTERM")
 @click.option("--keep-alive", default=5, show_default=True, type=int, help="idle keep-alive seconds")

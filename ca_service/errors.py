@@ -205,11 +205,17 @@ class KeyTypeNotAllowed(CSRError):
 
 
 class EvidenceError(CAServiceError):
-    """Raised by every evidence verifier. Leaves name the attack or failure."""
+    """Raised by every evidence verifier. Leaves name the attack or failure.
+
+    ``partial``: when the refusal comes from a failed check of an otherwise complete verification
+    (a RIM mismatch, an unusable revocation source), the result with every check made, so a caller
+    can show which check failed and the claims it was judged on (``evidence verify --json``).
+    """
 
     code = "evidence.invalid"
     status = 422
     title = "Evidence refused"
+    partial: Any = None
 
 
 class EvidenceTypeUnknown(EvidenceError):
@@ -332,6 +338,66 @@ class EventLogUnsupported(EvidenceUnsupported):
     title = "Event log not supported for this evidence or digest algorithm"
 
 
+class CheckFailed(EvidenceError):
+    """A verifier reported a failed check without naming a more specific code."""
+
+    code = "evidence.check_failed"
+    title = "A verification check failed"
+
+
+# NVIDIA GPU (Hopper SPDM reports, RIMs).
+
+
+class NvidiaTrailingData(EvidenceMalformed):
+    code = "evidence.nvidia.trailing_data"
+    title = "Bytes after the report signature are not zero padding within the bound"
+
+
+class NvidiaRimMismatch(EvidenceError):
+    code = "evidence.nvidia.rim_mismatch"
+    title = "GPU measurements do not match the RIM golden values"
+
+
+# Revocation sources that could not be used (issue 11 section 2; codes revocation.<item>_<state>).
+# A policy with ``revocation: {allow_unchecked: true}`` accepts them, and the EAR carries a warning.
+
+
+class RevocationUnchecked(EvidenceError):
+    code = "revocation.unchecked"
+    title = "Revocation could not be checked"
+
+
+class NvidiaOcspMissing(RevocationUnchecked):
+    code = "revocation.nvidia_ocsp_missing"
+    title = "No OCSP response for a certificate of the NVIDIA device chain"
+
+
+class NvidiaOcspExpired(RevocationUnchecked):
+    code = "revocation.nvidia_ocsp_expired"
+    title = "The NVIDIA OCSP response is outside its validity window"
+
+
+class NvidiaOcspInvalid(RevocationUnchecked):
+    code = "revocation.nvidia_ocsp_invalid"
+    title = "The NVIDIA OCSP response cannot be parsed or is not a successful answer for this certificate"
+
+
+class NvidiaOcspBadSignature(RevocationUnchecked):
+    code = "revocation.nvidia_ocsp_bad_signature"
+    title = "The NVIDIA OCSP response is not signed by the certificate's issuer or its designated responder"
+
+
+def evidence_error_for(code: str | None) -> type[EvidenceError]:
+    """The EvidenceError leaf with this code (a check's ``code``); CheckFailed when none has it."""
+    todo: list[type[EvidenceError]] = [EvidenceError]
+    while todo:
+        cls = todo.pop()
+        if cls.code == code:
+            return cls
+        todo.extend(cls.__subclasses__())
+    return CheckFailed
+
+
 # AMD SEV-SNP: the report and its VCEK/VLEK/ASK do not belong together (each its own attack).
 
 
@@ -357,6 +423,13 @@ class PolicyError(CAServiceError):
     code = "policy.invalid"
     status = 422
     title = "Policy document refused"
+
+
+class PolicyGpuOnly(PolicyError):
+    """A GPU cannot attest where the CSR's key lives: a GPU item needs a CPU item bound with it."""
+
+    code = "policy.gpu_only"
+    title = "Policy admits GPU evidence without a CPU TEE item bound to the same challenge and key"
 
 
 class PolicyNotFound(PolicyError):

@@ -6,6 +6,7 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -37,7 +38,11 @@ def evidence() -> None:
 def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], at_text: str | None,
            nonce_hex: str | None, sim_root: Path | None, home: Path | None, event_log_file: Path | None,
            ima_file: Path | None, as_json: bool) -> None:
-    """Exit 0 iff the evidence is genuine and meets the vendor baseline at --at.
+    """Exit 0 iff the evidence is genuine and meets the vendor baseline at --at; 1 refused; 2 usage error.
+
+    One verdict: ``ok`` (and the exit code) agrees with every check. A check that failed is a
+    refusal; a check that could not be made (no RIM, no OCSP response given) is shown as skipped,
+    never as passed, and a policy can require it (``require_checks``).
 
     With no --collateral and a CA configured (--home, CA_SERVICE_HOME or CA_SERVICE_DATABASE_URL), TDX,
     SGX and SNP collateral comes from the CA's cache, and the output lists the items used. With
@@ -55,15 +60,13 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
         nonce = bytes.fromhex(nonce_hex) if nonce_hex else None
     except ValueError:
         raise click.BadParameter("not hex", param_hint="--nonce") from None
+    if kind not in ev.known_kinds():
+        raise click.BadParameter(f"unknown evidence type {kind!r}; known: {', '.join(sorted(ev.known_kinds()))}",
+                                 param_hint="TYPE")
     roots = DEFAULT_ROOTS
     if sim_root is not None:
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        raw = sim_root.read_bytes()
-        cert = x509.load_pem_x509_certificate(raw) if raw.startswith(b"-----") else x509.load_der_x509_certificate(raw)
-        roots = roots.with_sim_root(cert.public_bytes(Encoding.DER))
-    out: dict[str, object]
+        roots = roots.with_sim_root(_root_der(sim_root))
+    out: dict[str, Any]
     data = evidence_file.read_bytes()
     collateral = [p.read_bytes() for p in collateral_files]
     used: list[dict[str, object]] | None = None
@@ -75,15 +78,62 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
                            ima_log=ima_file.read_bytes() if ima_file else None)
         out = {"ok": True, **result.to_json()}
     except CAServiceError as exc:
-        out = {"ok": False, "type": kind, "tcb_status": None, "advisory_ids": [], "claims": {}, "checks": [],
-               "error": {"code": exc.code, "detail": exc.detail, **{k: v for k, v in exc.fields.items()
-                                                                    if isinstance(v, str | int | list | dict)}}}
+        out = _refusal(kind, exc)
+    out = _one_verdict(out)
     if used is not None:
         out["collateral_used"] = used
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
-    elif out["ok"]:
-        click.echo(f"OK {kind}: tcb_status={out.get('tcb_status')} advisories={out.get('advisory_ids')}")
+    else:
+        _print_text(kind, out, used)
+    sys.exit(0 if out["ok"] is True else 1)
+
+
+def _root_der(path: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    raw = path.read_bytes()
+    try:
+        cert = x509.load_pem_x509_certificate(raw) if raw.lstrip().startswith(b"-----") \
+            else x509.load_der_x509_certificate(raw)
+    except ValueError:
+        raise click.BadParameter("not a PEM or DER certificate", param_hint="--sim-root") from None
+    return cert.public_bytes(Encoding.DER)
+
+
+def _refusal(kind: str, exc: CAServiceError) -> dict[str, Any]:
+    """The refusal's JSON: the checks made (from the refusal's partial result, when there is one)
+    and, last, the check that failed."""
+    partial = getattr(exc, "partial", None)
+    base: dict[str, Any] = partial.to_json() if partial is not None else {
+        "type": kind, "tcb_status": None, "advisory_ids": [], "claims": {}, "checks": []}
+    checks = list(base.get("checks") or [])
+    if not any(c.get("result") == "fail" for c in checks):
+        checks.append({"name": "verification", "result": "fail", "detail": exc.detail, "code": exc.code})
+    fields = {k: v for k, v in exc.fields.items() if isinstance(v, str | int | list | dict)}
+    return {**base, "ok": False, "checks": checks, "error": {"code": exc.code, "detail": exc.detail, **fields}}
+
+
+def _one_verdict(out: dict[str, Any]) -> dict[str, Any]:
+    """Belt and braces: ``ok`` true only when no check failed (issue 11 section 3)."""
+    checks: list[dict[str, Any]] = [c for c in out.get("checks") or [] if isinstance(c, dict)]
+    failed = [c for c in checks if c.get("result") == "fail"]
+    if out.get("ok") is True and failed:
+        out = {**out, "ok": False, "error": {"code": failed[0].get("code") or "evidence.check_failed",
+                                              "detail": failed[0].get("detail", "")}}
+    skipped = [c["name"] for c in checks if c.get("result") == "skipped"]
+    return {"ok": out["ok"], **{k: v for k, v in out.items() if k != "ok"}, "skipped_checks": skipped}
+
+
+def _print_text(kind: str, out: dict[str, Any], used: list[dict[str, object]] | None) -> None:
+    marks = {"pass": "pass", "fail": "FAIL", "skipped": "skip"}
+    for c in out.get("checks") or []:
+        click.echo(f"  {marks.get(c['result'], c['result'])}  {c['name']}: {c.get('detail', '')}")
+    if out["ok"] is True:
+        skipped = out.get("skipped_checks") or []
+        click.echo(f"OK {kind}: tcb_status={out.get('tcb_status')} advisories={out.get('advisory_ids')}"
+                   + (f" (skipped: {', '.join(skipped)})" if skipped else ""))
         claims = out.get("claims")
         if isinstance(claims, dict) and "event_log" in claims:
             click.echo(f"  event log ({claims['event_log_format']}): {len(claims['event_log'])} events replay to "
@@ -93,9 +143,9 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
                        f"from {u['source']}")
     else:
         err = out["error"]
-        assert isinstance(err, dict)
+        if not isinstance(err, dict):
+            raise TypeError("refusal without an error object")
         click.echo(f"REFUSED {kind}: [{err['code']}] {err['detail']}")
-    sys.exit(0 if out["ok"] else 1)
 
 
 def _ca_configured(home: Path | None) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 
 from ca_service.clock import require_aware
@@ -14,8 +15,9 @@ from ca_service.errors import (
     EvidenceMalformed,
     EvidenceTypeUnknown,
     ReportDataMismatch,
+    evidence_error_for,
 )
-from ca_service.evidence.base import VerifiedEvidence
+from ca_service.evidence.base import Check, VerifiedEvidence
 from ca_service.evidence.collateral_items import Collateral, load_collateral
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 
@@ -65,16 +67,24 @@ def verify(
     roots: TrustRoots = DEFAULT_ROOTS,
     event_log: bytes | None = None,
     ima_log: bytes | None = None,
+    allow_unchecked_revocation: bool = False,
 ) -> VerifiedEvidence:
-    """Verify one evidence item cryptographically, as of ``at``.
+    """Verify one evidence item cryptographically, as of ``at``: one verdict.
 
     ``nonce``, when given, must equal the leading bytes of the evidence's report data.
     ``event_log`` (CCEL or dstack JSON) and ``ima_log``, when given, are replayed against the
     *verified* RTMRs and their claims added (docs/event-log.md); a log that does not replay refuses.
+    The result holds no failed check: a verifier's failed check is refused here with the check's
+    code (the refusal's ``partial`` keeps every check and claim). A skipped check (a revocation
+    source or a RIM not given) stays skipped; a policy can require it (``require_checks``).
+
+    ``allow_unchecked_revocation`` (a policy's ``revocation.allow_unchecked``): a revocation source
+    that was given but is unusable (expired, unparseable, wrongly signed) is reported as skipped
+    instead of refused; its state stays in ``revocation`` so the EAR can warn.
 
     Raises:
-        EvidenceError: a leaf naming the failed check (``evidence.*`` codes); ``evidence.event_log_*``
-            for the event log (``evidence.event_log_mismatch`` names the RTMR).
+        EvidenceError: a leaf naming the failed check (``evidence.*``, ``revocation.*`` codes);
+            ``evidence.event_log_*`` for the event log (``evidence.event_log_mismatch`` names the RTMR).
     """
     at = require_aware(at)
     if ima_log is not None and event_log is None:
@@ -91,6 +101,7 @@ def verify(
     result = verifier(bytes(evidence), coll, at, roots)
     if not isinstance(result, VerifiedEvidence):  # a verifier bug must never pass as success
         raise EvidenceError("verifier returned no result")
+    result = _one_verdict(result, allow_unchecked_revocation)
     if nonce is not None and (
         len(nonce) > len(result.report_data)
         or not hmac.compare_digest(result.report_data[: len(nonce)], nonce)
@@ -100,4 +111,24 @@ def verify(
         from ca_service.evidence.eventlog import apply_event_log
 
         result = apply_event_log(result, bytes(event_log), None if ima_log is None else bytes(ima_log))
+        result = _one_verdict(result, allow_unchecked_revocation)  # the replay's checks, too
     return result
+
+
+def _one_verdict(result: VerifiedEvidence, allow_unchecked_revocation: bool) -> VerifiedEvidence:
+    """Refuse a result that holds a failed check (issue 11 section 3: never "ok" next to "fail")."""
+    if allow_unchecked_revocation:
+        checks = tuple(
+            Check.skip(c.name, f"accepted unchecked by the policy (revocation.allow_unchecked): {c.code}: {c.detail}")
+            if c.failed and (c.code or "").startswith("revocation.") else c
+            for c in result.checks
+        )
+        result = replace(result, checks=checks)
+    failed = result.failed_checks
+    if not failed:
+        return result
+    first = failed[0]
+    exc = evidence_error_for(first.code)(first.detail or f"check {first.name} failed",
+                                         failed_checks=[c.name for c in failed])
+    exc.partial = result
+    raise exc

@@ -205,10 +205,22 @@ _SIMPLE: dict[str, Callable[[VerifiedEvidence, Any], tuple[Any, bool]]] = {
 }
 
 
+def _require_checks(kind: str, names: list[str], ve: VerifiedEvidence) -> list[AppraisalCheck]:
+    """``require_checks``: each named verification check must have been made and passed; one that
+    was skipped (no RIM, no revocation source given) or that this type does not make fails."""
+    results = {c.name: c.result for c in ve.checks}
+    return [AppraisalCheck(kind, f"check:{name}", "pass", results.get(name, "absent"), results.get(name) == "pass")
+            for name in names]
+
+
 def _appraise_item(kind: str, rules: dict[str, Any], ve: VerifiedEvidence) -> list[AppraisalCheck]:
     out: list[AppraisalCheck] = []
+    if ve.failed_checks:  # ca_service.evidence.verify refuses these; never appraise one as verified
+        out.append(AppraisalCheck(kind, "verified", "no failed check", [c.name for c in ve.failed_checks], False))
     for rule, expected in sorted(rules.items()):
-        if rule == "rtmr":
+        if rule == "require_checks":
+            out.extend(_require_checks(kind, expected, ve))
+        elif rule == "rtmr":
             for idx, allowed in sorted(expected.items()):
                 actual, ok = _any_of(f"rtmr{idx}")(ve, allowed)
                 out.append(AppraisalCheck(kind, f"rtmr{idx}", allowed, actual, ok))

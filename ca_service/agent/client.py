@@ -68,21 +68,46 @@ def _post(session: requests.Session, url: str, body: dict[str, Any] | None, time
     return data
 
 
+def evidence_needs(server: str, policy: str, timeout: float = 30.0) -> dict[str, Any] | None:
+    """``GET /v1/attestations/needs?policy=``: the types and event logs the active policy needs; None
+    when the server does not offer it (an older CA)."""
+    try:
+        resp = requests.get(f"{server.rstrip('/')}/v1/attestations/needs", params={"policy": policy},
+                            timeout=timeout)
+    except requests.RequestException as exc:
+        raise AgentError(f"cannot reach {server}: {type(exc).__name__}") from exc
+    if resp.status_code == 404 and resp.headers.get("Content-Type", "").startswith("text/html"):
+        return None
+    try:
+        data: dict[str, Any] = resp.json()
+    except ValueError as exc:
+        raise AgentError(f"{server} answered {resp.status_code} without JSON") from exc
+    if resp.status_code >= 400:
+        raise AgentError(f"policy {policy!r}: [{data.get('code')}] {data.get('detail')}", data)
+    return data
+
+
 def request_certificate(server: str, policy: str, *, evidence_source: Any, key_type: str = "ec-p256",
                         dns_names: tuple[str, ...] = (), timeout: float = 30.0) -> AgentResult:
-    """Run flow 1. ``evidence_source(report_data: bytes) -> (type, bytes)`` is the TEE."""
+    """Run flow 1. ``evidence_source(report_data: bytes)`` is the TEE: it returns ``(type, bytes)``, or
+    ``(type, bytes, extra)`` where ``extra`` adds fields to the evidence item (``event_log``,
+    ``collateral``: base64 strings, docs/event-log.md)."""
     server = server.rstrip("/")
     with requests.Session() as http:
         challenge = _post(http, f"{server}/v1/challenges", None, timeout)
         key = _new_key(key_type)
         csr = make_csr(key, dns_names)
         report_data = binding_value(bytes.fromhex(challenge["nonce"]), spki_der(key.public_key()))
-        kind, evidence = evidence_source(report_data)
+        got = evidence_source(report_data)
+        kind, evidence = got[0], got[1]
+        item: dict[str, Any] = {"type": kind, "data": base64.b64encode(evidence).decode()}
+        if len(got) > 2:
+            item.update(got[2])
         body = {
             "challenge_id": challenge["id"],
             "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
             "policy": policy,
-            "evidence": [{"type": kind, "data": base64.b64encode(evidence).decode()}],
+            "evidence": [item],
         }
         response = _post(http, f"{server}/v1/certificates", body, timeout)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

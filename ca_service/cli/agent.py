@@ -24,8 +24,20 @@ def agent() -> None:
 @click.option("--sim", is_flag=True, help="use the INSECURE sim TEE of $CA_SERVICE_HOME instead of configfs-tsm")
 @click.option("--dns", "dns_names", multiple=True, help="DNS name to request in the SAN (repeatable)")
 @click.option("--key-type", default="ec-p256", type=click.Choice(["ec-p256", "ec-p384", "ed25519"]))
-def request(server: str, policy: str, out_dir: Path, sim: bool, dns_names: tuple[str, ...], key_type: str) -> None:
-    """Challenge, key, CSR, evidence, certificate; writes key.pem, chain.pem, response.json."""
+@click.option("--event-log", "event_log", default="auto", show_default=True,
+              type=click.Choice(["auto", "always", "never"]),
+              help="send the TD's CCEL event log: auto = when the policy needs it (asked of the CA)")
+@click.option("--tsm-root", type=click.Path(path_type=Path), default=None,
+              help="configfs-tsm report directory (default /sys/kernel/config/tsm/report)")
+@click.option("--ccel", "ccel_path", type=click.Path(path_type=Path), default=None,
+              help="the CCEL log file (default /sys/firmware/acpi/tables/data/CCEL)")
+def request(server: str, policy: str, out_dir: Path, sim: bool, dns_names: tuple[str, ...], key_type: str,
+            event_log: str, tsm_root: Path | None, ccel_path: Path | None) -> None:
+    """Challenge, key, CSR, evidence, certificate; writes key.pem, chain.pem, response.json.
+
+    On a TEE the evidence comes from configfs-tsm (TDX quote or SNP report, by provider); a TDX
+    agent adds the CCEL event log when the policy needs it (docs/event-log.md)."""
+    notes: list[str] = []
     if sim:
         from ca_service.services.bootstrap import load_sim_tee
 
@@ -37,16 +49,32 @@ def request(server: str, policy: str, out_dir: Path, sim: bool, dns_names: tuple
         def source(report_data: bytes) -> tuple[str, bytes]:
             return "sim", tee.report(report_data)  # type: ignore[attr-defined]
     else:
-        from ca_service.agent.tsm import tsm_available, tsm_report
+        from ca_service.agent.client import evidence_needs
+        from ca_service.agent.tee import TsmEvidenceSource
+        from ca_service.agent.tsm import CCEL_PATH, TSM_ROOT, tsm_available
 
-        if not tsm_available():
-            raise click.ClickException("no configfs-tsm here (/sys/kernel/config/tsm/report); use --sim for dev")
-        source = tsm_report
+        root = tsm_root or TSM_ROOT
+        if not tsm_available(root):
+            raise click.ClickException(f"no configfs-tsm here ({root}); use --sim for dev")
+        try:
+            needs = evidence_needs(server, policy) if event_log == "auto" else None
+        except AgentError as exc:
+            click.echo(f"refused: {exc}", err=True)
+            sys.exit(1)
+        if event_log == "auto" and needs is None:
+            click.echo("note: the CA does not say what the policy needs; not sending an event log", err=True)
+        tee_source = TsmEvidenceSource(needs=needs, event_log=event_log, root=root, ccel_path=ccel_path or CCEL_PATH)
+        notes = tee_source.notes
+        source = tee_source  # type: ignore[assignment]
     try:
         result = request_certificate(server, policy, evidence_source=source, key_type=key_type, dns_names=dns_names)
     except AgentError as exc:
+        for note in notes:
+            click.echo(note, err=True)
         click.echo(f"refused: {exc}", err=True)
         sys.exit(1)
+    for note in notes:
+        click.echo(note)
     write_result(result, out_dir)
     r = result.response
     click.echo(f"serial {r['serial']} policy {r['policy']['name']}@{r['policy']['version']} "

@@ -213,6 +213,19 @@ def _require_checks(kind: str, names: list[str], ve: VerifiedEvidence) -> list[A
             for name in names]
 
 
+# Rules whose claims only a replayed event log provides (docs/event-log.md): evidence for a policy that
+# has one of them must be sent with the TD's event log, or the rule fails closed.
+EVENT_LOG_RULES = frozenset({"loader_digests"})
+
+
+def evidence_needs(policy: Policy) -> dict[str, Any]:
+    """What an attester must send for ``policy``: the required evidence types and, per type, whether
+    its event log is needed. Reveals no reference value."""
+    return {"required": list(policy.required),
+            "items": {kind: {"event_log": bool(EVENT_LOG_RULES & set(policy.rules(kind)))}
+                      for kind in policy.required}}
+
+
 def _appraise_item(kind: str, rules: dict[str, Any], ve: VerifiedEvidence) -> list[AppraisalCheck]:
     out: list[AppraisalCheck] = []
     if ve.failed_checks:  # ca_service.evidence.verify refuses these; never appraise one as verified

@@ -40,3 +40,25 @@ def post_attestation() -> ResponseReturnValue:
         nonce=bytes.fromhex(body.eat_nonce) if body.eat_nonce else None,
     )
     return jsonify(attest(services(), req).to_json())
+
+
+@bp.get("/needs")
+def evidence_needs() -> ResponseReturnValue:
+    """What evidence the active version of ``?policy=NAME`` needs (types, event logs); public, no reference values.
+
+    The agent asks before it collects evidence, so it sends the TD's event log only when a rule needs it.
+    """
+    from flask import request
+
+    from ca_service.errors import SchemaViolation
+    from ca_service.policy.appraise import evidence_needs as needs
+    from ca_service.services import policies
+
+    name = request.args.get("policy", "")
+    if not 1 <= len(name) <= 64:
+        raise SchemaViolation("give ?policy=<name>", field="policy")
+    svc = services()
+    with svc.db.read() as session:
+        ref = policies.active_policy(session, name)
+    return jsonify({"policy": {"name": ref.policy.name, "version": ref.version, "digest": ref.policy.digest},
+                    **needs(ref.policy)})

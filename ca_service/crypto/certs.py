@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
+
+# What pyca/cryptography raises for malformed certificate or CRL content besides ValueError. It parses
+# most fields lazily, so without :func:`parse_fully` these surface wherever a verifier first reads one.
+PARSE_ERRORS: tuple[type[Exception], ...] = (
+    ValueError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
+)
 
 
 def der_sha256(cert: x509.Certificate) -> str:
@@ -19,3 +26,21 @@ def is_ca(cert: x509.Certificate) -> bool:
     except Exception:  # missing, duplicate or unparsable extension: not a usable CA
         return False
     return bool(bc.ca and ku.key_cert_sign)
+
+
+def parse_fully(obj: x509.Certificate | x509.CertificateRevocationList) -> None:
+    """Read every lazily parsed field of a certificate or CRL once, at the edge.
+
+    Raises:
+        ValueError: a field does not parse (whatever pyca raised is chained as the cause).
+    """
+    try:
+        if isinstance(obj, x509.Certificate):
+            _ = (obj.version, obj.serial_number, obj.subject, obj.issuer, obj.not_valid_before_utc,
+                 obj.not_valid_after_utc, obj.extensions, obj.signature_hash_algorithm, obj.public_key())
+        else:
+            _ = (obj.issuer, obj.last_update_utc, obj.next_update_utc, obj.extensions, obj.signature_hash_algorithm)
+            for revoked in obj:
+                _ = (revoked.serial_number, revoked.revocation_date_utc, revoked.extensions)
+    except PARSE_ERRORS as exc:
+        raise ValueError(f"malformed {type(obj).__name__}: {type(exc).__name__}") from exc

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from cryptography import x509
 
 from ca_service import boundedjson
+from ca_service.crypto.certs import parse_fully
 from ca_service.errors import CollateralInvalid
 
 
@@ -48,12 +49,12 @@ def _classify(item: bytes) -> str:
         try:
             x509.load_der_x509_certificate(item)
             return "certificate"
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError: a version byte changed
             pass
         try:
             x509.load_der_x509_crl(item)
             return "crl"
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):
             pass
     return "unknown"
 
@@ -88,6 +89,12 @@ def load_collateral(items: Iterable[bytes]) -> Collateral:
                 xmls.append(item)
             else:
                 raise CollateralInvalid("collateral item is not a certificate, CRL, JSON or XML document")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, x509.InvalidVersion) as exc:
             raise CollateralInvalid(f"collateral item of kind {kind} cannot be parsed") from exc
+    parsed: list[x509.Certificate | x509.CertificateRevocationList] = [*certs, *crls]
+    for obj in parsed:  # parse at the edge: pyca parses lazily and verifiers read fields unguarded
+        try:
+            parse_fully(obj)
+        except ValueError as exc:
+            raise CollateralInvalid("a collateral certificate or CRL has a malformed field") from exc
     return Collateral(tuple(certs), tuple(crls), tuple(jsons), tuple(xmls), tuple(raw))

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.error import PyAsn1Error
 
+from ca_service.crypto.certs import parse_fully
 from ca_service.errors import (
     CertificateExpired,
     CertificateRevoked,
@@ -101,6 +102,8 @@ def load_pem_chain(data: bytes, what: str) -> tuple[x509.Certificate, ...]:
     """Raises ChainInvalid (``evidence.chain_invalid``) if ``data`` holds no parseable certificate."""
     try:
         certs = x509.load_pem_x509_certificates(data)
+        for cert in certs:  # pyca parses lazily: a mangled name would surface in whoever reads it first
+            parse_fully(cert)
     except Exception as exc:  # noqa: BLE001 - the pyca boundary: any parse failure is a chain failure
         raise ChainInvalid(f"{what} certificate chain cannot be parsed") from exc
     return tuple(certs)

@@ -36,6 +36,7 @@ from ca_service.errors import EvidenceMalformed, EvidenceUnsupported, ReportData
 from ca_service.evidence.snp.parse import REPORT_SIZE
 
 HCL_MAGIC = b"HCLA"
+HCL_VERSIONS = frozenset({1, 2})  # the header versions seen in Azure's reports (Milan v1, Genoa v2)
 _HEADER = 0x20
 _RUNTIME_HEADER = _HEADER + REPORT_SIZE
 _RUNTIME_HEADER_SIZE = 20
@@ -95,8 +96,9 @@ class HclReport:
                     "thumbprint_sha256": jwk_thumbprint(jwk),
                 }
             )
+        # No claim from the 32-byte HCL header: it is not signed (nothing binds it to the SNP report),
+        # so an attacker could set it to anything the parser accepts.
         return {
-            "hcl_version": self.version,
             "runtime_data_sha256": hashlib.sha256(self.runtime_data).hexdigest(),
             "runtime_data_hash": _HASH_NAMES[self.hash_type],
             "runtime_keys": keys,
@@ -120,13 +122,16 @@ def parse_hcl_report(data: bytes) -> HclReport:
 
     Raises:
         EvidenceMalformed: truncated, sizes inconsistent, runtime data not a JSON object.
-        EvidenceUnsupported: the hardware report is not SNP (e.g. TDX), or an unknown hash type.
+        EvidenceUnsupported: an unknown header version, the hardware report is not SNP (e.g. TDX), or an
+            unknown hash type.
     """
     if not is_hcl_report(data):
         raise EvidenceMalformed("not an HCL report (no HCLA signature)")
     if len(data) < _VAR_DATA:
         raise EvidenceMalformed(f"HCL report truncated: {len(data)} bytes")
     version = struct.unpack_from("<I", data, 4)[0]
+    if version not in HCL_VERSIONS:
+        raise EvidenceUnsupported(f"HCL report version {version} is not supported")
     data_size, _rt_version, report_type, hash_type, var_size = struct.unpack_from(
         "<5I", data, _RUNTIME_HEADER
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as exc_mod
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -28,6 +30,8 @@ class DbTimeouts:
     keepalives_interval_s: int = 2
     keepalives_count: int = 3
     pool_timeout_s: float = 5.0
+    # a pooled connection idle longer than this is pinged before use (see _ping_when_idle)
+    ping_idle_s: float = 1.0
 
     @property
     def client_s(self) -> float:
@@ -81,8 +85,9 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs: Any) -> 
         "tcp_user_timeout": int(timeouts.client_s * 1000),
         "connection_factory": connection_factory(timeouts.client_s),
     }
-    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+    engine = create_engine(url, pool_size=5, max_overflow=10,
                            pool_timeout=timeouts.pool_timeout_s, connect_args=connect_args, **kwargs)
+    _ping_when_idle(engine, timeouts.ping_idle_s)
     statements = timeouts.session_sql()
 
     @event.listens_for(engine, "connect")
@@ -93,6 +98,40 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs: Any) -> 
         dbapi_conn.commit()
 
     return engine
+
+
+def _ping_when_idle(engine: Engine, idle_s: float) -> None:
+    """Pessimistic disconnect handling for connections that sat in the pool: one ``SELECT 1``
+    before handing out a connection idle for more than ``idle_s``.
+
+    ``pool_pre_ping`` pings on every checkout, one extra round trip per transaction (two of the
+    thirteen of an issuance, issue 15). A connection checked in a moment ago was working a moment
+    ago; one that sat idle may have lost its server (restart, failover), and it is the one pinged.
+    A connection that dies between two busy requests fails that request with a 503
+    (``service.database_unavailable``); SQLAlchemy then invalidates the pool, so the next request
+    gets a fresh connection.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["checked_in_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        last = record.info.get("checked_in_at")
+        if last is None or time.monotonic() - last <= idle_s:
+            return  # fresh from connect, or busy a moment ago
+        try:
+            cur = dbapi_conn.cursor()
+            try:
+                cur.execute("SELECT 1")
+            finally:
+                cur.close()
+            dbapi_conn.rollback()
+        except Exception as exc:  # the DBAPI's error, whatever it is: this connection is gone
+            # the pool discards this connection and checks out (or opens) another one
+            raise exc_mod.DisconnectionError("pooled connection failed its ping") from exc
 
 
 class Database:

@@ -7,14 +7,22 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
+from ca_service.db.base import UTCDateTime
 from ca_service.db.models import Challenge
 from ca_service.errors import ChallengeConsumed, ChallengeExpired, ChallengeUnknown
 from ca_service.services.container import Services
 
 NONCE_BYTES = 32
+
+# On the issuance hot path: a textual statement skips the ORM's UPDATE bookkeeping (session
+# synchronisation, statement construction and cache keys, ~1 ms of CPU an issuance; issue 15).
+_CONSUME = text(
+    "UPDATE challenges SET consumed_at = :now "
+    "WHERE id = :id AND consumed_at IS NULL AND expires_at > :now RETURNING nonce"
+).bindparams(bindparam("now", type_=UTCDateTime()))
 
 
 @dataclass(frozen=True)
@@ -46,12 +54,7 @@ def consume_challenge_in(session: Session, challenge_id: str, now: datetime) -> 
         uuid.UUID(challenge_id)
     except (ValueError, AttributeError, TypeError) as exc:
         raise ChallengeUnknown("challenge id is not a known challenge") from exc
-    nonce = session.execute(
-        update(Challenge)
-        .where(Challenge.id == challenge_id, Challenge.consumed_at.is_(None), Challenge.expires_at > now)
-        .values(consumed_at=now)
-        .returning(Challenge.nonce)
-    ).scalar_one_or_none()
+    nonce = session.execute(_CONSUME, {"id": challenge_id, "now": now}).scalar_one_or_none()
     if nonce is not None:
         return bytes(nonce)
     row = session.execute(

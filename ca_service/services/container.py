@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ca_service.clock import Clock, SystemClock
 from ca_service.config import Settings
 from ca_service.db.session import Database, DbTimeouts
+from ca_service.services.group_commit import GroupCommitter
 from ca_service.services.keys import KeyStore
 
 
@@ -20,6 +21,8 @@ class Services:
     # Vendor collateral fetcher (Intel PCS, AMD KDS): None = cache only (CA_SERVICE_COLLATERAL=offline,
     # the default; fill the cache with `ca-service collateral import|refresh`).
     collateral_fetcher: Any = None
+    # batches the final issuance transaction of concurrent requests (services/group_commit.py)
+    group_commit: GroupCommitter = field(default_factory=GroupCommitter)
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> Services:

@@ -16,25 +16,23 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ca_service import evidence as evidence_mod
 from ca_service.ca.ear import build_ear
 from ca_service.ca.lifetime import cap_lifetime
 from ca_service.ca.profile import build_end_entity, check_request
 from ca_service.crypto.keys import KEY_TYPES, parse_csr
-from ca_service.db.models import Certificate, EvidenceBlob
-from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, LogInconsistent, NotFound, PolicyError
+from ca_service.db.models import Certificate
+from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, NotFound, PolicyError
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.binding import check_binding
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.policy.appraise import Appraisal, appraise
 from ca_service.services import collateral as collateral_service
-from ca_service.services import policies
+from ca_service.services import group_commit, policies
 from ca_service.services.challenges import consume_challenge_in
 from ca_service.services.container import Services
 from ca_service.tlog import leaves as tlog_leaves
-from ca_service.tlog.sequencer import append_leaf, lock_and_next_index
 
 
 @dataclass(frozen=True)
@@ -141,8 +139,9 @@ def _collateral_blobs(item: EvidenceItem) -> list[tuple[str, bytes]]:
     return out
 
 
-def _store_evidence(session: Session, items: tuple[EvidenceItem, ...], now: datetime) -> list[dict[str, str]]:
-    """Content-addressed evidence and collateral, in one INSERT .. ON CONFLICT DO NOTHING."""
+def _evidence_rows(items: tuple[EvidenceItem, ...], now: datetime) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """Content-addressed evidence and collateral rows (inserted ON CONFLICT DO NOTHING with the
+    certificate), and the certificate's references to its evidence."""
     rows: dict[str, dict[str, Any]] = {}
     out = []
     for item in items:
@@ -154,14 +153,7 @@ def _store_evidence(session: Session, items: tuple[EvidenceItem, ...], now: date
         # the logs are stored too, so a re-appraisal or dry run replays them again
         record.update({f"{k}_sha256": hashlib.sha256(v).hexdigest() for k, v in logs})
         out.append(record)
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    if session.get_bind().dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(EvidenceBlob).on_conflict_do_nothing(index_elements=["sha256"])
-    else:
-        stmt = sqlite.insert(EvidenceBlob).on_conflict_do_nothing(index_elements=["sha256"])
-    session.execute(stmt, list(rows.values()))
-    return out
+    return list(rows.values()), out
 
 
 def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertificate:
@@ -197,25 +189,27 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
     issuer = svc.keys.certificate("issuing")
     serial_int = x509.random_serial_number()
     serial = format(serial_int, "x")
-    with svc.db.transaction() as session:
-        evidence_refs = _store_evidence(session, req.evidence, now)
-        # The certificate names its log index and the leaf names the certificate's digest: take
-        # the sequencing lock, read the next index, sign, then append and check the index held.
-        log_index = lock_and_next_index(session)
+    evidence_rows, evidence_refs = _evidence_rows(req.evidence, now)
+    collateral_json = checked.collateral_json()
+
+    def build(log_index: int) -> group_commit.Built:
+        # Runs in the group-commit transaction, the sequencing lock held: the certificate names its
+        # log index and the leaf names the certificate's digest (services/group_commit.py).
         ear = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=nonce, log_index=log_index,
-                        profile=svc.settings.profile, collateral=checked.collateral_json())
+                        profile=svc.settings.profile, collateral=collateral_json)
         if cap.collateral_expires_at is not None:
             ear["ca-service.collateral-expires-at"] = cap.collateral_expires_at.isoformat()
             ear["ca-service.collateral-expires-item"] = cap.expires_item
         cert = build_end_entity(issuance, issuer_key=issuer_key, issuer=issuer, now=now, serial=serial_int,
                                 ear=ear, public_url=svc.settings.public_url, insecure=svc.settings.insecure)
         der = cert.public_bytes(serialization.Encoding.DER)
-        session.add(Certificate(
-            serial=serial, issued_at=now, not_before=cert.not_valid_before_utc, not_after=cert.not_valid_after_utc,
-            subject=cert.subject.rfc4514_string(), spki_sha256=csr.spki_sha256, evidence=evidence_refs,
-            policy_name=ref.policy.name, policy_version=ref.version, policy_digest=ref.policy.digest,
-            appraisal=appraisal.to_json() | {"ear": ear, "collateral": checked.collateral_json()},
-            der=der, status="valid", log_index=log_index))
+        row = {
+            "serial": serial, "issued_at": now, "not_before": cert.not_valid_before_utc,
+            "not_after": cert.not_valid_after_utc, "subject": cert.subject.rfc4514_string(),
+            "spki_sha256": csr.spki_sha256, "evidence": evidence_refs, "policy_name": ref.policy.name,
+            "policy_version": ref.version, "policy_digest": ref.policy.digest,
+            "appraisal": appraisal.to_json() | {"ear": ear, "collateral": collateral_json},
+            "der": der, "status": "valid", "log_index": log_index}
         leaf = tlog_leaves.issuance_leaf(
             at=now, serial=serial, certificate_sha256=hashlib.sha256(der).hexdigest(), spki_sha256=csr.spki_sha256,
             evidence=[(e["type"], e["sha256"]) for e in evidence_refs],
@@ -223,12 +217,12 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             policy_name=ref.policy.name, policy_version=ref.version, policy_digest=ref.policy.digest,
             appraisal_status=ear["ear.status"],
         )
-        session.flush()
-        appended = append_leaf(session, leaf)
-        if appended != log_index:  # the lock makes this impossible; never issue if it happens
-            raise LogInconsistent("log index moved while the sequencing lock was held")
-    return IssuedCertificate(serial=serial, certificate=cert, chain=(cert, issuer), appraisal=appraisal, ear=ear,
-                             policy=ref, log_index=log_index, collateral=checked.collateral_json())
+        issued = IssuedCertificate(serial=serial, certificate=cert, chain=(cert, issuer), appraisal=appraisal,
+                                   ear=ear, policy=ref, log_index=log_index, collateral=collateral_json)
+        return group_commit.Built(certificate=row, evidence=evidence_rows, leaf=leaf, result=issued)
+
+    result: IssuedCertificate = svc.group_commit.submit(svc.db, build)
+    return result
 
 
 def normalise_serial(serial: str) -> str:

@@ -22,8 +22,9 @@ before COMMIT to keep the serialised section short.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from ca_service.db.models.tlog import TlogEntry, TlogTile
@@ -107,6 +108,27 @@ def append_leaves(session: Session, leaves: Sequence[bytes]) -> int:
     )
     _complete_tiles(session, start, hashes)
     return start
+
+
+def append_leaves_at(session: Session, start: int, leaves: Sequence[bytes]) -> None:
+    """Append ``leaves`` at indexes ``start, start + 1, ...`` in the caller's transaction.
+
+    For a caller that took the sequencing lock and read ``start`` with :func:`lock_and_next_index`
+    in this same transaction (it signed certificates naming those indexes): the lock holds until
+    its transaction ends, so ``start`` is still the next index. The primary key refuses a duplicate
+    index, which would roll the whole transaction back rather than issue.
+
+    Raises:
+        LeafInvalid (``log.leaf_invalid``): an empty leaf or one over 65535 bytes.
+    """
+    for leaf in leaves:
+        _check_leaf(leaf)
+    if not leaves:
+        return
+    hashes = [leaf_hash(x) for x in leaves]
+    session.execute(insert(cast(Table, TlogEntry.__table__)), [{"idx": start + i, "leaf": x, "leaf_hash": h}
+                                        for i, (x, h) in enumerate(zip(leaves, hashes, strict=True))])
+    _complete_tiles(session, start, hashes)
 
 
 def _complete_tiles(session: Session, start: int, hashes: list[bytes]) -> None:

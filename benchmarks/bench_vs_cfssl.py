@@ -203,11 +203,14 @@ def drop_pg(base: str, url: str) -> None:
         c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-def start_ours(settings: Settings, workers: int, threads: int,
-               extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_ours(settings: Settings, workers: int, threads: int, extra: list[str],
+               tree: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``ca-service serve`` from this checkout, or from ``tree`` (another checkout: the baseline)."""
     port = free_port()
     env = {**os.environ, "CA_SERVICE_HOME": str(settings.home), "CA_SERVICE_PROFILE": "insecure-dev",
            "CA_SERVICE_DATABASE_URL": settings.database_url}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     proc = subprocess.Popen([sys.executable, "-m", "ca_service.cli", "serve", "--bind", f"127.0.0.1:{port}",
                              "--workers", str(workers), "--threads", str(threads), *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -271,6 +274,16 @@ def check_log_and_sample(settings: Settings, work: Path, sample: int) -> dict[st
             "sampled": len(ders), "openssl_ok": passed}
 
 
+@dataclass
+class Server:
+    label: str
+    settings: Settings
+    proc: subprocess.Popen[bytes]
+    url: str
+    tee: Any
+    guess: float = 300.0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--levels", default="1,8,32,64")
@@ -278,6 +291,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--serve-arg", action="append", default=[], help="extra `ca-service serve` argument")
+    ap.add_argument("--baseline", type=Path, action="append", default=[], metavar="TREE",
+                    help="also serve from this checkout (e.g. a `git worktree` of an older commit), own database")
     ap.add_argument("--sample", type=int, default=20, help="certificates checked with openssl verify")
     ap.add_argument("--pg", default=os.environ.get("CA_SERVICE_TEST_POSTGRES_URL",
                                                    "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
@@ -287,57 +302,73 @@ def main() -> None:
             raise SystemExit(f"{tool} is not on PATH (apt-get install golang-cfssl wrk openssl)")
     levels = [int(x) for x in args.levels.split(",")]
     work = Path(tempfile.mkdtemp(prefix="bench-cfssl-"))
-    db_url = fresh_pg(args.pg)
-    settings = Settings(home=work / "home", profile="insecure-dev", database_url=db_url)
     procs: list[subprocess.Popen[bytes]] = []
+    dbs: list[str] = []
+    servers: list[Server] = []
     try:
-        init_ca(settings)
-        tee = load_sim_tee(settings)
         cf_proc, cf_url = start_cfssl(work)
         procs.append(cf_proc)
-        our_proc, our_url = start_ours(settings, args.workers, args.threads, args.serve_arg)
-        procs.append(our_proc)
-        print(f"machine: {os.cpu_count()} cores, {os.uname().release}; wrk threads = min(c, 2); "
-              f"{args.duration:g} s per level and side")
+        for i, tree in enumerate([None, *args.baseline]):
+            dbs.append(fresh_pg(args.pg))
+            settings = Settings(home=work / f"home{i}", profile="insecure-dev", database_url=dbs[-1])
+            init_ca(settings)
+            proc, url = start_ours(settings, args.workers, args.threads, args.serve_arg, tree)
+            procs.append(proc)
+            label = "ca-service" if tree is None else f"base:{tree.name}"[:10]
+            servers.append(Server(label, settings, proc, url, load_sim_tee(settings)))
+        print(f"machine: {os.cpu_count()} cores, {os.uname().release}, load {os.getloadavg()[0]:.1f}; "
+              f"wrk threads = min(c, 2); {args.duration:g} s per level and side")
         print(f"ours: ca-service serve --workers {args.workers} --threads {args.threads} {' '.join(args.serve_arg)}"
-              f"(PostgreSQL {make_url(db_url).host}); peer: cfssl serve (sign endpoint)")
+              f"(PostgreSQL {make_url(dbs[0]).host}); peer: cfssl serve (sign endpoint)"
+              + "".join(f"; {s.label} = {t}" for s, t in zip(servers[1:], args.baseline, strict=True)))
         head = (f"{'c':>3} | {'side':<10} | {'issuances/s':>11} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} | "
                 f"{'client CPU ms/req':>17} | {'server CPU ms/req':>17} | ratio")
         print(head)
         print("-" * len(head))
-        # a short warm-up for both (JIT-free, but caches, connections and pools)
+        # a short warm-up for every server (caches, connections and pools)
         run_wrk(cf_url, "/api/v1/cfssl/sign", cfssl_bodies(200), 8, 1, cf_proc.pid)
-        run_wrk(our_url, "/v1/certificates", our_bodies(our_url, tee, 200)[0], 8, 1, our_proc.pid)
-        cf_guess, our_guess = 3000.0, 300.0
+        for srv in servers:
+            run_wrk(srv.url, "/v1/certificates", our_bodies(srv.url, srv.tee, 200)[0], 8, 1, srv.proc.pid)
+        cf_guess = 3000.0
         for c in levels:
             n_cf = max(300, math.ceil(cf_guess * args.duration * 1.5))
             cf = run_wrk(cf_url, "/api/v1/cfssl/sign", cfssl_bodies(n_cf), c, args.duration, cf_proc.pid)
-            n_ours = max(300, math.ceil(our_guess * args.duration * 1.5))
-            bodies, took = our_bodies(our_url, tee, n_ours)
-            ours = run_wrk(our_url, "/v1/certificates", bodies, c, args.duration, our_proc.pid)
-            for label, r in (("cfssl", cf), ("ca-service", ours)):
-                flag = f"  (pool of {n_cf if r is cf else n_ours} ran out: raise the guess)" if r.exhausted else ""
-                ratio = f"{ours.rate / cf.rate:5.3f}" if r is ours else ""
+            rows: list[tuple[str, Result, int]] = [("cfssl", cf, n_cf)]
+            notes = []
+            for srv in servers:
+                n = max(300, math.ceil(srv.guess * args.duration * 1.5))
+                bodies, took = our_bodies(srv.url, srv.tee, n)
+                r = run_wrk(srv.url, "/v1/certificates", bodies, c, args.duration, srv.proc.pid)
+                rows.append((srv.label, r, n))
+                notes.append(f"{srv.label}: {n} challenges prepared in {took:.1f} s")
+                srv.guess = max(srv.guess, r.rate * 1.2)
+            for label, r, n in rows:
+                flag = f"  (pool of {n} ran out: raise the guess)" if r.exhausted else ""
+                ratio = f"{r.rate / cf.rate:5.3f}" if r is not cf else ""
                 print(f"{c:>3} | {label:<10} | {r.rate:>11.1f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | "
                       f"{r.errors:>6} | {r.client_cpu_ms:>17.3f} | {r.server_cpu_ms:>17.3f} | {ratio}{flag}")
-            print(f"    (ours: {n_ours} challenges prepared in {took:.1f} s before the window; "
-                  f"TTL {settings.challenge_ttl_seconds} s)")
-            cf_guess, our_guess = max(cf_guess, cf.rate * 1.2), max(our_guess, ours.rate * 1.2)
+            print(f"    ({'; '.join(notes)}, before the window; TTL {servers[0].settings.challenge_ttl_seconds} s)")
+            cf_guess = max(cf_guess, cf.rate * 1.2)
         for p in procs:
             p.terminate()
             p.wait(30)
         procs.clear()
-        check = check_log_and_sample(settings, work, args.sample)
-        print(f"log: {check['leaves']} leaves, dense={check['dense']}; {check['certificates']} certificates, "
-              f"one leaf each={check['one_leaf_per_certificate']}; openssl verify: "
-              f"{check['openssl_ok']}/{check['sampled']} sampled certificates OK")
-        if not (check["dense"] and check["one_leaf_per_certificate"] and check["openssl_ok"] == check["sampled"]):
+        failed = False
+        for srv in servers:
+            check = check_log_and_sample(srv.settings, work, args.sample)
+            print(f"{srv.label} log: {check['leaves']} leaves, dense={check['dense']}; {check['certificates']} "
+                  f"certificates, one leaf each={check['one_leaf_per_certificate']}; openssl verify: "
+                  f"{check['openssl_ok']}/{check['sampled']} sampled certificates OK")
+            failed |= not (check["dense"] and check["one_leaf_per_certificate"]
+                           and check["openssl_ok"] == check["sampled"])
+        if failed:
             raise SystemExit("invariant check FAILED")
     finally:
         for p in procs:
             p.terminate()
             p.wait(30)
-        drop_pg(args.pg, db_url)
+        for url in dbs:
+            drop_pg(args.pg, url)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -91,7 +91,7 @@ def request_certificate(server: str, policy: str, *, evidence_source: Any, key_t
                         dns_names: tuple[str, ...] = (), timeout: float = 30.0) -> AgentResult:
     """Run flow 1. ``evidence_source(report_data: bytes)`` is the TEE: it returns ``(type, bytes)``, or
     ``(type, bytes, extra)`` where ``extra`` adds fields to the evidence item (``event_log``,
-    ``collateral``: base64 strings, docs/event-log.md)."""
+    ``collateral``: base64 strings, docs/event-log.md), or a list of those (CPU and GPU items)."""
     server = server.rstrip("/")
     with requests.Session() as http:
         challenge = _post(http, f"{server}/v1/challenges", None, timeout)
@@ -99,15 +99,17 @@ def request_certificate(server: str, policy: str, *, evidence_source: Any, key_t
         csr = make_csr(key, dns_names)
         report_data = binding_value(bytes.fromhex(challenge["nonce"]), spki_der(key.public_key()))
         got = evidence_source(report_data)
-        kind, evidence = got[0], got[1]
-        item: dict[str, Any] = {"type": kind, "data": base64.b64encode(evidence).decode()}
-        if len(got) > 2:
-            item.update(got[2])
+        items: list[dict[str, Any]] = []
+        for one in (got if isinstance(got, list) else [got]):  # CPU evidence, then any GPUs
+            item: dict[str, Any] = {"type": one[0], "data": base64.b64encode(one[1]).decode()}
+            if len(one) > 2:
+                item.update(one[2])
+            items.append(item)
         body = {
             "challenge_id": challenge["id"],
             "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
             "policy": policy,
-            "evidence": [item],
+            "evidence": items,
         }
         response = _post(http, f"{server}/v1/certificates", body, timeout)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,15 @@ class TsmEvidenceSource:
     root: Path = TSM_ROOT
     ccel_path: Path = CCEL_PATH
     privlevel: int | None = None
+    gpu: str = "auto"
+    gpu_loader: Callable[[], Any] | None = None
     notes: list[str] = field(default_factory=list)
+
+    def wants_gpu(self) -> bool:
+        """``auto``: when the policy requires ``nvidia-gpu`` (an unrequested type would be refused)."""
+        if self.gpu != "auto":
+            return self.gpu == "always"
+        return "nvidia-gpu" in ((self.needs or {}).get("required") or [])
 
     def wants_log(self, kind: str) -> bool:
         if self.event_log != "auto":
@@ -40,7 +49,21 @@ class TsmEvidenceSource:
         items = (self.needs or {}).get("items", {})
         return bool(isinstance(items, dict) and items.get(kind, {}).get("event_log"))
 
-    def __call__(self, report_data: bytes) -> tuple[str, bytes, dict[str, Any]]:
+    def __call__(self, report_data: bytes) -> list[tuple[str, bytes, dict[str, Any]]]:
+        items = [self._cpu(report_data)]
+        if self.wants_gpu():
+            from ca_service.agent.gpu import gpu_evidence
+
+            gpus, note = gpu_evidence(report_data[:32], *(() if self.gpu_loader is None else (self.gpu_loader,)))
+            self.notes.append(note)
+            if not gpus:
+                raise AgentError(f"the policy requires NVIDIA GPU evidence; {note.split(': ', 1)[1]}")
+            items.extend(gpus)
+        elif self.gpu == "auto":
+            self.notes.append("GPU: not sent (the policy does not require nvidia-gpu)")
+        return items
+
+    def _cpu(self, report_data: bytes) -> tuple[str, bytes, dict[str, Any]]:
         try:
             rep = tsm_request(report_data, self.root, privlevel=self.privlevel)
         except (OSError, TsmError) as exc:

@@ -27,12 +27,14 @@ def agent() -> None:
 @click.option("--event-log", "event_log", default="auto", show_default=True,
               type=click.Choice(["auto", "always", "never"]),
               help="send the TD's CCEL event log: auto = when the policy needs it (asked of the CA)")
+@click.option("--gpu", default="auto", show_default=True, type=click.Choice(["auto", "always", "never"]),
+              help="add NVIDIA GPU evidence (NVML): auto = when the policy requires nvidia-gpu")
 @click.option("--tsm-root", type=click.Path(path_type=Path), default=None,
               help="configfs-tsm report directory (default /sys/kernel/config/tsm/report)")
 @click.option("--ccel", "ccel_path", type=click.Path(path_type=Path), default=None,
               help="the CCEL log file (default /sys/firmware/acpi/tables/data/CCEL)")
 def request(server: str, policy: str, out_dir: Path, sim: bool, dns_names: tuple[str, ...], key_type: str,
-            event_log: str, tsm_root: Path | None, ccel_path: Path | None) -> None:
+            event_log: str, gpu: str, tsm_root: Path | None, ccel_path: Path | None) -> None:
     """Challenge, key, CSR, evidence, certificate; writes key.pem, chain.pem, response.json.
 
     On a TEE the evidence comes from configfs-tsm (TDX quote or SNP report, by provider); a TDX
@@ -57,13 +59,15 @@ def request(server: str, policy: str, out_dir: Path, sim: bool, dns_names: tuple
         if not tsm_available(root):
             raise click.ClickException(f"no configfs-tsm here ({root}); use --sim for dev")
         try:
-            needs = evidence_needs(server, policy) if event_log == "auto" else None
+            needs = evidence_needs(server, policy) if "auto" in (event_log, gpu) else None
         except AgentError as exc:
             click.echo(f"refused: {exc}", err=True)
             sys.exit(1)
-        if event_log == "auto" and needs is None:
-            click.echo("note: the CA does not say what the policy needs; not sending an event log", err=True)
-        tee_source = TsmEvidenceSource(needs=needs, event_log=event_log, root=root, ccel_path=ccel_path or CCEL_PATH)
+        if "auto" in (event_log, gpu) and needs is None:
+            click.echo("note: the CA does not say what the policy needs; sending no event log and no GPU evidence",
+                       err=True)
+        tee_source = TsmEvidenceSource(needs=needs, event_log=event_log, root=root, ccel_path=ccel_path or CCEL_PATH,
+                                       gpu=gpu)
         notes = tee_source.notes
         source = tee_source  # type: ignore[assignment]
     try:

@@ -78,7 +78,7 @@ def test_snp_report_and_the_hosts_certificate_table(tmp_path: Path, monkeypatch)
     assert rep.certificates == {"vcek": vcek, "ask": ask, "ark": ark}
     assert fs.privlevels == ["0"]
     src = TsmEvidenceSource(needs=None, root=fs.root)
-    kind, blob, extra = src(RD)
+    kind, blob, extra = src(RD)[0]
     assert kind == "snp-report" and sorted(base64.b64decode(c) for c in extra["collateral"]) == sorted([vcek, ask, ark])
     assert "event_log" not in extra
 
@@ -93,15 +93,15 @@ def test_ccel_sent_only_when_the_policy_needs_it(tmp_path: Path, monkeypatch):
     fs = FakeConfigfs(tmp_path, "tdx_guest", GCE.read("quote")).install(monkeypatch)
     ccel = fake_ccel(tmp_path, GCE.read("ccel"))
     src = TsmEvidenceSource(needs=NEEDS_LOG, root=fs.root, ccel_path=ccel)
-    kind, blob, extra = src(RD)
+    kind, blob, extra = src(RD)[0]
     assert kind == "tdx-quote" and blob == GCE.read("quote")
     assert base64.b64decode(extra["event_log"]) == GCE.read("ccel")  # the whole log area, padding included
-    assert src.notes[-1] == f"event log: CCEL from {ccel} (262144 bytes)"
-    _, _, extra = TsmEvidenceSource(needs=NO_LOG, root=fs.root, ccel_path=ccel)(RD)
+    assert f"event log: CCEL from {ccel} (262144 bytes)" in src.notes
+    _, _, extra = TsmEvidenceSource(needs=NO_LOG, root=fs.root, ccel_path=ccel)(RD)[0]
     assert extra == {}
-    _, _, extra = TsmEvidenceSource(needs=NO_LOG, event_log="always", root=fs.root, ccel_path=ccel)(RD)
+    _, _, extra = TsmEvidenceSource(needs=NO_LOG, event_log="always", root=fs.root, ccel_path=ccel)(RD)[0]
     assert "event_log" in extra
-    _, _, extra = TsmEvidenceSource(needs=NEEDS_LOG, event_log="never", root=fs.root, ccel_path=ccel)(RD)
+    _, _, extra = TsmEvidenceSource(needs=NEEDS_LOG, event_log="never", root=fs.root, ccel_path=ccel)(RD)[0]
     assert extra == {}
 
 

@@ -58,46 +58,5 @@ def build_crl(entries: Iterable[RevokedEntry], *, issuer_key: Any, issuer: x509.
     return builder.sign(issuer_key, hashes.SHA256())
 
 
-def build_ocsp_response(request: ocsp.OCSPRequest, *, status: str, revoked_at: datetime | None,
-                        reason: str | None, issuer_key: Any, issuer: x509.Certificate,
-                        now: datetime) -> ocsp.OCSPResponse:
-    """A signed response for the requested serial (good, revoked or unknown); the CA answers as its
-    own responder (RFC 6960 section 4.2.2.2, the CA itself)."""
-    cert_status = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED,
-                   "unknown": ocsp.OCSPCertStatus.UNKNOWN}[status]
-    builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
-        issuer_name_hash=request.issuer_name_hash, issuer_key_hash=request.issuer_key_hash,
-        serial_number=request.serial_number, algorithm=request.hash_algorithm, cert_status=cert_status,
-        this_update=now, next_update=now + OCSP_LIFETIME,
-        revocation_time=revoked_at if status == "revoked" else None,
-        revocation_reason=_reason(reason) if status == "revoked" and reason not in (None, "unspecified") else None,
-    ).responder_id(ocsp.OCSPResponderEncoding.HASH, issuer)
-    try:
-        nonce = request.extensions.get_extension_for_class(x509.OCSPNonce)
-        builder = builder.add_extension(nonce.value, critical=False)
-    except x509.ExtensionNotFound:
-        pass
-    return builder.sign(issuer_key, hashes.SHA256())
-
-
-def issued_by(request: ocsp.OCSPRequest, issuer: x509.Certificate) -> bool:
-    """Whether the request's issuer name/key hashes name ``issuer`` (RFC 6960 CertID)."""
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    algo = request.hash_algorithm
-    h1 = hashes.Hash(algo)
-    h1.update(issuer.subject.public_bytes())
-    spki = issuer.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
-    # the key hash is over the BIT STRING value of subjectPublicKey (without tag/length/unused bits)
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    pub = issuer.public_key()
-    raw = (pub.public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
-           if isinstance(pub, ec.EllipticCurvePublicKey) else spki)
-    h2 = hashes.Hash(algo)
-    h2.update(raw)
-    return h1.finalize() == request.issuer_name_hash and h2.finalize() == request.issuer_key_hash
-
-
 def ocsp_error(status: ocsp.OCSPResponseStatus) -> ocsp.OCSPResponse:
     return ocsp.OCSPResponseBuilder.build_unsuccessful(status)

@@ -10,12 +10,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from sqlalchemy import func, select
 
+from ca_service.ca.ocsp import OcspMalformed, SingleAnswer, build_response, parse_request
 from ca_service.ca.revocation import (
     REASONS,
     RevokedEntry,
     build_crl,
-    build_ocsp_response,
-    issued_by,
     ocsp_error,
 )
 from ca_service.db.models import Certificate
@@ -83,24 +82,33 @@ def current_crl(svc: Services) -> bytes:
 
 
 def ocsp_answer(svc: Services, request_der: bytes) -> bytes:
-    """An OCSP response (DER) for a DER OCSPRequest; malformed requests get malformedRequest."""
+    """An OCSP response (DER) for a DER OCSPRequest naming one or several certificates (RFC 6960
+    section 4.1.1), one answer per certificate in request order; malformed requests get
+    malformedRequest. A certificate of another issuer, or a serial this CA never issued, is unknown."""
     try:
-        req = ocsp.load_der_ocsp_request(request_der)
-    except ValueError:
+        req = parse_request(request_der)
+    except OcspMalformed:
         return ocsp_error(ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(Encoding.DER)
     issuer = svc.keys.certificate("issuing")
     now: datetime = svc.clock.now()
-    status, revoked_at, reason = "unknown", None, None
-    if issued_by(req, issuer):
+    ours = {format(c.serial, "x") for c in req.cert_ids if c.serial > 0 and c.names(issuer)}
+    rows = {}
+    if ours:
         with svc.db.read() as session:
-            row = session.execute(select(Certificate.status, Certificate.revoked_at, Certificate.revocation_reason)
-                                  .where(Certificate.serial == format(req.serial_number, "x"))).one_or_none()
-        if row is not None:
-            status = "revoked" if row.status == "revoked" else "good"
-            revoked_at, reason = row.revoked_at, row.revocation_reason
-    resp = build_ocsp_response(req, status=status, revoked_at=revoked_at, reason=reason,
-                               issuer_key=svc.keys.private_key("issuing"), issuer=issuer, now=now)
-    return resp.public_bytes(Encoding.DER)
+            rows = {r.serial: r for r in session.execute(
+                select(Certificate.serial, Certificate.status, Certificate.revoked_at, Certificate.revocation_reason)
+                .where(Certificate.serial.in_(sorted(ours)))).all()}
+    answers = []
+    for cid in req.cert_ids:
+        row = rows.get(format(cid.serial, "x")) if cid.serial > 0 and cid.names(issuer) else None
+        if row is None:
+            answers.append(SingleAnswer(cid, "unknown"))
+        elif row.status == "revoked":
+            answers.append(SingleAnswer(cid, "revoked", row.revoked_at, row.revocation_reason))
+        else:
+            answers.append(SingleAnswer(cid, "good"))
+    return build_response(answers, nonce_extension=req.nonce_extension,
+                          issuer_key=svc.keys.private_key("issuing"), issuer=issuer, now=now)
 
 
 def load_certificate(row: Certificate) -> x509.Certificate:

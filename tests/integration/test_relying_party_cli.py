@@ -6,6 +6,7 @@ agent wrote, and the refusals (revoked, unexpected, tampered, wrong key)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -159,3 +160,24 @@ def test_an_ocsp_response_for_another_issuer_is_not_a_pass(server, cvm, tmp_path
     p = _run(server, "verify", cvm / "chain.pem", "--root", server["home"] / "root.pem", "--accept-insecure",
              "--ocsp-response", tmp_path / "forged.ocsp", check=1)
     assert "not signed by the certificate's issuer" in p.stdout
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_openssl_ocsp_over_http_with_several_certificates(server, cvm, tmp_path):  # noqa: F811
+    """`openssl ocsp -url` with two -cert options against the served responder (it was HTTP 500)."""
+    out = tmp_path / "cvm3"
+    _run(server, "agent", "request", "--server", server["url"], "--policy", "sim", "--out", out, "--sim", check=0)
+    _run(server, "revoke", json.loads((out / "response.json").read_text())["serial"], "--reason", "superseded",
+         check=0)
+    first = x509.load_pem_x509_certificates((cvm / "chain.pem").read_bytes())
+    second = x509.load_pem_x509_certificates((out / "chain.pem").read_bytes())
+    (tmp_path / "a.pem").write_bytes(first[0].public_bytes(Encoding.PEM))
+    (tmp_path / "b.pem").write_bytes(second[0].public_bytes(Encoding.PEM))
+    (tmp_path / "issuing.pem").write_bytes(first[1].public_bytes(Encoding.PEM))
+    p = subprocess.run(["openssl", "ocsp", "-url", f"{server['url']}/v1/ocsp", "-issuer", "issuing.pem",
+                        "-cert", "a.pem", "-cert", "b.pem", "-CAfile", str(server["home"] / "root.pem"),
+                        "-verify_other", "issuing.pem"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    text = p.stdout + p.stderr
+    assert p.returncode == 0, text
+    assert "Response verify OK" in text and "a.pem: good" in text and "b.pem: revoked" in text, text
+    assert "Reason: superseded" in text, text

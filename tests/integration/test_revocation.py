@@ -138,3 +138,74 @@ def test_openapi_document_is_current(client):
     assert served == kept, "docs/openapi.json is stale: regenerate it: python scripts/gen_openapi.py"
     assert "/v1/certificates" in served["paths"] and "post" in served["paths"]["/v1/certificates"]
     assert served["components"]["schemas"]["CertificateRequestIn"]["required"]
+
+
+@needs_openssl
+def test_ocsp_answers_several_certificates_in_one_request(issuer, client, services, admin, tmp_path: Path):
+    """RFC 6960 section 4.1.1: `openssl ocsp` with three -cert options (good, revoked, and one this CA
+    never issued) gets one signed response with three answers, in order, echoing its nonce."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    s1, leaf1, issuing = _issue(issuer)
+    s2, leaf2, _ = _issue(issuer)
+    assert client.post(f"/v1/certificates/{s2}/revoke", json={"reason": "superseded"}, headers=admin).status_code == 200
+    key = ec.generate_private_key(ec.SECP256R1())
+    stranger = (x509.CertificateBuilder().subject_name(leaf1.subject).issuer_name(issuing.subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(leaf1.not_valid_before_utc).not_valid_after(leaf1.not_valid_after_utc)
+                .sign(key, hashes.SHA256()))
+    _files(tmp_path, services, leaf1, issuing, client.get("/v1/ca/crl").data)
+    (tmp_path / "leaf2.pem").write_bytes(leaf2.public_bytes(Encoding.PEM))
+    (tmp_path / "stranger.pem").write_bytes(stranger.public_bytes(Encoding.PEM))
+    subprocess.run(["openssl", "ocsp", "-issuer", "issuing.pem", "-cert", "leaf.pem", "-cert", "leaf2.pem",
+                    "-cert", "stranger.pem", "-reqout", "req.der"], cwd=tmp_path, check=True, capture_output=True)
+    resp = client.post("/v1/ocsp", data=(tmp_path / "req.der").read_bytes(), content_type="application/ocsp-request")
+    assert resp.status_code == 200 and resp.mimetype == "application/ocsp-response"
+    parsed = ocsp.load_der_ocsp_response(resp.data)
+    assert parsed.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
+    answers = list(parsed.responses)
+    assert [a.serial_number for a in answers] == [leaf1.serial_number, leaf2.serial_number, stranger.serial_number]
+    assert [a.certificate_status for a in answers] == [ocsp.OCSPCertStatus.GOOD, ocsp.OCSPCertStatus.REVOKED,
+                                                       ocsp.OCSPCertStatus.UNKNOWN]
+    assert answers[1].revocation_reason == x509.ReasonFlags.superseded
+    from cryptography.hazmat.primitives.asymmetric import ec as _ec
+
+    issuing.public_key().verify(parsed.signature, parsed.tbs_response_bytes, _ec.ECDSA(hashes.SHA256()))
+    (tmp_path / "resp.der").write_bytes(resp.data)
+    v = subprocess.run(["openssl", "ocsp", "-reqin", "req.der", "-respin", "resp.der", "-CAfile", "root.pem",
+                        "-verify_other", "issuing.pem"], cwd=tmp_path, capture_output=True, text=True)
+    assert "Response verify OK" in v.stdout + v.stderr, v.stdout + v.stderr  # signature, chain and nonce
+    v = subprocess.run(["openssl", "ocsp", "-respin", "resp.der", "-issuer", "issuing.pem", "-no_nonce",
+                        "-cert", "leaf.pem", "-cert", "leaf2.pem", "-cert", "stranger.pem", "-CAfile", "root.pem",
+                        "-verify_other", "issuing.pem"], cwd=tmp_path, capture_output=True, text=True)
+    out = v.stdout + v.stderr
+    assert "leaf.pem: good" in out and "leaf2.pem: revoked" in out and "stranger.pem: unknown" in out, out
+    assert "Reason: superseded" in out, out
+
+
+def test_ocsp_get_form_with_slashes_in_the_base64(issuer, client):
+    """RFC 6960 appendix A.1: GET /v1/ocsp/{url-encoded base64}; a request whose base64 holds "//"
+    is answered, not redirected to a merged path."""
+    import base64
+    import os
+    from urllib.parse import quote
+
+    from cryptography.hazmat.primitives import hashes
+
+    _, leaf, issuing = _issue(issuer)
+    for _ in range(5000):
+        req = (ocsp.OCSPRequestBuilder().add_certificate(leaf, issuing, hashes.SHA1())
+               .add_extension(x509.OCSPNonce(os.urandom(16)), critical=False).build())
+        b64 = base64.b64encode(req.public_bytes(Encoding.DER)).decode()
+        if "//" in b64:
+            break
+    assert "//" in b64
+    for path in (b64, quote(b64, safe="")):
+        resp = client.get(f"/v1/ocsp/{path}")
+        assert resp.status_code == 200, (path, resp.status_code)
+        parsed = ocsp.load_der_ocsp_response(resp.data)
+        assert parsed.certificate_status == ocsp.OCSPCertStatus.GOOD and parsed.serial_number == leaf.serial_number
+    junk = client.get("/v1/ocsp/not-base64!")
+    assert junk.status_code == 200
+    assert ocsp.load_der_ocsp_response(junk.data).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST

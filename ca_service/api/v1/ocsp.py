@@ -30,8 +30,12 @@ def post_ocsp() -> ResponseReturnValue:
     return _respond(request.get_data(cache=False)[:MAX_OCSP_REQUEST + 1])
 
 
-@bp.get("/<path:encoded>")
+# RFC 6960 appendix A.1: GET {url}/{url-encoding of base64(DER)}. Base64 holds "/" (and "//"),
+# so the rule must not merge slashes (that would redirect to a different request).
+@bp.get("/<path:encoded>", merge_slashes=False)
 def get_ocsp(encoded: str) -> ResponseReturnValue:
+    if len(encoded) > MAX_OCSP_REQUEST * 2:
+        encoded = ""
     try:
         der = base64.b64decode(unquote(encoded), validate=True)
     except (binascii.Error, ValueError):

@@ -115,8 +115,16 @@ def build_issuing(key: Any, root_key: Any, root: x509.Certificate, *, now: datet
         .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
+        # where the root's ARL is, so `openssl verify -crl_check_all` can check this CA too
+        .add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+            [x509.UniformResourceIdentifier(arl_url(public_url))], None, None, None)]), critical=False)
         .sign(root_key, _sign_hash(root_key))
     )
+
+
+def arl_url(public_url: str) -> str:
+    """The root's ARL (revoked CA certificates), named by the issuing CA's CRL distribution point."""
+    return f"{public_url}/v1/ca/root.crl"
 
 
 # RFC 1123 section 2.1 / RFC 5280 section 4.2.1.6 "preferred name syntax": letters, digits and

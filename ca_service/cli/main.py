@@ -29,6 +29,7 @@ COMMANDS = (
     ("ca_service.cli.collateral", "collateral"),
     ("ca_service.cli.integrity", "integrity"),
     ("ca_service.cli.reappraise", "reappraise"),
+    ("ca_service.cli.root", "root"),
 )
 
 

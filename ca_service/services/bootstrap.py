@@ -121,6 +121,10 @@ def init_ca(settings: Settings, *, write_passphrase: bool = False) -> InitResult
             svc.keys.store(session, "issuing", issuing_key, issuing, now)
             svc.keys.store(session, "log", ed25519.Ed25519PrivateKey.generate(), None, now)
             svc.keys.store(session, "ear", ec.generate_private_key(ec.SECP256R1()), None, now)
+            # the root's first ARL (empty, long-lived): the issuing CA's CDP names it
+            from ca_service.services.root_arl import sign_arl_in
+
+            sign_arl_in(session, root_key=root_key, root=root, now=now)
             if settings.insecure:
                 from ca_service.evidence.sim.attester import InsecureSimTee
 

@@ -140,5 +140,9 @@ def test_issued_chain_crl_and_ocsp_pass_pkilint_and_key_usage_follows_the_key(se
 
     errors = {name: _lint(["lint_pkix_cert"], tmp_path / name) for name in files}
     errors["crl.der"] = _lint(["lint_crl", "-t", "CRL", "-p", "PKIX"], tmp_path / "crl.der")
+    arl = requests.get(f"{url}/v1/ca/root.crl", timeout=10)
+    assert arl.status_code == 200
+    (tmp_path / "arl.der").write_bytes(arl.content)
+    errors["arl.der"] = _lint(["lint_crl", "-t", "ARL", "-p", "PKIX"], tmp_path / "arl.der")
     errors["ocsp.der"] = _lint(["lint_ocsp_response"], tmp_path / "ocsp.der")
     assert all(not e for e in errors.values()), errors

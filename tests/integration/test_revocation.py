@@ -209,3 +209,86 @@ def test_ocsp_get_form_with_slashes_in_the_base64(issuer, client):
     junk = client.get("/v1/ocsp/not-base64!")
     assert junk.status_code == 200
     assert ocsp.load_der_ocsp_response(junk.data).response_status == ocsp.OCSPResponseStatus.MALFORMED_REQUEST
+
+
+@needs_openssl
+def test_issuing_ca_names_the_root_arl_and_openssl_crl_check_all_passes(issuer, client, services, ca_settings,
+                                                                        tmp_path: Path):
+    """The issuing CA's CRL distribution point names the root's ARL, which init signed (empty,
+    onlyContainsCACerts, valid for a year), so `openssl verify -crl_check_all` checks both levels."""
+    from datetime import timedelta
+
+    _, leaf, issuing = _issue(issuer)
+    cdp = issuing.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [n.value for n in cdp[0].full_name] == [f"{ca_settings.public_url}/v1/ca/root.crl"]
+    arl_resp = client.get("/v1/ca/root.crl")
+    assert arl_resp.status_code == 200 and arl_resp.mimetype == "application/pkix-crl"
+    arl = x509.load_der_x509_crl(arl_resp.data)
+    root = services.keys.certificate("root")
+    assert arl.is_signature_valid(root.public_key()) and arl.issuer == root.subject
+    assert arl.next_update_utc - arl.last_update_utc >= timedelta(days=300)
+    idp = arl.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    assert idp.critical and idp.value.only_contains_ca_certs
+    assert arl.get_revoked_certificate_by_serial_number(issuing.serial_number) is None
+    _files(tmp_path, services, leaf, issuing, client.get("/v1/ca/crl").data)
+    (tmp_path / "arl.pem").write_bytes(arl.public_bytes(Encoding.PEM))
+    args = ["openssl", "verify", "-crl_check_all", "-CAfile", "root.pem", "-untrusted", "issuing.pem",
+            "-CRLfile", "crl.pem", "-CRLfile", "arl.pem", "leaf.pem"]
+    ok = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True)
+    assert ok.returncode == 0 and "leaf.pem: OK" in ok.stdout, ok.stdout + ok.stderr
+    # without the ARL, -crl_check_all cannot pass: the check is real
+    no_arl = subprocess.run(["openssl", "verify", "-crl_check_all", "-CAfile", "root.pem", "-untrusted", "issuing.pem",
+                             "-CRLfile", "crl.pem", "leaf.pem"], cwd=tmp_path, capture_output=True, text=True)
+    assert no_arl.returncode != 0 and "unable to get certificate CRL" in no_arl.stdout + no_arl.stderr
+
+
+@needs_openssl
+def test_offline_root_signs_a_new_arl_revoking_the_issuing_ca(tmp_path: Path):
+    """`ca-service root sign-arl` with the encrypted root key: the ARL keeps growing, openssl then
+    refuses the revoked issuing CA; a wrong passphrase is one clear line."""
+    import os
+    import sys
+
+    cli = [sys.executable, "-m", "ca_service.cli"]
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CA_SERVICE_")}
+    env.update({"CA_SERVICE_HOME": str(home), "CA_SERVICE_PROFILE": "insecure-dev",
+                "CA_SERVICE_ROOT_PASSPHRASE": "correct horse battery staple"})
+    assert subprocess.run([*cli, "init"], env=env, capture_output=True, timeout=120).returncode == 0
+    from ca_service.config import Settings
+    from ca_service.services.container import Services
+    from ca_service.services.root_arl import current_arl
+
+    svc = Services.create(Settings.from_env(env))
+    try:
+        issuing, root = svc.keys.certificate("issuing"), svc.keys.certificate("root")
+        first = x509.load_der_x509_crl(current_arl(svc))
+    finally:
+        svc.close()
+    serial = format(issuing.serial_number, "x")
+    p = subprocess.run([*cli, "root", "sign-arl", "--revoke", f"{serial}:cACompromise", "--days", "30",
+                        "--out", str(tmp_path / "arl.der")], env=env, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "signed ARL number" in p.stdout and "1 new entry" in p.stdout
+    arl = x509.load_der_x509_crl((tmp_path / "arl.der").read_bytes())
+    assert arl.is_signature_valid(root.public_key())
+    number = arl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    assert number > first.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    entry = arl.get_revoked_certificate_by_serial_number(issuing.serial_number)
+    assert entry is not None
+    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.ca_compromise
+    (tmp_path / "root.pem").write_bytes(root.public_bytes(Encoding.PEM))
+    (tmp_path / "issuing.pem").write_bytes(issuing.public_bytes(Encoding.PEM))
+    (tmp_path / "arl.pem").write_bytes(arl.public_bytes(Encoding.PEM))
+    v = subprocess.run(["openssl", "verify", "-crl_check", "-CAfile", "root.pem", "-CRLfile", "arl.pem",
+                        "issuing.pem"], cwd=tmp_path, capture_output=True, text=True)
+    assert v.returncode != 0 and "certificate revoked" in v.stdout + v.stderr, v.stdout + v.stderr
+    # the next ARL keeps the entry
+    again = subprocess.run([*cli, "root", "sign-arl", "--out", str(tmp_path / "arl2.der")], env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "0 new entries" in again.stdout, again.stderr
+    arl2 = x509.load_der_x509_crl((tmp_path / "arl2.der").read_bytes())
+    assert arl2.get_revoked_certificate_by_serial_number(issuing.serial_number) is not None
+    wrong = subprocess.run([*cli, "root", "sign-arl"], env={**env, "CA_SERVICE_ROOT_PASSPHRASE": "nope"},
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -1,4 +1,4 @@
-"""GET /v1/ca/chain (PEM), /v1/ca/issuing.cer (DER, for AIA caIssuers), /v1/ca/root.pem."""
+"""GET /v1/ca/chain (PEM), /v1/ca/issuing.cer (DER, for AIA caIssuers), /v1/ca/crl, /v1/ca/root.crl (ARL)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,15 @@ def crl() -> ResponseReturnValue:
 
     return Response(current_crl(services()), mimetype="application/pkix-crl",
                     headers={"Cache-Control": "public, max-age=60"})
+
+
+@bp.get("/root.crl")
+def root_arl() -> ResponseReturnValue:
+    """The root's ARL (DER): revoked CA certificates, named by the issuing CA's CRL distribution point."""
+    from ca_service.services.root_arl import current_arl
+
+    return Response(current_arl(services()), mimetype="application/pkix-crl",
+                    headers={"Cache-Control": "public, max-age=300"})
 
 
 @bp.get("/attestation")

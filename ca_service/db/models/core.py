@@ -127,3 +127,17 @@ class AuditEvent(Base):
     before: Mapped[str | None] = mapped_column(String(64), nullable=True)
     after: Mapped[str | None] = mapped_column(String(64), nullable=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class CARevocationList(Base):
+    """CRLs the offline root signs (the ARL, RFC 5280 section 5: revoked CA certificates), stored so
+    every replica serves the same signed bytes. Each new one carries a higher CRL number."""
+
+    __tablename__ = "ca_revocation_lists"
+
+    number: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    issuer_role: Mapped[str] = mapped_column(String(16), index=True)
+    this_update: Mapped[datetime] = mapped_column(UTCDateTime())
+    next_update: Mapped[datetime] = mapped_column(UTCDateTime())
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -50,10 +50,13 @@ class Artifact:
     bytecode: str
     compiler_version: str
 
+    deployed_bytecode: str = ""
+
     @classmethod
     def load(cls, path: Path = ARTIFACT_PATH) -> Artifact:
         doc = json.loads(path.read_text())
-        return cls(abi=doc["abi"], bytecode=doc["bytecode"], compiler_version=doc["compiler"]["version"])
+        return cls(abi=doc["abi"], bytecode=doc["bytecode"], compiler_version=doc["compiler"]["version"],
+                   deployed_bytecode=doc.get("deployedBytecode", ""))
 
 
 @cache
@@ -385,6 +388,29 @@ class ChainClient:
                 return False
 
         return self._rpc("transaction", go)
+
+    def is_anchor_contract(self, address: str) -> bool:
+        """Whether the code at ``address`` is exactly this repository's CheckpointAnchor runtime code
+        (only its publisher may anchor, and sizes only grow), so its events mean what they say."""
+        want = artifact().deployed_bytecode.removeprefix("0x").lower()
+        return bool(want) and self.code_at(address).hex() == want
+
+    def anchored_events(self, address: str, from_block: int = 0) -> list[AnchorEvent]:
+        """Every Anchored event of the contract on the canonical chain, by size."""
+        def go() -> list[AnchorEvent]:
+            event = self._at(address).events.Anchored()
+            topic0 = "0x" + bytes(self.w3.keccak(text="Anchored(uint64,bytes32,bytes32)")).hex()
+            logs = self.w3.eth.get_logs({"address": Web3.to_checksum_address(address), "fromBlock": from_block,
+                                         "toBlock": "latest", "topics": [topic0]})
+            out = []
+            for log in logs:
+                ev = event.process_log(log)
+                out.append(AnchorEvent(int(ev["args"]["size"]), bytes(ev["args"]["root"]),
+                                       bytes(ev["args"]["checkpointHash"]), bytes(log["transactionHash"]),
+                                       int(log["blockNumber"]), bytes(log["blockHash"])))
+            return sorted(out, key=lambda e: e.size)
+
+        return self._rpc("get logs", go)
 
     def find_anchor_event(self, address: str, size: int, from_block: int = 0) -> AnchorEvent | None:
         """The canonical chain's Anchored event for ``size`` (at most one: sizes strictly grow)."""

@@ -8,27 +8,35 @@ from typing import Any
 import click
 from cryptography import x509
 
-from ca_service.ca.verify import CertificateReport, check_log_proof
+from ca_service.ca.verify import CertificateReport
 
 
-def check_proof(report: CertificateReport, leaf: x509.Certificate, bundle_text: str, vkey: str | None,
-                rpc: str | None, contract: str | None = None) -> None:
+def check_proof(report: Any, leaf: x509.Certificate, bundle_text: str | None, vkey: str | None,
+                rpc: str | None, contract: str | None = None, *, server: str | None = None,
+                fetch: Any = None) -> None:
+    """The log inclusion of ``leaf`` under a checkpoint signed by ``vkey`` and, with ``rpc``, the
+    anchor covering it (``ca_service.relying_party.transparency``)."""
     if not vkey:
-        raise click.UsageError("--proof needs --log-vkey (the log's key, from GET /v1/log/vkey, kept by you)")
-    cp = check_log_proof(report, leaf, bundle_text, vkey)
-    if cp is None or rpc is None:
-        return
-    if not contract:
-        raise click.UsageError("--rpc needs --contract (the anchor contract address, from GET /v1/anchors)")
-    from ca_service.anchor.chain import ChainClient
+        raise click.UsageError("--proof and --rpc need --log-vkey (the log's key, from GET /v1/log/vkey, kept by you)")
     from ca_service.errors import CAServiceError
+    from ca_service.relying_party.revocation import requests_fetcher
+    from ca_service.relying_party.transparency import LogTrust, check_transparency
 
-    try:
-        chain = ChainClient.reader(rpc)
-    except CAServiceError as exc:
-        report.add("anchor", False, f"[{exc.code}] {exc.detail}")
-        return
-    check_anchor(report, chain, contract, cp, bundle_text.partition("\n\n")[2])
+    chain = None
+    if rpc is not None:
+        from ca_service.anchor.chain import ChainClient
+
+        try:
+            chain = ChainClient.reader(rpc)
+        except CAServiceError as exc:
+            report.add("anchor", False, f"[{exc.code}] {exc.detail}")
+            return
+    log_index = None
+    ear = getattr(report, "ear", None)
+    if isinstance(ear, dict) and isinstance(ear.get("ca-service.log-index"), int):
+        log_index = ear["ca-service.log-index"]
+    check_transparency(report, leaf, LogTrust(vkey, chain, contract), fetch=fetch or requests_fetcher(),
+                       server=server.rstrip("/") if server else None, bundle_text=bundle_text, log_index=log_index)
 
 
 def check_anchor(report: CertificateReport, chain: Any, contract: str, cp: Any, note: str) -> bool:

@@ -49,10 +49,16 @@ def _verify_options(f: Any) -> Any:
         click.option("--no-revocation", is_flag=True, help="skip the revocation check (reported as a warning)"),
         click.option("--accept-insecure", is_flag=True, help="accept certificates of the insecure-dev profile"),
         click.option("--accept-warning", is_flag=True, help="accept an EAR status of warning (names what fell short)"),
-        click.option("--proof", "proof_file", type=_FILE, help="a tlog-proof@v1 bundle for the certificate"),
-        click.option("--log-vkey", help="the log's note verifier key (name+id+key); required with --proof"),
-        click.option("--rpc", help="EVM JSON-RPC URL to check the anchor covering the proof"),
-        click.option("--contract", help="the anchor contract address (with --rpc)"),
+        click.option("--log-vkey", help="the log's note verifier key (name+id+key, from GET /v1/log/vkey, kept by "
+                                        "you): check the certificate's log inclusion"),
+        click.option("--rpc", help="EVM JSON-RPC URL: check the on-chain anchor covering the certificate "
+                                   "(needs --log-vkey)"),
+        click.option("--contract", envvar="CA_SERVICE_ANCHOR_CONTRACT",
+                     help="pin the anchor contract address (default: $CA_SERVICE_ANCHOR_CONTRACT, else asked of the "
+                          "CA and reported as a warning)"),
+        click.option("--proof", "proof_file", type=_FILE,
+                     help="a tlog-proof@v1 bundle for the certificate (default: fetched from the CA)"),
+        click.option("--server", help="the CA's base URL for proofs (default: from the certificate's AIA)"),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -62,7 +68,7 @@ def _verify_options(f: Any) -> Any:
 def run_verify(chain_file: Path, *, root_file: Path | None, at_text: str | None, expects: tuple[str, ...],
                crl_file: Path | None, ocsp_file: Path | None, no_revocation: bool, accept_insecure: bool,
                accept_warning: bool, proof_file: Path | None, log_vkey: str | None, rpc: str | None,
-               contract: str | None) -> Any:
+               contract: str | None, server: str | None) -> Any:
     from ca_service.config import Settings
     from ca_service.errors import CAServiceError
     from ca_service.relying_party import Expectation, verify_certificate
@@ -86,10 +92,11 @@ def run_verify(chain_file: Path, *, root_file: Path | None, at_text: str | None,
                                  ocsp_response=ocsp_file.read_bytes() if ocsp_file else None,
                                  fetch=requests_fetcher(), accept_insecure=accept_insecure,
                                  accept_warning=accept_warning)
-    if proof_file is not None and verdict.certificate is not None:
+    if (proof_file or log_vkey or rpc) and verdict.certificate is not None:
         from ca_service.cli.proofcheck import check_proof
 
-        check_proof(verdict, verdict.certificate, proof_file.read_text(), log_vkey, rpc, contract)  # type: ignore[arg-type]
+        check_proof(verdict, verdict.certificate, proof_file.read_text() if proof_file else None, log_vkey, rpc,
+                    contract, server=server, fetch=requests_fetcher())
     return verdict
 
 

@@ -220,17 +220,29 @@ def consistency_proof(svc: Services, old_size: int, new_size: int) -> dict[str, 
     return {"from": old_size, "to": new_size, "hashes": [_b64(h) for h in hashes]}
 
 
-def proof_bundle_for_index(svc: Services, index: int) -> str:
-    """``c2sp.org/tlog-proof@v1`` text for entry ``index`` under the latest checkpoint.
+def proof_bundle_for_index(svc: Services, index: int, size: int | None = None) -> str:
+    """``c2sp.org/tlog-proof@v1`` text for entry ``index`` under the latest checkpoint, or under the
+    published checkpoint of ``size`` (an anchored size, so a relying party can check the entry
+    against the chain anchor that covers it).
 
     Raises:
         LogEntryNotFound (``log.entry_not_found``): negative index.
-        NotCheckpointed (``log.not_checkpointed``): no checkpoint covers the entry yet.
+        NotCheckpointed (``log.not_checkpointed``): no checkpoint covers the entry yet, or none
+            was published at ``size``.
+        ProofUnavailable (``log.proof_unavailable``): ``size`` does not contain the entry.
     """
     if index < 0:
         raise LogEntryNotFound("negative log index", index=index)
     with svc.db.read() as session:
-        row = latest_checkpoint_row(session)
+        if size is None:
+            row = latest_checkpoint_row(session)
+        else:
+            if size <= index:
+                raise ProofUnavailable("a tree of this size does not contain the entry", index=index, size=size)
+            row = session.get(TlogCheckpoint, size)
+            if row is None:
+                raise NotCheckpointed("no checkpoint of this size was published (anchored sizes are; see "
+                                      "GET /v1/anchors)", index=index, size=size)
         if row is None or row.size <= index:
             raise NotCheckpointed("no checkpoint covers this entry yet; retry shortly", index=index)
         hashes = TileStore(session, row.size).inclusion_proof(index)

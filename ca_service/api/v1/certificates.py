@@ -65,19 +65,29 @@ def get_one(serial: str) -> ResponseReturnValue:
 @bp.get("/<serial>/proof")
 def get_proof(serial: str) -> ResponseReturnValue:
     """The ``c2sp.org/tlog-proof@v1`` bundle for the certificate's log entry, once a checkpoint
-    covers it (404 ``log.not_checkpointed`` before). With ``Accept: application/json``: the bundle
-    and the chain anchor that covers it, if any."""
+    covers it (404 ``log.not_checkpointed`` before). ``?size=N``: under the published checkpoint of
+    size N instead of the latest (an anchored size: the proof a relying party checks against that
+    anchor). With ``Accept: application/json``: the bundle and the chain anchor that covers it, if any."""
     from flask import Response, request
 
+    from ca_service.errors import ProofUnavailable
     from ca_service.services.log import proof_bundle_for_index
 
     svc = services()
+    raw_size = request.args.get("size")
+    size = None
+    if raw_size is not None:
+        import re
+
+        if not re.fullmatch(r"[0-9]{1,19}", raw_size):
+            raise ProofUnavailable("size must be a non-negative integer", size=raw_size[:40])
+        size = int(raw_size)
     row = get_certificate(svc, serial)
     if row.log_index is None:
         from ca_service.errors import NotFound
 
         raise NotFound("this certificate has no log entry")
-    bundle = proof_bundle_for_index(svc, row.log_index)
+    bundle = proof_bundle_for_index(svc, row.log_index, size)
     if request.accept_mimetypes.best == "application/json":
         anchor = None
         try:

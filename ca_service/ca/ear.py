@@ -79,8 +79,9 @@ def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str, *, bound:
         name: _tier([c for c in item_checks if _claim_of(c) == name])
         for name in ("hardware", "executables", "configuration")
     }
-    if vector["hardware"] == AFFIRMING and (ve.insecure or ve.tcb_status not in (None, "UpToDate")):
-        vector["hardware"] = WARNING  # genuine, but not up to date (or not hardware at all)
+    unchecked = list(ve.unchecked_revocation)  # only ever here under revocation.allow_unchecked
+    if vector["hardware"] == AFFIRMING and (ve.insecure or ve.tcb_status not in (None, "UpToDate") or unchecked):
+        vector["hardware"] = WARNING  # genuine, but not up to date, not hardware, or revocation unchecked
     vector["instance-identity"] = AFFIRMING if bound else 0
     passed = bool(item_checks) and all(c.passed for c in item_checks)
     tier = CONTRAINDICATED if not passed else max(vector.values())
@@ -96,6 +97,8 @@ def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str, *, bound:
         "ca-service.collateral-sha256": dict(ve.collateral_sha256),
         "ca-service.collateral": [dict(c) for c in collateral],
         "ca-service.measurements": {k: ve.claims[k] for k in _MEASUREMENT_CLAIMS if k in ve.claims},
+        **({"ca-service.warnings": [f"{code}: accepted unchecked by the policy (revocation.allow_unchecked)"
+                                    for code in unchecked]} if unchecked else {}),
     }
 
 

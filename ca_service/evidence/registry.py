@@ -9,6 +9,7 @@ from datetime import datetime
 
 from ca_service.clock import require_aware
 from ca_service.errors import (
+    CollateralInvalid,
     EventLogMalformed,
     EventLogUnsupported,
     EvidenceError,
@@ -98,6 +99,8 @@ def verify(
     if len(evidence) > MAX_EVIDENCE_BYTES:
         raise EvidenceMalformed("evidence is larger than 1 MiB")
     coll = collateral if isinstance(collateral, Collateral) else load_collateral(collateral)
+    if coll.ocsp_unparsed and kind != "nvidia-gpu":  # only the GPU verifier judges OCSP (as a revocation source)
+        raise CollateralInvalid("a collateral item shaped like an OCSP response cannot be parsed")
     result = verifier(bytes(evidence), coll, at, roots)
     if not isinstance(result, VerifiedEvidence):  # a verifier bug must never pass as success
         raise EvidenceError("verifier returned no result")

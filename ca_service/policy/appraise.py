@@ -170,11 +170,21 @@ def _min_driver(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
     return actual, parts(actual) >= parts(expected)
 
 
-def _rim_match(ve: VerifiedEvidence, expected: Any) -> tuple[Any, bool]:
+def _rims(kind: str, which: list[str], ve: VerifiedEvidence) -> list[AppraisalCheck]:
+    """NVIDIA RIMs, one at a time: each RIM the policy requires was given, verified, and every one
+    of its active golden measurements matched (the check ``nvidia.rim.<which>`` passed)."""
+    results = {c.name: c.result for c in ve.checks}
     rim = ve.claims.get("rim")
-    if not isinstance(rim, dict) or "mismatched_indexes" not in rim:
-        return None, False
-    return rim["mismatched_indexes"], rim["mismatched_indexes"] == []
+    out = []
+    for name in which:
+        actual: Any = results.get(f"nvidia.rim.{name}", "absent")
+        one = rim.get(name) if isinstance(rim, dict) else None
+        if actual == "pass" and isinstance(one, dict):
+            actual = {"result": "pass", "mismatched_indexes": one.get("mismatched_indexes")}
+        ok = (results.get(f"nvidia.rim.{name}") == "pass" and isinstance(one, dict)
+              and one.get("mismatched_indexes") == [])
+        out.append(AppraisalCheck(kind, f"measurements.{name}", "match_rim", actual, ok))
+    return out
 
 
 _SIMPLE: dict[str, Callable[[VerifiedEvidence, Any], tuple[Any, bool]]] = {
@@ -193,7 +203,6 @@ _SIMPLE: dict[str, Callable[[VerifiedEvidence, Any], tuple[Any, bool]]] = {
     "guest_policy": _bits("policy"),
     "platform_info": _bits("platform_info"),
     "min_driver": _min_driver,
-    "measurements": _rim_match,
     "min_isv_svn": _min_int("isv_svn"),
     "isv_prod_id": _any_of("isv_prod_id"),
     "vmpl": _any_of("vmpl"),
@@ -233,6 +242,9 @@ def _appraise_item(kind: str, rules: dict[str, Any], ve: VerifiedEvidence) -> li
     for rule, expected in sorted(rules.items()):
         if rule == "require_checks":
             out.extend(_require_checks(kind, expected, ve))
+        elif rule in ("rims", "measurements"):  # measurements: match_rim alone means both RIMs
+            if rule == "rims" or "rims" not in rules:
+                out.extend(_rims(kind, expected if rule == "rims" else ["driver", "vbios"], ve))
         elif rule == "rtmr":
             for idx, allowed in sorted(expected.items()):
                 actual, ok = _any_of(f"rtmr{idx}")(ve, allowed)

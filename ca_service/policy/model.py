@@ -20,7 +20,7 @@ import jsonschema
 import rfc8785
 import yaml
 
-from ca_service.errors import PolicyError
+from ca_service.errors import PolicyError, PolicyGpuOnly
 
 MAX_POLICY_DEPTH = 32
 MAX_POLICY_BYTES = 64 * 1024
@@ -87,6 +87,12 @@ class Policy:
     def allows_sim(self) -> bool:
         return "sim" in self.required
 
+    @property
+    def allow_unchecked_revocation(self) -> bool:
+        """``revocation.allow_unchecked``: a missing or unusable revocation source is accepted
+        (the EAR then carries a warning naming the item); default false."""
+        return bool(self.document.get("revocation", {}).get("allow_unchecked", False))
+
     def policy_id(self, version: int) -> str:
         return f"urn:ca-service:policy:{self.name}@{version}#sha256:{self.digest}"
 
@@ -119,6 +125,28 @@ def policy_from_document(doc: Any) -> Policy:
     parse_duration(doc["certificate"]["max_lifetime"])
     canonical = rfc8785.dumps(doc)
     return Policy(name=doc["name"], document=doc, canonical=canonical, digest=hashlib.sha256(canonical).hexdigest())
+
+
+# Evidence that attests the machine holding the CSR's key (its report data binds the key); a GPU
+# attests only itself. DESIGN.md flow 1: the GPU item rides along with one of these, bound to the
+# same challenge and key.
+KEY_ATTESTING_KINDS = frozenset({"tdx-quote", "sgx-quote", "snp-report", "nitro", "sim"})
+GPU_KINDS = frozenset({"nvidia-gpu"})
+
+
+def check_applicable(policy: Policy) -> None:
+    """What a policy must be to be applied or activated (beyond the schema).
+
+    Raises:
+        PolicyGpuOnly (``policy.gpu_only``): GPU evidence is required but no CPU TEE item is: a GPU
+            cannot attest where the CSR's key lives, so such a policy would admit any key.
+    """
+    required = set(policy.required)
+    if required & GPU_KINDS and not required & KEY_ATTESTING_KINDS:
+        raise PolicyGpuOnly(
+            f"evidence.required {sorted(required)} has GPU evidence but no CPU TEE item "
+            f"(one of {sorted(KEY_ATTESTING_KINDS)}) bound to the same challenge and key",
+            required=sorted(required))
 
 
 def load_policy(source: str | bytes) -> Policy:

@@ -19,7 +19,7 @@ from ca_service.services import collateral as collateral_service
 from ca_service.services import policies
 from ca_service.services.collateral_used import used_items
 from ca_service.services.container import Services
-from ca_service.services.issuance import EvidenceItem, trust_roots, verify_one
+from ca_service.services.issuance import EvidenceItem, refuse_unchecked_revocation, trust_roots, verify_one
 
 MIN_NONCE, MAX_NONCE = 8, 64  # EAT nonce sizes (RFC 9711 section 4.1)
 
@@ -75,7 +75,8 @@ def attest(svc: Services, req: AttestationRequest) -> AttestationResult:
     used: dict[str, list[dict[str, Any]]] = {}
     cache_listing: dict[str, list[dict[str, Any]]] = {}
     for item, item_nonce in zip(req.evidence, nonces, strict=True):
-        ve, resolved = verify_one(svc, item, now, roots)
+        ve, resolved = verify_one(svc, item, now, roots,
+                                  allow_unchecked_revocation=ref.policy.allow_unchecked_revocation)
         used[item.kind] = resolved.to_json()
         if not item.collateral and item.kind in collateral_service.SUPPLIED_KINDS:
             cache_listing[item.kind] = used_items(svc, item.kind, item.data, now)
@@ -89,6 +90,7 @@ def attest(svc: Services, req: AttestationRequest) -> AttestationResult:
             if item_nonce is not None:
                 item_nonces[item.kind] = item_nonce
         verified.append(ve)
+    refuse_unchecked_revocation(ref.policy, verified)
     appraisal = appraise(ref.policy, verified, insecure_allowed=svc.settings.insecure)
     claims = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=req.nonce,
                        profile=svc.settings.profile, bound=req.nonce is not None, item_nonces=item_nonces,

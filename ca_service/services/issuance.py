@@ -23,11 +23,12 @@ from ca_service.ca.lifetime import cap_lifetime
 from ca_service.ca.profile import build_end_entity, check_request
 from ca_service.crypto.keys import KEY_TYPES, parse_csr
 from ca_service.db.models import Certificate
-from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, NotFound, PolicyError
+from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, NotFound, PolicyError, evidence_error_for
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.binding import check_binding
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.policy.appraise import Appraisal, appraise
+from ca_service.policy.model import Policy, check_applicable
 from ca_service.services import collateral as collateral_service
 from ca_service.services import group_commit, policies
 from ca_service.services.challenges import consume_challenge_in
@@ -97,8 +98,8 @@ class Verified:
         return {kind: r.to_json() for kind, r in self.collateral.items()}
 
 
-def verify_one(svc: Services, item: EvidenceItem, at: datetime,
-               roots: TrustRoots) -> tuple[VerifiedEvidence, collateral_service.Resolved]:
+def verify_one(svc: Services, item: EvidenceItem, at: datetime, roots: TrustRoots, *,
+               allow_unchecked_revocation: bool = False) -> tuple[VerifiedEvidence, collateral_service.Resolved]:
     """Verify one item as of ``at`` by the CA's collateral (docs/adr/0005-the-cas-collateral-decides.md):
     for TDX/SGX/SNP the request's collateral only fills what the CA lacks."""
     if item.kind == "sim" and not svc.settings.insecure:
@@ -109,14 +110,34 @@ def verify_one(svc: Services, item: EvidenceItem, at: datetime,
     else:
         resolved = collateral_service.Resolved((), ())
     return evidence_mod.verify(item.kind, item.data, collateral=resolved.items, at=at, roots=roots,
-                               event_log=item.event_log, ima_log=item.ima_log), resolved
+                               event_log=item.event_log, ima_log=item.ima_log,
+                               allow_unchecked_revocation=allow_unchecked_revocation), resolved
 
 
-def verify_all(svc: Services, items: tuple[EvidenceItem, ...], at: datetime) -> Verified:
+def refuse_unchecked_revocation(policy: Policy, verified: list[VerifiedEvidence]) -> None:
+    """Revocation is checked, or the refusal says why not (issue 11 section 2): every revocation
+    source a verifier could not use (missing, expired, unparseable, wrongly signed) is a refusal
+    naming the item, unless the policy says ``revocation: {allow_unchecked: true}`` (the EAR then
+    carries the warning).
+
+    Raises:
+        RevocationUnchecked leaves (``revocation.<item>_<state>``).
+    """
+    if policy.allow_unchecked_revocation:
+        return
+    for ve in verified:
+        for code in ve.unchecked_revocation:
+            raise evidence_error_for(code)(
+                f"{ve.kind}: {code}: revocation was not checked; a policy accepts this only with "
+                "revocation: {allow_unchecked: true}", evidence_type=ve.kind)
+
+
+def verify_all(svc: Services, items: tuple[EvidenceItem, ...], at: datetime, *,
+               allow_unchecked_revocation: bool = False) -> Verified:
     roots = trust_roots(svc)
     verified, used = [], {}
     for item in items:
-        ve, resolved = verify_one(svc, item, at, roots)
+        ve, resolved = verify_one(svc, item, at, roots, allow_unchecked_revocation=allow_unchecked_revocation)
         verified.append(ve)
         used[item.kind] = resolved
     return Verified(verified, used)
@@ -171,8 +192,10 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             policy_error = exc
     if policy_error is not None:
         raise policy_error
-    checked = verify_all(svc, req.evidence, now)
+    check_applicable(ref.policy)  # an older stored GPU-only version admits nothing (policy.gpu_only)
+    checked = verify_all(svc, req.evidence, now, allow_unchecked_revocation=ref.policy.allow_unchecked_revocation)
     verified = checked.evidence
+    refuse_unchecked_revocation(ref.policy, verified)
     for ve in verified:
         check_binding(ve.report_data, nonce, csr.spki_der)
     appraisal = appraise(ref.policy, verified, insecure_allowed=svc.settings.insecure)

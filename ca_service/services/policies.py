@@ -21,7 +21,7 @@ from ca_service.db.models import Certificate, PolicyVersion
 from ca_service.db.models import Policy as PolicyRow
 from ca_service.errors import PolicyInactive, PolicyNotFound, PolicyRetired, PolicyVersionActive, RequestError
 from ca_service.policy.diff import Change, diff_policies
-from ca_service.policy.model import Policy, load_policy, policy_from_canonical
+from ca_service.policy.model import Policy, check_applicable, load_policy, policy_from_canonical
 from ca_service.services import audit
 from ca_service.services.container import Services
 from ca_service.tlog import leaves as tlog_leaves
@@ -86,8 +86,13 @@ def _parse_cached(canonical: bytes, digest: str) -> Policy:
 
 
 def apply_policy_in(session: Session, source: str | bytes, *, actor: str, now: datetime) -> tuple[PolicyRef, bool]:
-    """Store a policy version inside the caller's transaction. Returns (ref, created)."""
+    """Store a policy version inside the caller's transaction. Returns (ref, created).
+
+    Raises:
+        PolicyError (``policy.invalid``), PolicyGpuOnly (``policy.gpu_only``).
+    """
     policy = load_policy(source)
+    check_applicable(policy)
     existing = session.execute(
         select(PolicyVersion).where(PolicyVersion.name == policy.name, PolicyVersion.digest == policy.digest)
     ).scalar_one_or_none()
@@ -127,6 +132,7 @@ def activate_in(session: Session, name: str, version: int, *, actor: str, now: d
         raise PolicyRetired(f"policy {name} version {version} is retired and cannot be activated again",
                             retired_at=pv.retired_at.isoformat())
     ref = PolicyRef(_parse_cached(pv.canonical, pv.digest), version, active=True)
+    check_applicable(ref.policy)  # a version stored before the rule existed is not activated either
     if row.active_version == version:
         return ref  # already active: nothing changes, nothing to record
     before = None

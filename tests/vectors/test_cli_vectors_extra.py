@@ -60,7 +60,7 @@ def test_nvidia_vector_via_cli(v: Vector):
     assert c["vbios_version_raw"] == v.expected["vbios_version_raw"]
     assert len(c["measurements"]) == v.expected["n_measurement_blocks"]
     assert next(ch for ch in out["checks"] if ch["name"] == "nvidia.ocsp")["result"] == "skipped"
-    assert out["skipped_checks"] == ["nvidia.ocsp", "nvidia.rim"]
+    assert out["skipped_checks"] == ["nvidia.ocsp", "nvidia.rim.driver", "nvidia.rim.vbios"]
 
 
 @pytest.mark.parametrize("rim_set", ["rims_test_no_gpu", "rims_prod_vbios"])
@@ -77,7 +77,7 @@ def test_nvidia_rims_via_cli(rim_set: str):
         assert rc == 0 and out["ok"] is True and not failed, out.get("error")
     else:  # one verdict: the failed comparison is a refusal, exit 1, and it says which indexes
         assert rc == 1 and out["ok"] is False and out["error"]["code"] == "evidence.nvidia.rim_mismatch"
-        assert [c["name"] for c in failed] == ["nvidia.rim.measurements"]
+        assert [c["name"] for c in failed] == ["nvidia.rim.vbios"]
         assert failed[0]["code"] == "evidence.nvidia.rim_mismatch"
     assert out["claims"]["rim"]["mismatched_indexes"] == exp["mismatched_indexes"]
     assert out["claims"]["rim"]["measurements_match"] is exp["measurements_match"]

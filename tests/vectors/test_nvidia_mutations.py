@@ -66,6 +66,9 @@ def test_every_flipped_byte_is_refused() -> None:
             got = "ok"
         except EvidenceError as exc:
             got = exc.code
+        # a length made shorter leaves bytes after the signature that are not zero padding
+        if got == "evidence.nvidia.trailing_data" and MAL in expected[off]:
+            continue
         if got not in expected[off]:
             wrong.append((off, got, expected[off]))
     assert not wrong, wrong[:10]

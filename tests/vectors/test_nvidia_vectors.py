@@ -48,7 +48,8 @@ def test_vector_expected_outcome(v: Vector) -> None:
     assert c["n_measurement_blocks"] == exp["n_measurement_blocks"] == len(c["measurements"])
     assert c["rim"] is None and c["ocsp_checked"] is False and c["debug"] is None
     # what was not given is skipped, never passed: the RIM comparison and the OCSP check
-    assert {ch.name for ch in r.checks if not ch.passed} == {"nvidia.rim", "nvidia.ocsp"}
+    assert {ch.name for ch in r.checks if not ch.passed} == {"nvidia.rim.driver", "nvidia.rim.vbios", "nvidia.ocsp"}
+    assert c["trailing_zero_padding"] == 0 and c["ocsp"]["state"] == "missing"
     assert all(ch.skipped for ch in r.checks if not ch.passed)
     json.dumps(r.to_json())
 
@@ -63,7 +64,7 @@ def test_rim_sets_expected_outcome(rim_set: str) -> None:
     except EvidenceError as exc:  # a failed check is one verdict: refused, its result kept for the caller
         assert exp["measurements_match"] is False
         assert exc.code == "evidence.nvidia.rim_mismatch"
-        assert exc.fields["failed_checks"] == ["nvidia.rim.measurements"]
+        assert exc.fields["failed_checks"] == ["nvidia.rim.vbios"]  # the driver RIM matches on its own
         r = exc.partial
     rim = r.claims["rim"]
     assert rim["driver_rim"]["sha256"] == __import__("hashlib").sha256((v.dir / exp["driver_rim"]).read_bytes()).hexdigest()
@@ -72,8 +73,12 @@ def test_rim_sets_expected_outcome(rim_set: str) -> None:
     assert rim["vbios_rim"]["signature_valid"] is exp["vbios_rim_signature_valid"] is True
     assert rim["measurements_match"] is exp["measurements_match"]
     assert rim["mismatched_indexes"] == exp["mismatched_indexes"]
-    check = next(ch for ch in r.checks if ch.name == "nvidia.rim.measurements")
+    check = next(ch for ch in r.checks if ch.name == "nvidia.rim.vbios")
     assert check.passed is exp["measurements_match"]
+    # one result per RIM: the driver RIM matches in both sets, the PROD VBIOS RIM holds the mismatches
+    assert rim["driver"]["mismatched_indexes"] == [] and next(ch for ch in r.checks
+                                                              if ch.name == "nvidia.rim.driver").passed
+    assert rim["vbios"]["mismatched_indexes"] == exp["mismatched_indexes"]
     json.dumps(r.to_json())
 
 
@@ -128,10 +133,10 @@ def test_collateral_problems() -> None:
     assert code_of(v, [pems[0].public_bytes(Encoding.PEM)]) == "evidence.root_untrusted"
     # Order does not matter: DER, reversed.
     assert code_of(v, [c.public_bytes(Encoding.DER) for c in reversed(pems)]) == "ok"
-    # Only one of the two RIMs.
+    # Only one of the two RIMs: each is checked on its own (which are required is the policy's).
     driver, vbios = rims(v, "rims_test_no_gpu")
-    assert code_of(v, [v.read("cert_chain"), driver]) == "evidence.collateral_missing"
-    assert code_of(v, [v.read("cert_chain"), vbios]) == "evidence.collateral_missing"
+    assert code_of(v, [v.read("cert_chain"), driver]) == "ok"
+    assert code_of(v, [v.read("cert_chain"), vbios]) == "ok"
     assert code_of(v, [v.read("cert_chain"), driver, driver, vbios]) == "evidence.collateral_invalid"
     # The 2025 report (driver 550.90.07) with the 2023 RIMs (545.00): RIMs for another version.
     assert code_of(V2025, [V2025.read("cert_chain"), driver, vbios], at=v.verify_time) == (

@@ -18,13 +18,19 @@ MeasurementSize (2, LE) | DMTF measurement: ValueType (1) | ValueSize (2, LE) | 
 
 Opaque data is NVIDIA's: a list of (type u16 LE, size u16 LE, value) fields; types as nvtrust's
 ``OpaqueData.OPAQUE_DATA_TYPES`` (3 driver version, 6 VBIOS version, 12 measurement counts...).
+
+Padding: NVML returns the report in a fixed buffer of ``NVML_CC_GPU_ATTESTATION_REPORT_SIZE``
+(0x2000) bytes, and other attestation stacks forward the whole buffer, so real reports carry zeros
+after the signature (NVIDIA's and Trustee's verifiers read the lengths and ignore them). Those bytes
+are not signed: they are accepted only when every one is zero and the whole report stays within the
+NVML buffer, and their count is a claim (``trailing_zero_padding``). Anything else is refused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ca_service.errors import EvidenceMalformed, EvidenceUnsupported
+from ca_service.errors import EvidenceMalformed, EvidenceUnsupported, NvidiaTrailingData
 
 SPDM_VERSIONS = frozenset({0x11})  # Hopper speaks SPDM 1.1
 GET_MEASUREMENTS = 0xE0
@@ -32,6 +38,7 @@ MEASUREMENTS = 0x60
 REQUEST_LEN = 37
 NONCE_LEN = 32
 SIGNATURE_LEN = 96  # ECDSA P-384, r || s big-endian (DSP0274 section 14, TPM_ALG_ECDSA_ECC_NIST_P384)
+NVML_REPORT_BUFFER = 0x2000  # NVML_CC_GPU_ATTESTATION_REPORT_SIZE: the most a padded report can be
 DMTF_SPEC = 0x01
 
 OPAQUE_FIELDS: dict[int, str] = {
@@ -77,12 +84,13 @@ class AttestationReport:
     responder_nonce: bytes
     opaque: tuple[OpaqueField, ...]
     signature: bytes
+    padding: int = 0  # zero bytes after the signature (unsigned; see the module docstring)
 
     @property
     def signed_bytes(self) -> bytes:
         """What the device signs: the request and the response up to the signature (SPDM 1.1
         section 10.11.2: L1/L2 = GET_MEASUREMENTS request || MEASUREMENTS response without signature)."""
-        return self.raw[: -SIGNATURE_LEN]
+        return self.raw[: len(self.raw) - self.padding - SIGNATURE_LEN]
 
     def opaque_value(self, name: str) -> bytes | None:
         for f in self.opaque:
@@ -171,10 +179,12 @@ def _parse_opaque(data: bytes) -> tuple[OpaqueField, ...]:
 
 
 def parse_report(data: bytes) -> AttestationReport:
-    """Parse request || response exactly (no trailing bytes).
+    """Parse request || response, then at most the NVML buffer's zero padding.
 
     Raises:
         EvidenceMalformed (``evidence.malformed``): truncated, inconsistent lengths, bad blocks or fields.
+        NvidiaTrailingData (``evidence.nvidia.trailing_data``): bytes after the signature that are
+            not all zero, or a padded report longer than the NVML buffer.
         EvidenceUnsupported (``evidence.unsupported``): another SPDM version or message, no signature
             requested, a non-DMTF measurement block.
     """
@@ -201,9 +211,14 @@ def parse_report(data: bytes) -> AttestationReport:
     responder_nonce = r[off : off + NONCE_LEN]
     opaque_len = _u(r, off + NONCE_LEN, 2)
     off += NONCE_LEN + 2
-    if off + opaque_len + SIGNATURE_LEN != len(r):
-        raise EvidenceMalformed(
-            f"report is {len(data)} bytes; its lengths say {REQUEST_LEN + off + opaque_len + SIGNATURE_LEN}"
+    end = off + opaque_len + SIGNATURE_LEN
+    if end > len(r):
+        raise EvidenceMalformed(f"report is {len(data)} bytes; its lengths say {REQUEST_LEN + end}")
+    trailing = r[end:]
+    if trailing and (len(data) > NVML_REPORT_BUFFER or trailing.count(0) != len(trailing)):
+        raise NvidiaTrailingData(
+            f"{len(trailing)} bytes follow the signature; only zero padding up to the NVML buffer "
+            f"({NVML_REPORT_BUFFER} bytes in all) is accepted"
         )
     if n_blocks == 0:
         raise EvidenceMalformed("the response holds no measurement blocks")
@@ -220,5 +235,6 @@ def parse_report(data: bytes) -> AttestationReport:
         blocks=blocks,
         responder_nonce=bytes(responder_nonce),
         opaque=opaque,
-        signature=bytes(r[-SIGNATURE_LEN:]),
+        signature=bytes(r[end - SIGNATURE_LEN : end]),
+        padding=len(trailing),
     )

@@ -29,7 +29,9 @@ def main() -> None:
     cases: dict[str, tuple[bytes, str]] = {
         "hex_text.bin": ((v.dir / v.files["report_hex"]).read_bytes(), "evidence.unsupported"),
         "truncated.bin": (rep[:-1], "evidence.malformed"),
-        "trailing_byte.bin": (rep + b"\x00", "evidence.malformed"),
+        # zero padding after the signature is the NVML buffer's (accepted, a claim); anything else is not
+        "trailing_byte.bin": (rep + b"\x01", "evidence.nvidia.trailing_data"),
+        "zero_padding_past_nvml_buffer.bin": (rep + bytes(0x2000 + 1 - len(rep)), "evidence.nvidia.trailing_data"),
         "request_only.bin": (rep[:37], "evidence.malformed"),
         "spdm_1_2.bin": (patch(0, b"\x12") [:37] + b"\x12" + rep[38:], "evidence.unsupported"),
         "no_signature_requested.bin": (patch(2, b"\x00"), "evidence.unsupported"),

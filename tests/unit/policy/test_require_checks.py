@@ -26,13 +26,13 @@ def _gpu(with_rims: bool):
 
 
 def test_skipped_check_fails_a_policy_that_requires_it():
-    policy = load_policy(_policy("require_checks: [nvidia.rim.measurements, nvidia.signature]"))
+    policy = load_policy(_policy("require_checks: [nvidia.rim.vbios, nvidia.signature, nvidia.no_such_check]"))
     without = appraise(policy, [_gpu(False)], insecure_allowed=False)
     assert not without.passed
     failed = {c.claim: c.actual for c in without.failed}
-    assert failed == {"check:nvidia.rim.measurements": "absent"}
+    assert failed == {"check:nvidia.rim.vbios": "skipped", "check:nvidia.no_such_check": "absent"}
     with_rims = appraise(policy, [_gpu(True)], insecure_allowed=False)
-    assert with_rims.passed, [c.to_json() for c in with_rims.failed]
+    assert {c.claim for c in with_rims.failed} == {"check:nvidia.no_such_check"}
 
 
 def test_required_skipped_check_reports_skipped():

@@ -2,7 +2,8 @@
 
 Every vector of the manifest, as the cases of ``tests/mutation/corpus.py``: every byte of the items
 up to 8 KiB (bit flip, byte replaced, truncated before it, a byte inserted before it), a seeded
-sample of ``--density`` of the positions of larger items (collateral JSON, RIMs). Each mutated case
+sample of ``--density`` of the positions of larger items (collateral JSON, RIMs, event logs; at most
+``--max-positions`` per op). Each mutated case
 goes through ``ca_service.evidence.verify`` as of the vector's verify_time; ``--http N`` also sends a
 seeded sample of N of them to POST /v1/attestations of a served app (werkzeug on a loopback port,
 the database of ``CA_SERVICE_TEST_DATABASE``/``CA_SERVICE_DATABASE_URL``, SQLite by default).
@@ -12,7 +13,7 @@ mutated item's signed content, independently of ca_service, and counts a mutatio
 it is unchanged and so are the claims), accepted with signed bytes or claims changed, crashed. Exits
 1 if any mutation crashed or was wrongly accepted.
 
-    python benchmarks/mutation_corpus.py [--seed 11] [--density 0.25] [--http 2000] [--json OUT]
+    python benchmarks/mutation_corpus.py [--seed 11] [--density 0.25] [--max-positions 8192] [--http 2000] [--json OUT]
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.mutation.corpus import SMALL, Tally, build_cases, mutations, run  # noqa: E402,F401
 
 
-def plan_for(seed: int, density: float, only: str | None):
+def plan_for(seed: int, density: float, cap: int, only: str | None):
     def plan(case, item):
         if only and only not in case.id:
             return iter(())
-        return mutations(case, item, seed=seed, density=1.0 if len(item.data) <= SMALL else density)
+        return mutations(case, item, seed=seed, density=1.0 if len(item.data) <= SMALL else density,
+                         max_positions=cap)
 
     return plan
 
@@ -52,8 +54,14 @@ def report(title: str, tally: Tally, seconds: float) -> dict[str, object]:
         print(f"    {n:>7}  {why}")
     print(f"accepted, signed changed   {wrong}")
     print(f"crashed                    {tally.by_kind['crashed']}")
-    for line in tally.failures[:50]:
-        print(f"    {line}")
+    groups: dict[str, list[str]] = {}
+    for line in tally.failures:  # "kind: case item:op@..." or "crashed: Exc at file:line: case item:op@..."
+        head, _, rest = line.partition(": ")
+        where = rest.split(": ")[0] if head == "crashed" else ""
+        words = rest.split(": ")[-1].split() if head == "crashed" else rest.split()
+        groups.setdefault(f"{head} {where} {words[0]} {words[1].split(':')[0]}".replace("  ", " "), []).append(line)
+    for key, lines in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        print(f"    {len(lines):>6}  {key}   e.g. {lines[0].split(' ', 2)[-1][:160]}")
     return {"tried": tally.tried, "refused": tally.by_kind["refused"], "codes": dict(tally.codes),
             "benign": tally.by_kind["benign"], "benign_why": dict(tally.benign), "wrongly_accepted": wrong,
             "crashed": tally.by_kind["crashed"], "failures": tally.failures, "seconds": round(seconds, 1)}
@@ -63,6 +71,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--density", type=float, default=0.25, help="fraction of positions of items over 8 KiB")
+    ap.add_argument("--max-positions", type=int, default=8192, help="per op and item (the 256 KiB/1 MiB event logs)")
     ap.add_argument("--http", type=int, default=0, help="also send this many mutations over HTTP")
     ap.add_argument("--only", help="only cases whose id contains this")
     ap.add_argument("--json", type=Path, help="write the counts here")
@@ -75,8 +84,8 @@ def main() -> int:
     for c in cases:
         sizes = ", ".join(f"{i.name} {len(i.data)}" for i in c.items() if i.name in c.mutate)
         print(f"    {c.id:<70} {c.kind:<11} unmutated: {c.baseline:<30} mutated: {sizes}")
-    plan = plan_for(args.seed, args.density, args.only)
-    out: dict[str, object] = {"seed": args.seed, "density": args.density}
+    plan = plan_for(args.seed, args.density, args.max_positions, args.only)
+    out: dict[str, object] = {"seed": args.seed, "density": args.density, "max_positions": args.max_positions}
     t1 = time.monotonic()
     entry = run(cases, plan)
     out["entry_point"] = report("ca_service.evidence.verify", entry, time.monotonic() - t1)

@@ -24,6 +24,7 @@ from urllib.parse import quote
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ca_service import boundedjson
 from ca_service.collateral import endpoints
 from ca_service.collateral.endpoints import AmdTcb, Endpoint
 from ca_service.collateral.errors import CollateralError
@@ -51,11 +52,11 @@ def _unhex(value: str, what: str) -> bytes:
 
 def _intel(doc: bytes, now: datetime) -> list[tuple[Endpoint, Response]]:
     try:
-        obj = json.loads(doc)
+        obj = boundedjson.loads(doc)  # nested [[[[ or {"a":{"a":... is a refusal, not a RecursionError
         fields = {f: obj[f] for f in _V3}
         if not all(isinstance(v, str) for v in fields.values()):
             raise TypeError("a field is not a string")
-        tcb, qe = json.loads(fields["tcb_info"]), json.loads(fields["qe_identity"])
+        tcb, qe = boundedjson.loads(fields["tcb_info"]), boundedjson.loads(fields["qe_identity"])
         tee = "tdx" if tcb["id"] == "TDX" else "sgx"
         fmspc = bytes.fromhex(tcb["fmspc"])
         qe_tee = "tdx" if qe["id"] == "TD_QE" else "sgx"

@@ -9,7 +9,8 @@ from cryptography.hazmat.primitives import hashes
 # What pyca/cryptography raises for malformed certificate or CRL content besides ValueError. It parses
 # most fields lazily, so without :func:`parse_fully` these surface wherever a verifier first reads one.
 PARSE_ERRORS: tuple[type[Exception], ...] = (
-    ValueError, UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
+    ValueError, TypeError,  # TypeError: a name attribute of the wrong ASN.1 type (pyca x509/name.py)
+    UnsupportedAlgorithm, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType,
 )
 
 

@@ -50,11 +50,12 @@ class Case:
     evidence: Item
     collateral: tuple[Item, ...]
     mutate: tuple[str, ...]  # names of the items this case mutates (others are covered by another case)
+    event_log: Item | None = None  # a TDX event log replayed against the quote's RTMRs
     baseline: str = ""  # "ok" or the refusal code of the unmutated case
     claims: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def items(self) -> tuple[Item, ...]:
-        return (self.evidence, *self.collateral)
+        return (self.evidence, *self.collateral, *((self.event_log,) if self.event_log else ()))
 
     def item(self, name: str) -> Item:
         return next(i for i in self.items() if i.name == name)
@@ -82,7 +83,7 @@ class Mutation:
 
 def _verify_case(case: Case, items: dict[str, bytes]) -> Any:
     return verify(case.kind, items[case.evidence.name], collateral=[items[i.name] for i in case.collateral],
-                  at=case.at)
+                  at=case.at, event_log=items[case.event_log.name] if case.event_log else None)
 
 
 def _outcome_of(case: Case, items: dict[str, bytes]) -> tuple[str, Any]:
@@ -118,8 +119,10 @@ def _intel_cases(vectors: list[Vector]) -> list[Case]:
             else:
                 coll, label = _item(pair, "collateral", "intel-collateral"), f"from-{pair.path}"
         collateral = (coll,) if coll else ()
-        out.append(Case(f"{v.path}:{label}", kind, v.verify_time, quote, collateral,
-                        tuple(i.name for i in (quote, *collateral))))
+        log = next((_item(v, role, fmt, "event_log") for role, fmt in (("ccel", "ccel"), ("event_log_json", "dstack-json"))
+                    if role in v.files), None)
+        names = tuple(i.name for i in (quote, *collateral, *((log,) if log else ())))
+        out.append(Case(f"{v.path}:{label}", kind, v.verify_time, quote, collateral, names, event_log=log))
     return out
 
 
@@ -164,7 +167,7 @@ def build_cases() -> list[Case]:
     Files that are not inputs of ``verify`` are left out: pinned roots (``root_ca``, ``device_root``,
     ``root``), copies of another role (``ask``/``ark`` = ``cert_chain``, ``pck_cert_chain`` = inside the
     quote, ``report_hex`` = ``report`` as text, Nitro ``raw`` = the COSE document in dstack's
-    framing, refused as such), and event logs (CCEL, dstack JSON), which ``verify`` does not read.
+    framing, refused as such), the CCEL's ACPI table header and dstack's ``raw`` report JSON.
     Items identical to one already mutated in an identical context are mutated once (a vector whose
     inputs all duplicate another's is listed with nothing to mutate).
     """
@@ -180,7 +183,7 @@ def build_cases() -> list[Case]:
             seen.update((context, n) for n in mutate)
             items = {i.name: i.data for i in c.items()}
             code, result = _outcome_of(c, items)
-            out.append(Case(c.id, c.kind, c.at, c.evidence, c.collateral, mutate, code,
+            out.append(Case(c.id, c.kind, c.at, c.evidence, c.collateral, mutate, c.event_log, code,
                             dict(result.claims) if result is not None else {}))
     return out
 
@@ -190,9 +193,10 @@ def _other_byte(rng: random.Random, old: int) -> int:
 
 
 def mutations(case: Case, item: Item, *, seed: int, density: float = 1.0,
-              ops: tuple[str, ...] = OPS) -> Iterator[Mutation]:
+              ops: tuple[str, ...] = OPS, max_positions: int | None = None) -> Iterator[Mutation]:
     """Single-byte mutations of ``item``: with ``density`` 1 every position for every op, else a
-    seeded sample of that fraction of positions per op (always the first and last 64 bytes)."""
+    seeded sample of that fraction of positions per op (always the first and last 64 bytes), at
+    most ``max_positions`` per op."""
     rng = random.Random(f"{seed}:{case.id}:{item.name}")
     n = len(item.data)
     for op in ops:
@@ -201,7 +205,8 @@ def mutations(case: Case, item: Item, *, seed: int, density: float = 1.0,
             positions = list(range(span))
         else:
             edge = set(range(min(64, span))) | set(range(max(0, span - 64), span))
-            k = max(0, min(span, round(span * density)) - len(edge))
+            want = min(span, round(span * density), max_positions or span)
+            k = max(0, want - len(edge))
             rest = [p for p in range(span) if p not in edge]
             positions = sorted(edge | set(rng.sample(rest, min(k, len(rest)))))
         for off in positions:
@@ -249,6 +254,19 @@ def _without_digest(value: Any, digest: str, original: str) -> Any:
     return original if value == digest else value
 
 
+def _only_unmeasured_events(before: Any, after: Any) -> bool:
+    """Every event that differs keeps its register, type and digest, and the claims say its data is
+    not what was measured (docs/event-log.md: ``digest_of_data``)."""
+    if not isinstance(before, list) or not isinstance(after, list) or len(before) != len(after):
+        return False
+    for b, a in zip(before, after, strict=True):
+        if a == b:
+            continue
+        if any(a.get(k) != b.get(k) for k in ("imr", "type", "type_id", "digest")) or a.get("digest_of_data") is not False:
+            return False
+    return True
+
+
 def judge_accepted(case: Case, m: Mutation, mutated: bytes, claims: dict[str, Any] | None) -> Outcome:
     """An accepted mutation is benign only if the item's signed content is unchanged (checked, not
     assumed) and the verified claims equal the unmutated case's (``claims`` None: not compared)."""
@@ -264,6 +282,9 @@ def judge_accepted(case: Case, m: Mutation, mutated: bytes, claims: dict[str, An
         base = _without_digest(case.claims, original, original)
         if claims != base:
             changed = sorted(k for k in set(claims) | set(base) if claims.get(k) != base.get(k))
+            if changed == ["event_log"] and _only_unmeasured_events(base["event_log"], claims["event_log"]):
+                return Outcome("benign", "event log: event data that no longer hashes to its record's digest, "
+                                         "which the claims flag (digest_of_data false); digests unchanged")
             return Outcome("accepted_claims_changed", f"{case.id} {m.label()}: {changed}")
     return Outcome("benign", f"{item.fmt}: {UNSIGNED[item.fmt]}")
 

@@ -75,9 +75,11 @@ class Server:
 
     def post(self, case: Case, items: dict[str, bytes]) -> requests.Response:
         self.svc.clock = FixedClock(case.at)
-        body = {"policy": policy_name(case.kind),
-                "evidence": [{"type": case.kind, "data": _b64(items[case.evidence.name]),
-                              "collateral": [_b64(items[i.name]) for i in case.collateral]}]}
+        item: dict[str, Any] = {"type": case.kind, "data": _b64(items[case.evidence.name]),
+                                "collateral": [_b64(items[i.name]) for i in case.collateral]}
+        if case.event_log is not None:
+            item["event_log"] = _b64(items[case.event_log.name])
+        body = {"policy": policy_name(case.kind), "evidence": [item]}
         return self.session.post(f"{self.url}/v1/attestations", json=body, timeout=60)
 
     def baseline(self, case: Case) -> None:

@@ -15,12 +15,15 @@ Formats, with the section that says what is signed:
 - SEV-SNP ATTESTATION_REPORT (AMD SEV-SNP ABI, Table 23): bytes 0x000..0x29F signed; R and S as
   integers (72-byte little-endian fields, zero-extended).
 - Azure HCL report: the embedded SNP report and the runtime data its REPORT_DATA hashes.
-- X.509 certificates and CRLs (RFC 5280): the TBS bytes, the signature algorithm and value.
+- X.509 certificates and CRLs (RFC 5280): the TBS bytes (with the signed copy of the signature
+  algorithm), the outer signature algorithm's OID and the signature value.
 - NVIDIA SPDM GET_MEASUREMENTS request + response (DSP0274 section 10.11): everything up to the
   signature, and the signature; bytes after it are unsigned.
 - NVIDIA RIM SWID tags (XMLDSig enveloped, section 6.6.4): the canonical form (C14N 1.0, with
   comments) of the document without its Signature, the canonical SignedInfo, the signature value
   and the KeyInfo certificates (base64 decoded).
+- TDX event logs (CCEL, dstack JSON; docs/event-log.md): not signed but bound by replay to the
+  quote's RTMRs: the (register, SHA-384 digest) pairs of the extended records.
 - COSE_Sign1 (RFC 9052 section 4.2): protected header, payload and signature; the unprotected
   header is unsigned.
 """
@@ -170,7 +173,41 @@ def cose_sign1(data: bytes) -> View:
     return obj[0], obj[2], obj[3]
 
 
+def ccel(data: bytes) -> View:
+    """TCG PC Client crypto-agile log (PFP 10.2.1/10.2.2): what the quote binds is each extended
+    (register, SHA-384 digest) pair; EV_NO_ACTION (3) records are never extended. Event data and the
+    padding after the log are not measured (claims made from them are compared separately)."""
+    size = _u32(data, 28)
+    spec = _take(data, 32, size)
+    n_algs = _u32(spec, 24)
+    sizes = {_u16(spec, 28 + 4 * i): _u16(spec, 30 + 4 * i) for i in range(n_algs)}
+    off, out = 32 + size, []
+    while off + 12 <= len(data) and data[off:off + 8] not in (b"\xff" * 8, b"\x00" * 8):
+        index, etype, count = struct.unpack_from("<III", data, off)
+        off += 12
+        sha384 = None
+        for _ in range(count):
+            alg = _u16(data, off)
+            digest = _take(data, off + 2, sizes[alg])
+            sha384 = digest if alg == 0x000C else sha384
+            off += 2 + sizes[alg]
+        off += 4 + _u32(data, off)
+        if etype != 3:
+            out.append((index, sha384))
+    if off > len(data):
+        raise ValueError("truncated")
+    return tuple(out)
+
+
+def dstack_json(data: bytes) -> View:
+    """dstack's JSON event log: the (imr, digest) pairs it extends (digest hex, any case)."""
+    events = json.loads(data)
+    return tuple((e["imr"], bytes.fromhex(e["digest"])) for e in events)
+
+
 VIEWS: dict[str, Callable[[bytes], View]] = {
+    "ccel": ccel,
+    "dstack-json": dstack_json,
     "intel-quote": intel_quote,
     "intel-collateral": intel_collateral,
     "snp-report": snp_report,
@@ -185,12 +222,14 @@ VIEWS: dict[str, Callable[[bytes], View]] = {
 
 # What the unsigned bytes of each format are, for the report (the check itself is the comparison).
 UNSIGNED = {
+    "ccel": "event data, EV_NO_ACTION records or padding: not extended into the RTMRs",
+    "dstack-json": "JSON layout or event text not extended into the RTMRs",
     "intel-quote": "bytes after the quote's signature data, or PEM text around the PCK chain's DER",
     "intel-collateral": "JSON layout outside the signed values (whitespace, hex letter case, escapes)",
     "snp-report": "zero-extension of the signature's R/S fields read as the same integers",
     "hcl-report": "the HCL header (unsigned)",
-    "der-cert": "none expected (DER)",
-    "der-crl": "none expected (DER)",
+    "der-cert": "the outer signatureAlgorithm's parameters (RSASSA-PSS), which the signature does not cover",
+    "der-crl": "the outer signatureAlgorithm's parameters (RSASSA-PSS), which the signature does not cover",
     "pem-certs": "PEM armour and whitespace outside the DER",
     "nvidia-report": "bytes after the SPDM signature (padding)",
     "rim-xml": "XML outside the canonical form, or base64 whitespace in the signature value / KeyInfo",

@@ -5,31 +5,56 @@ up to 8 KiB (bit flip, byte replaced, truncated before it, a byte inserted befor
 sample of ``--density`` of the positions of larger items (collateral JSON, RIMs, event logs; at most
 ``--max-positions`` per op). Each mutated case
 goes through ``ca_service.evidence.verify`` as of the vector's verify_time; ``--http N`` also sends a
-seeded sample of N of them to POST /v1/attestations of a served app (werkzeug on a loopback port,
-the database of ``CA_SERVICE_TEST_DATABASE``/``CA_SERVICE_DATABASE_URL``, SQLite by default).
+seeded sample of N of them to POST /v1/attestations of a served app (the production-profile app on
+a werkzeug loopback port; ``--postgres URL``: on a fresh PostgreSQL database, else SQLite).
 
 Prints: tried, refused with a code (by code), accepted benign (by why: the script re-reads the
 mutated item's signed content, independently of ca_service, and counts a mutation as benign only if
 it is unchanged and so are the claims), accepted with signed bytes or claims changed, crashed. Exits
 1 if any mutation crashed or was wrongly accepted.
 
-    python benchmarks/mutation_corpus.py [--seed 11] [--density 0.25] [--max-positions 8192] [--http 2000] [--json OUT]
+    python benchmarks/mutation_corpus.py [--seed 11] [--density 0.25] [--max-positions 8192]
+        [--http 2000 [--postgres URL]] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import logging
 import random
 import sys
 import time
+import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.mutation.corpus import SMALL, Tally, build_cases, mutations, run  # noqa: E402,F401
+
+
+@contextmanager
+def fresh_database(server_url: str | None) -> Iterator[str | None]:
+    """A new PostgreSQL database on ``server_url`` for the served CA, dropped afterwards (None: SQLite)."""
+    if not server_url:
+        yield None
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"ca_mutation_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def plan_for(seed: int, density: float, cap: int, only: str | None):
@@ -73,10 +98,13 @@ def main() -> int:
     ap.add_argument("--density", type=float, default=0.25, help="fraction of positions of items over 8 KiB")
     ap.add_argument("--max-positions", type=int, default=8192, help="per op and item (the 256 KiB/1 MiB event logs)")
     ap.add_argument("--http", type=int, default=0, help="also send this many mutations over HTTP")
+    ap.add_argument("--postgres", metavar="URL", help="serve on a fresh database of this PostgreSQL server "
+                    "(e.g. postgresql+psycopg2://postgres@127.0.0.1:5432/postgres); default SQLite")
     ap.add_argument("--only", help="only cases whose id contains this")
     ap.add_argument("--json", type=Path, help="write the counts here")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access line per request otherwise
 
     t0 = time.monotonic()
     cases = build_cases()
@@ -96,7 +124,7 @@ def main() -> int:
         everything = [(c, m) for c in cases for name in c.mutate for m in plan(c, c.item(name))]
         sample = random.Random(args.seed).sample(everything, min(args.http, len(everything)))
         t2 = time.monotonic()
-        with served(cases, db_url=os.environ.get("CA_SERVICE_DATABASE_URL")) as server:
+        with fresh_database(args.postgres) as db_url, served(cases, db_url=db_url) as server:
             tally = run_http(server, sample)
         out["http"] = report("POST /v1/attestations", tally, time.monotonic() - t2)
         bad += len(tally.failures)

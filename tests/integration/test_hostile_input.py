@@ -66,7 +66,12 @@ def _problem(resp: requests.Response, status: int, code: str) -> None:
 
 
 def test_deep_json_bodies_are_4xx_and_the_workers_survive(prod_server):
-    url, proc, _ = prod_server
+    url, proc, token = prod_server
+    policy = ("name: hostile-tdx\nevidence:\n  required: [tdx-quote]\n  tdx-quote:\n    tcb_status: [UpToDate]\n"
+              "certificate:\n  max_lifetime: 1h\n")
+    resp = requests.post(url + "/v1/policies?activate=true", data=policy.encode(), timeout=30,
+                         headers={"Content-Type": "application/yaml", "Authorization": f"Bearer {token}"})
+    assert resp.status_code in (200, 201), resp.text[:500]
     workers = sorted(_children(proc.pid))
     assert len(workers) == 2
     quote = open(f"{VECTOR}/quote.bin", "rb").read()
@@ -75,12 +80,12 @@ def test_deep_json_bodies_are_4xx_and_the_workers_survive(prod_server):
             resp = requests.post(url + path, data=DEEP, headers={"Content-Type": "application/json"}, timeout=30)
             _problem(resp, 400, "request.malformed_json")
             assert "deeper than" in resp.json()["detail"]
-        # the same bomb as base64 collateral inside a normal-looking body
-        body = {"policy": "none", "evidence": [{"type": "tdx-quote", "data": base64.b64encode(quote).decode(),
-                                                "collateral": [base64.b64encode(b'{"tcbInfo":' * 60_000).decode()]}]}
+        # the same bomb as base64 collateral inside a normal-looking body, under a policy that exists
+        # (an unknown policy is refused before any collateral is read)
+        body = {"policy": "hostile-tdx", "evidence": [{"type": "tdx-quote", "data": base64.b64encode(quote).decode(),
+                                                       "collateral": [base64.b64encode(b'{"tcbInfo":' * 60_000).decode()]}]}
         resp = requests.post(url + "/v1/attestations", json=body, timeout=30)
-        assert 400 <= resp.status_code < 500, resp.text[:500]
-        assert resp.headers["Content-Type"].startswith("application/problem+json")
+        _problem(resp, 422, "evidence.collateral_invalid")
     assert sorted(_children(proc.pid)) == workers, "a worker died and was replaced"
     assert requests.get(url + "/healthz", timeout=5).status_code == 200
 

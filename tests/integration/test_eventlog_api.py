@@ -158,6 +158,25 @@ def test_sim_loader_certificate_from_a_replayed_log(issuer, client, services, si
     # a policy dry run replays the recorded log again (the log is stored with the evidence)
     report = dryrun.dry_run(services, "sim-loader-evlog-test", actor="test", serials=[out["serial"]])
     assert [i.outcome for i in report.items] == ["pass"], [i.to_json() for i in report.items]
+    # and so does a re-appraisal (reappraise --dry-run): same status, nothing refused
+    from sqlalchemy import select
+
+    from ca_service.db.models import Certificate, EvidenceBlob
+    from ca_service.services import reappraisal
+
+    with services.db.read() as session:
+        cert = session.scalars(select(Certificate).where(Certificate.serial == out["serial"])).one()
+        refs = cert.evidence[0]
+        assert refs["event_log_sha256"] == hashlib.sha256(log).hexdigest()
+        blobs = {b.sha256: b.data for b in session.scalars(select(EvidenceBlob).where(
+            EvidenceBlob.sha256.in_([refs["sha256"], refs["event_log_sha256"]])))}
+        session.expunge(cert)
+    again = reappraisal.reappraise_one(services, cert, blobs, services.clock.now())
+    assert again.after == again.before and not again.changed, again.to_json()
+    # a recorded log that is gone is a refusal, never a replay without it
+    gone = reappraisal.reappraise_one(services, cert, {refs["sha256"]: blobs[refs["sha256"]]},
+                                      services.clock.now())
+    assert gone.after == "refused" and "event_log is no longer stored" in gone.reasons[0]
 
 
 def test_sim_refusals(issuer, client, services, sim_tee, sim_loader_policy):

@@ -29,12 +29,19 @@ TPM_ALG_SHA1 = 0x0004
 TPM_ALG_SHA256 = 0x000B
 TPM_ALG_SHA384 = 0x000C
 TPM_ALG_SHA512 = 0x000D
+MAX_RECORDS = 10_000  # real firmware logs hold tens to hundreds; bounds the work a hostile log can cause
 _KNOWN_SIZES = {TPM_ALG_SHA1: 20, TPM_ALG_SHA256: 32, TPM_ALG_SHA384: 48, TPM_ALG_SHA512: 64}
 
 
-def _is_padding(rest: bytes) -> bool:
-    first = rest[0]
-    return first in (0x00, 0xFF) and rest.count(first) == len(rest)
+def _is_padding(data: bytes, off: int) -> bool:
+    """Whether everything from ``off`` is one padding byte (0xFF or 0x00). Cheap for a record: its
+    CC MR index and type never start with eight equal padding bytes (index 0 with type 0 is refused),
+    so the full scan runs at most once per log, never once per record."""
+    first = data[off]
+    head = data[off:off + 8]
+    if first not in (0x00, 0xFF) or head.count(first) != len(head):
+        return False
+    return data.count(bytes([first]), off) == len(data) - off
 
 
 def _spec_id(event: bytes) -> dict[int, int]:
@@ -91,8 +98,10 @@ def parse_ccel(data: bytes) -> EventLog:
     events = [Event(index=0, register=None, type_id=etype, digest=b"", data=spec)]
     off = 32 + size
     # (2) 10.2.2: TCG_PCR_EVENT2 records until the padding.
-    while off < len(data) and not _is_padding(data[off:]):
+    while off < len(data) and not _is_padding(data, off):
         index = len(events)
+        if index > MAX_RECORDS:
+            raise EventLogMalformed(f"event log has more than {MAX_RECORDS} records", field="event_log")
         mr_index, etype, count = struct.unpack_from("<III", _take(data, off, 12, index))
         off += 12
         if count > 8:  # no such TPML_DIGEST_VALUES: these bytes are not a record (nor uniform padding)

@@ -127,3 +127,17 @@ def test_every_truncation_of_a_real_log_is_refused_or_replays_differently():
         except (EventLogMalformed, EventLogInconsistent):
             continue
         assert len(log.events) < GCE.expected["n_events"]
+
+
+def test_record_count_is_bounded():
+    """A hostile 1 MiB log of minimal records is refused, and quickly (padding is not rescanned per record)."""
+    import time
+
+    from ca_service.evidence.eventlog.ccel import MAX_RECORDS
+
+    rec = b.record(1, 4, b"")
+    t = time.perf_counter()
+    with pytest.raises(EventLogMalformed, match="more than"):
+        parse_ccel(b.ccel([rec] * (MAX_RECORDS + 5), area=1 << 20))
+    assert time.perf_counter() - t < 5
+    assert len(parse_ccel(b.ccel([rec] * 100, area=1 << 20)).events) == 101

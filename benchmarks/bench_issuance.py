@@ -79,7 +79,8 @@ def http_level(label: str, settings: Settings, n: int, clients: int = 8) -> None
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "CA_SERVICE_HOME": str(settings.home), "CA_SERVICE_PROFILE": "insecure-dev",
-           "CA_SERVICE_DATABASE_URL": settings.database_url}
+           "CA_SERVICE_DATABASE_URL": settings.database_url,
+           "CA_SERVICE_RATE_LIMIT": os.environ.get("CA_SERVICE_RATE_LIMIT", "0")}  # one client floods
     proc = subprocess.Popen([sys.executable, "-m", "ca_service.cli", "serve", "--bind", f"127.0.0.1:{port}",
                              "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"

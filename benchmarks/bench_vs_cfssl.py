@@ -208,7 +208,8 @@ def start_ours(settings: Settings, workers: int, threads: int, extra: list[str],
     """``ca-service serve`` from this checkout, or from ``tree`` (another checkout: the baseline)."""
     port = free_port()
     env = {**os.environ, "CA_SERVICE_HOME": str(settings.home), "CA_SERVICE_PROFILE": "insecure-dev",
-           "CA_SERVICE_DATABASE_URL": settings.database_url}
+           "CA_SERVICE_DATABASE_URL": settings.database_url,
+           "CA_SERVICE_RATE_LIMIT": os.environ.get("CA_SERVICE_RATE_LIMIT", "0")}  # one client floods
     if tree is not None:
         env["PYTHONPATH"] = str(tree)
     proc = subprocess.Popen([sys.executable, "-m", "ca_service.cli", "serve", "--bind", f"127.0.0.1:{port}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -27,6 +28,8 @@ class Settings:
     anchor_interval_seconds: float = 60.0
     anchor_max_leaves: int = 1000
     challenge_ttl_seconds: int = 120
+    # how often `serve` deletes expired challenges (services/challenges.py purge_expired)
+    challenge_purge_interval_seconds: float = 60.0
     max_body_bytes: int = 4 * 1024 * 1024
     key_encryption_keys: tuple[str, ...] = ()
     log_origin: str = ""
@@ -46,6 +49,14 @@ class Settings:
     db_keepalives_idle_seconds: int = 5
     # the read-only HTML explorer (CA_SERVICE_EXPLORER=on|off); None (unset): on in insecure-dev only
     explorer: bool | None = None
+    # per-client rate limit of POST /v1/challenges, /v1/certificates, /v1/attestations (each its own
+    # bucket): tokens per second and bucket size; 0 turns it off (api/ratelimit.py)
+    rate_limit_per_second: float = 10.0
+    rate_limit_burst: int = 50
+    # peers whose X-Forwarded-For names the client (addresses or CIDRs); others are the client
+    trusted_proxies: tuple[str, ...] = ()
+    # the bucket table shared by the workers of one host (set by `serve`); "" keeps it per process
+    rate_limit_state: str = ""
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -62,6 +73,15 @@ class Settings:
             raise ConfigurationError("CA_SERVICE_DB_* timeouts must be positive")
         if self.collateral_update not in ("standard", "early"):
             raise ConfigurationError("CA_SERVICE_COLLATERAL_UPDATE must be 'standard' or 'early'")
+        if self.rate_limit_per_second < 0 or self.rate_limit_burst < 1:
+            raise ConfigurationError("CA_SERVICE_RATE_LIMIT must be >= 0 (0: off) and CA_SERVICE_RATE_LIMIT_BURST >= 1")
+        try:
+            for proxy in self.trusted_proxies:
+                ipaddress.ip_network(proxy, strict=False)
+        except ValueError as exc:
+            raise ConfigurationError("CA_SERVICE_TRUSTED_PROXIES must be IP addresses or CIDRs") from exc
+        if self.challenge_purge_interval_seconds <= 0:
+            raise ConfigurationError("CA_SERVICE_CHALLENGE_PURGE_INTERVAL_SECONDS must be positive")
         if self.challenge_ttl_seconds <= 0 or self.anchor_confirmations < 0:
             raise ConfigurationError("challenge TTL must be positive and confirmations non-negative")
 
@@ -105,16 +125,24 @@ class Settings:
                 kwargs["anchor_max_leaves"] = int(v)
             if (v := get("CHALLENGE_TTL_SECONDS")) is not None:
                 kwargs["challenge_ttl_seconds"] = int(v)
+            if (v := get("CHALLENGE_PURGE_INTERVAL_SECONDS")) is not None:
+                kwargs["challenge_purge_interval_seconds"] = float(v)
             if (v := get("MAX_BODY_BYTES")) is not None:
                 kwargs["max_body_bytes"] = int(v)
+            if (v := get("RATE_LIMIT")) is not None:
+                kwargs["rate_limit_per_second"] = 0.0 if v.lower() == "off" else float(v)
+            if (v := get("RATE_LIMIT_BURST")) is not None:
+                kwargs["rate_limit_burst"] = int(v)
             for name in ("DB_LOCK_TIMEOUT_MS", "DB_STATEMENT_TIMEOUT_MS", "DB_IDLE_IN_TRANSACTION_TIMEOUT_MS",
                          "DB_CONNECT_TIMEOUT_SECONDS", "DB_KEEPALIVES_IDLE_SECONDS"):
                 if (v := get(name)) is not None:
                     kwargs[name.lower()] = int(v)
         except ValueError as exc:
-            raise ConfigurationError("a numeric CA_SERVICE_* setting is not an integer") from exc
+            raise ConfigurationError("a numeric CA_SERVICE_* setting is not a number") from exc
         if (v := get("KEY_ENCRYPTION_KEYS")) is not None:
             kwargs["key_encryption_keys"] = tuple(k.strip() for k in v.split(",") if k.strip())
+        if (v := get("TRUSTED_PROXIES")) is not None:
+            kwargs["trusted_proxies"] = tuple(p.strip() for p in v.split(",") if p.strip())
         if (v := get("INTEGRITY_POLICIES")) is not None:
             kwargs["integrity_policies"] = v
         if (v := get("COLLATERAL")) is not None:

@@ -32,6 +32,12 @@ if use_postgres():
     os.environ.setdefault("CA_SERVICE_TEST_POSTGRES_URL", DEFAULT_PG)
 
 
+# The suite sends hundreds of POSTs from one address, in process and to `ca-service serve`
+# subprocesses (which inherit this): the per-client rate limit is off unless a test turns it on
+# (tests/integration/test_rate_limit.py).
+RATE_LIMIT_OFF = os.environ.setdefault("CA_SERVICE_RATE_LIMIT", "0")
+
+
 @pytest.fixture(scope="session")
 def db_url_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], str]]:
     created: list[str] = []
@@ -58,6 +64,7 @@ def db_url_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callabl
 def make_settings(home: Path, db_url: str, **overrides: Any) -> Any:
     from ca_service.config import Settings
 
+    overrides.setdefault("rate_limit_per_second", 0.0)  # see RATE_LIMIT_OFF below
     return Settings(home=home, profile=overrides.pop("profile", "insecure-dev"), database_url=db_url,
                     public_url=overrides.pop("public_url", "http://127.0.0.1:8080"), **overrides)
 

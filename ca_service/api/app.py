@@ -11,7 +11,7 @@ from flask import Flask, Response, g, request
 from werkzeug.routing import IntegerConverter
 
 from ca_service import boundedjson
-from ca_service.api import bodylimit, metrics, problems
+from ca_service.api import bodylimit, metrics, problems, ratelimit
 from ca_service.config import Settings
 from ca_service.errors import MalformedJSON, RequestError
 from ca_service.services.container import Services
@@ -80,6 +80,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return resp
 
     # after the request id, so their refusals carry it too
+    ratelimit.init_app(app, settings)
     bodylimit.init_app(app, settings.max_body_bytes)
     return app
 

@@ -114,8 +114,13 @@ def build_ear(
     bound: bool = True,
     item_nonces: Mapping[str, bytes] | None = None,
     collateral: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    expires_at: datetime | None = None,
 ) -> dict[str, Any]:
     """The EAR claims set for one composite appraisal.
+
+    ``expires_at``: the ``exp`` claim (RFC 7519 section 4.1.4; draft-ietf-rats-ear carries the JWT
+    claims): a certificate's ``notAfter`` for the EAR inside it, and for a bare attestation result
+    the ``notAfter`` a certificate issued on the same evidence would get (ca/lifetime.py).
 
     ``bound``: every item's report data was checked against ``nonce`` (issuance: the challenge
     binding). ``item_nonces``: per evidence type, a caller nonce its report data was checked
@@ -144,6 +149,8 @@ def build_ear(
         "submods": submods,
         "ca-service.profile": profile,
     }
+    if expires_at is not None:
+        ear["exp"] = int(expires_at.timestamp())
     if nonce is not None:
         ear["eat_nonce"] = nonce.hex()
     if log_index is not None:

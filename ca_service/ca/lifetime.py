@@ -67,3 +67,15 @@ def cap_lifetime(policy: Policy, now: datetime, lifetime: timedelta,
             f"less than the policy's minimum {floor or timedelta(0)}",
             item=name, expires_at=at.isoformat(), min_lifetime=str(floor or timedelta(0)))
     return LifetimeCap(granted, name, at, granted < lifetime)
+
+
+def result_expiry(policy: Policy, now: datetime, expiries: Iterable[Mapping[str, datetime]]) -> datetime:
+    """When an attestation result (the EAR JWT of ``POST /v1/attestations``) expires: the ``notAfter``
+    a certificate issued now on the same evidence would get, that is ``now`` + the policy's
+    ``certificate.max_lifetime``, capped by the first collateral expiry plus the grace. Never
+    refused (the result may be ``contraindicated`` anyway); never before ``now``."""
+    until = now + policy.max_lifetime
+    for per_item in expiries:
+        for at in per_item.values():
+            until = min(until, at + grace(policy))
+    return max(until, now)

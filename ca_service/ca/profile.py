@@ -236,6 +236,11 @@ def leaf_key_usage(pub: Any, key_agreement: bool) -> x509.KeyUsage:
     )
 
 
+def leaf_not_after(req: IssuanceRequest, *, now: datetime, issuer: x509.Certificate) -> datetime:
+    """The leaf's ``notAfter``: its granted lifetime, never past the issuing CA's own."""
+    return min(now + req.lifetime, issuer.not_valid_after_utc)
+
+
 def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Certificate, now: datetime,
                      serial: int, ear: dict[str, Any], public_url: str, insecure: bool) -> x509.Certificate:
     subject_attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ca-service attested workload")]
@@ -246,7 +251,7 @@ def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Cert
     subject_attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
     pub = req.csr.csr.public_key()
     not_before = now - BACKDATE
-    not_after = min(now + req.lifetime, issuer.not_valid_after_utc)
+    not_after = leaf_not_after(req, now=now, issuer=issuer)
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(subject_attrs)).issuer_name(issuer.subject)

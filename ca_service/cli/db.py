@@ -1,4 +1,4 @@
-"""``ca-service db upgrade``."""
+"""``ca-service db upgrade|purge-challenges``."""
 
 from __future__ import annotations
 
@@ -18,3 +18,12 @@ def upgrade() -> None:
     """Apply Alembic migrations up to head."""
     upgrade_database(settings_from_env())
     click.echo("database at head")
+
+
+@db.command("purge-challenges")
+def purge_challenges() -> None:
+    """Delete expired challenges now (``serve`` does it every CA_SERVICE_CHALLENGE_PURGE_INTERVAL_SECONDS)."""
+    from ca_service.cli.common import open_services
+    from ca_service.services.challenges import purge_expired
+
+    click.echo(f"purged {purge_expired(open_services())} expired challenge(s)")

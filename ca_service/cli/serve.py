@@ -29,10 +29,17 @@ log = logging.getLogger("ca_service.serve")
 @click.option("--keep-alive", default=5, show_default=True, type=int, help="idle keep-alive seconds")
 @click.option("--publish-interval", default=5.0, show_default=True, type=float,
               help="seconds between log checkpoints (0: do not publish from this server)")
+@click.option("--rate-limit", type=float, default=None,
+              help="requests a second per client to each of POST /v1/challenges, /v1/certificates, "
+                   "/v1/attestations; 0: off [default: CA_SERVICE_RATE_LIMIT or 10]")
+@click.option("--rate-limit-burst", type=int, default=None,
+              help="requests a client may send at once before the rate applies "
+                   "[default: CA_SERVICE_RATE_LIMIT_BURST or 50]")
 @click.option("--anchor/--no-anchor", "anchor", default=None,
               help="run the anchor worker (default: on when CA_SERVICE_CHAIN_RPC is a real RPC URL)")
 def serve(bind: str, workers: int, threads: int, worker_class: str, request_timeout: float, worker_timeout: int,
-          graceful_timeout: int, keep_alive: int, publish_interval: float, anchor: bool | None) -> None:
+          graceful_timeout: int, keep_alive: int, publish_interval: float, rate_limit: float | None,
+          rate_limit_burst: int | None, anchor: bool | None) -> None:
     """Run the HTTP API with gunicorn.
 
     Every worker runs the checkpoint publisher and (optionally) the anchor worker in background
@@ -45,6 +52,7 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, request_time
     from ca_service.config import Settings
 
     settings = Settings.from_env()
+    settings = _rate_limit_settings(settings, rate_limit, rate_limit_burst)
     # prometheus-client's multiprocess mode: set before prometheus_client is imported anywhere
     _metrics_dir(settings)
     from ca_service.api.app import create_app
@@ -70,6 +78,9 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, request_time
 
         configure_json_logging()
         svc = worker.wsgi.extensions["ca_service"]
+        from ca_service.services.challenges import start_purger
+
+        start_purger(svc, svc.settings.challenge_purge_interval_seconds)
         if publish_interval > 0:
             from ca_service.services.log import start_publisher
 
@@ -101,6 +112,29 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, request_time
             return create_app(settings)
 
     _App().run()
+
+
+def _rate_limit_settings(settings: Any, rate: float | None, burst: int | None) -> Any:
+    """The rate limit the options ask for, with its bucket table shared by the workers: made empty
+    here, in the master, before they fork (``$CA_SERVICE_HOME/run/ratelimit``)."""
+    from pathlib import Path
+
+    from ca_service.errors import ConfigurationError
+    from ca_service.ratelimit import Buckets
+
+    changes: dict[str, Any] = {}
+    if rate is not None:
+        changes["rate_limit_per_second"] = rate
+    if burst is not None:
+        changes["rate_limit_burst"] = burst
+    try:
+        settings = settings.with_(**changes)
+    except ConfigurationError as exc:
+        raise click.BadParameter(exc.detail) from exc
+    if settings.rate_limit_per_second > 0 and not settings.rate_limit_state:
+        path = Buckets.create(Path(settings.home) / "run" / "ratelimit")
+        settings = settings.with_(rate_limit_state=str(path))
+    return settings
 
 
 def _check_replica(settings: Any) -> None:

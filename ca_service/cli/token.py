@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import click
 
 from ca_service.cli.common import actor, open_services
+from ca_service.errors import PolicyError
 from ca_service.policy.model import parse_duration
 from ca_service.services import tokens
 
@@ -19,12 +21,18 @@ def token() -> None:
 @token.command("create")
 @click.option("--role", type=click.Choice(tokens.ROLES), required=True)
 @click.option("--name", default=None, help="a label for the audit log (default: the role)")
-@click.option("--expires-in", default=None, help="lifetime such as 30d or 12h (default: no expiry)")
+@click.option("--expires-in", default=tokens.DEFAULT_LIFETIME_TEXT, show_default=True,
+              help="lifetime such as 30d or 12h; 'never' for a token that does not expire (ask for it)")
 @click.option("--json", "as_json", is_flag=True)
-def create(role: str, name: str | None, expires_in: str | None, as_json: bool) -> None:
-    """Create a token and print its secret (shown once; only its SHA-256 is stored)."""
-    created = tokens.create_token(open_services(), role=role, name=name or role,
-                                  expires_in=parse_duration(expires_in) if expires_in else None, actor=actor())
+def create(role: str, name: str | None, expires_in: str, as_json: bool) -> None:
+    """Create a token and print its secret (shown once; only its SHA-256 is stored).
+
+    Tokens expire after 90 days unless --expires-in says otherwise; a token that never expires
+    must be asked for with --expires-in never.
+    """
+    lifetime = _lifetime(expires_in)
+    created = tokens.create_token(open_services(), role=role, name=name or role, expires_in=lifetime,
+                                  actor=actor())
     if as_json:
         click.echo(json.dumps({"id": created.id, "name": created.name, "role": created.role,
                                "token": created.secret,
@@ -33,6 +41,16 @@ def create(role: str, name: str | None, expires_in: str | None, as_json: bool) -
     click.echo(f"token {created.id} ({created.role}, {created.name}), "
                f"expires {created.expires_at.isoformat() if created.expires_at else 'never'}", err=True)
     click.echo(created.secret)
+
+
+def _lifetime(text: str) -> timedelta | None:
+    if text.strip().lower() == "never":
+        return None
+    try:
+        return parse_duration(text)
+    except (PolicyError, ValueError) as exc:
+        raise click.BadParameter(f"{text!r} is not a duration such as 30d or 12h, nor 'never'",
+                                 param_hint="--expires-in") from exc
 
 
 @token.command("revoke")

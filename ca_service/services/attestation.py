@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ca_service.ca.ear import build_ear, sign_ear
+from ca_service.ca.lifetime import result_expiry
 from ca_service.errors import ReportDataMismatch, RequestError
 from ca_service.policy.appraise import Appraisal, appraise
 from ca_service.services import collateral as collateral_service
@@ -94,7 +95,7 @@ def attest(svc: Services, req: AttestationRequest) -> AttestationResult:
     appraisal = appraise(ref.policy, verified, insecure_allowed=svc.settings.insecure)
     claims = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=req.nonce,
                        profile=svc.settings.profile, bound=req.nonce is not None, item_nonces=item_nonces,
-                       collateral=used)
+                       collateral=used, expires_at=result_expiry(ref.policy, now, [ve.expires_at for ve in verified]))
     for kind, items in cache_listing.items():  # the cache items, as `evidence verify` lists them
         claims["submods"][kind]["ca-service.collateral-used"] = items
     first = min((e for ve in verified if (e := ve.earliest_expiry) is not None), key=lambda e: e[1], default=None)

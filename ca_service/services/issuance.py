@@ -20,7 +20,7 @@ from sqlalchemy import select
 from ca_service import evidence as evidence_mod
 from ca_service.ca.ear import build_ear
 from ca_service.ca.lifetime import cap_lifetime
-from ca_service.ca.profile import build_end_entity, check_request
+from ca_service.ca.profile import build_end_entity, check_request, leaf_not_after
 from ca_service.crypto.keys import KEY_TYPES, parse_csr
 from ca_service.db.models import Certificate
 from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, NotFound, PolicyError, evidence_error_for
@@ -219,7 +219,8 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
         # Runs in the group-commit transaction, the sequencing lock held: the certificate names its
         # log index and the leaf names the certificate's digest (services/group_commit.py).
         ear = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=nonce, log_index=log_index,
-                        profile=svc.settings.profile, collateral=collateral_json)
+                        profile=svc.settings.profile, collateral=collateral_json,
+                        expires_at=leaf_not_after(issuance, now=now, issuer=issuer))  # EAR exp = notAfter
         if cap.collateral_expires_at is not None:
             ear["ca-service.collateral-expires-at"] = cap.collateral_expires_at.isoformat()
             ear["ca-service.collateral-expires-item"] = cap.expires_item

@@ -22,6 +22,9 @@ from ca_service.services import audit
 from ca_service.services.container import Services
 
 ROLES = ("admin", "auditor")
+# what `ca-service token create` gives when no --expires-in is asked for; `never` must be explicit
+DEFAULT_LIFETIME = timedelta(days=90)
+DEFAULT_LIFETIME_TEXT = "90d"
 TOKEN_PREFIX = "cas_"  # noqa: S105 - a public prefix, not a secret
 _MAX_TOKEN_CHARS = 128
 
@@ -55,7 +58,11 @@ def _digest(secret: str) -> str:
 
 
 def create_token(svc: Services, *, role: str, name: str, expires_in: timedelta | None, actor: str) -> CreatedToken:
-    """Create a token; the secret is returned once and never stored."""
+    """Create a token; the secret is returned once and never stored.
+
+    ``expires_in`` has no default: ``None`` is a token that never expires, and callers ask for it by
+    name (the CLI's default is :data:`DEFAULT_LIFETIME`, ``--expires-in never`` for ``None``).
+    """
     if role not in ROLES:
         raise RequestError(f"role must be one of {', '.join(ROLES)}")
     if not name or len(name) > 64:

@@ -99,6 +99,9 @@ def diff(name: str) -> ResponseReturnValue:
         new = int(request.args["to"]) if "to" in request.args else None
     except (KeyError, ValueError) as exc:
         raise RequestError("give ?from=<version>[&to=<version>]") from exc
+    if any(v is not None and not 0 <= v < 2**63 for v in (old, new)):
+        # what a version column can hold; a larger number overflowed the driver (a 500)
+        raise RequestError("a policy version is a number from 1", where="query")
     a, b, changes = policies.diff_versions(services(), name, old, new)
     return jsonify(name=name, **{"from": {"version": a.version, "digest": a.policy.digest},
                                  "to": {"version": b.version, "digest": b.policy.digest}},

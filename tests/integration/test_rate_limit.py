@@ -133,3 +133,11 @@ def test_certificates_are_limited_too(limited):
     assert [r.status_code for r in got[:BURST]] == [got[0].status_code] * BURST
     assert got[0].status_code in (400, 422)
     assert got[BURST].status_code == 429 and got[BURST].json()["code"] == "request.rate_limited"
+
+
+def test_openapi_lists_the_429_of_the_limited_routes(client):
+    paths = client.get("/v1/openapi.json").get_json()["paths"]
+    for route in ("/v1/challenges", "/v1/certificates", "/v1/attestations"):
+        r429 = paths[route]["post"]["responses"]["429"]
+        assert "request.rate_limited" in r429["description"] and "Retry-After" in r429["headers"]
+    assert "429" not in paths["/v1/certificates/{serial}/revoke"]["post"]["responses"]

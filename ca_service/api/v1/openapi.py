@@ -10,6 +10,7 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
 from ca_service import __version__
+from ca_service.api.ratelimit import LIMITED as RATE_LIMITED
 from ca_service.api.schemas import CertificateOut, CertificateRequestIn, ChallengeOut
 
 bp = Blueprint("openapi", __name__)
@@ -73,6 +74,12 @@ def build_document(app: Any) -> dict[str, Any]:
                     "schema": _ref(model, schemas)}}}
             else:
                 op["responses"]["200"] = {"description": "ok"}
+            if m == "post" and rule.rule in RATE_LIMITED:
+                op["responses"]["429"] = {
+                    "description": "request.rate_limited: above the per-client rate limit (CA_SERVICE_RATE_LIMIT)",
+                    "headers": {"Retry-After": {"description": "seconds until a request is allowed again",
+                                                "schema": {"type": "integer", "minimum": 1}}},
+                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
             paths.setdefault(path, {})[m] = op
     return {
         "openapi": "3.1.0",

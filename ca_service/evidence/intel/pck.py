@@ -17,9 +17,8 @@ from datetime import datetime
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from pyasn1.codec.der import decoder as der_decoder
-from pyasn1.error import PyAsn1Error
 
 from ca_service.crypto.certs import parse_fully
 from ca_service.errors import (
@@ -30,27 +29,34 @@ from ca_service.errors import (
     EvidenceMalformed,
     RootUntrusted,
 )
+from ca_service.evidence.intel import der
 from ca_service.evidence.intel.cache import LRU
 from ca_service.evidence.trust import is_pinned
 
 SGX_EXTENSION_OID = x509.ObjectIdentifier("1.2.840.113741.1.13.1")
-_OID_PPID = "1.2.840.113741.1.13.1.1"
-_OID_TCB = "1.2.840.113741.1.13.1.2"
-_OID_PCEID = "1.2.840.113741.1.13.1.3"
-_OID_FMSPC = "1.2.840.113741.1.13.1.4"
-_OID_PCESVN = "1.2.840.113741.1.13.1.2.17"
-_COMP_OIDS = tuple(f"1.2.840.113741.1.13.1.2.{i}" for i in range(1, 17))
+# Compared as DER content octets (a canonical encoding), not decoded to dotted strings.
+_OID_PPID = der.encode_oid("1.2.840.113741.1.13.1.1")
+_OID_TCB = der.encode_oid("1.2.840.113741.1.13.1.2")
+_OID_PCEID = der.encode_oid("1.2.840.113741.1.13.1.3")
+_OID_FMSPC = der.encode_oid("1.2.840.113741.1.13.1.4")
+_OID_PCESVN = der.encode_oid("1.2.840.113741.1.13.1.2.17")
+_COMP_OIDS = tuple(der.encode_oid(f"1.2.840.113741.1.13.1.2.{i}") for i in range(1, 17))
 
 
 @dataclass(frozen=True, slots=True)
 class Window:
     """One certificate's validity window and revocation key, checked at verification time."""
 
-    subject: str
+    cert: x509.Certificate
     not_before: datetime
     not_after: datetime
     serial: int
     issuer: bytes  # DER of the issuer Name, to find the CRL that covers this certificate
+
+    @property
+    def subject(self) -> str:
+        """For error messages only: rendered when needed (building it was ~10% of a cold quote)."""
+        return _name(self.cert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,22 +140,45 @@ def _verify_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], what:
     if not is_pinned(root, pins):
         raise RootUntrusted(f"{what} chain does not end at a pinned Intel root")
     for i, cert in enumerate(certs):
-        issuer = certs[min(i + 1, len(certs) - 1)]
         if i > 0:
             _require_ca(cert, what)
+        if i == len(certs) - 1:
+            # The root is trusted because its exact DER is pinned, not because it signed itself:
+            # its self-signature is not checked (a changed byte already fails the pin).
+            break
+        issuer = certs[i + 1]
         if not isinstance(issuer.public_key(), ec.EllipticCurvePublicKey):
             raise ChainInvalid(f"{what} chain issuer key is not ECDSA")
         try:
-            cert.verify_directly_issued_by(issuer)
+            _verify_link(cert, issuer)
         except InvalidSignature as exc:
             raise ChainInvalid(f"{what} chain link {i} does not verify", subject=_name(cert)) from exc
     windows = tuple(
         Window(
-            _name(c), c.not_valid_before_utc, c.not_valid_after_utc, c.serial_number, c.issuer.public_bytes()
+            c, c.not_valid_before_utc, c.not_valid_after_utc, c.serial_number, c.issuer.public_bytes()
         )
         for c in certs
     )
     return VerifiedChain(tuple(certs), windows)
+
+
+# Links verified before, by the SHA-256 of both certificates' DER: one collateral document carries
+# the PCK Platform CA <- Root link in the PCK CRL issuer chain as well as in the quote's PCK chain.
+_LINKS: LRU[bool] = LRU(512)
+
+
+def _verify_link(cert: x509.Certificate, issuer: x509.Certificate) -> None:
+    """``cert.verify_directly_issued_by(issuer)``, once per pair of exact certificates.
+
+    Raises:
+        InvalidSignature, ValueError, TypeError: as pyca does (the caller maps them).
+    """
+
+    def verify() -> bool:
+        cert.verify_directly_issued_by(issuer)
+        return True
+
+    _LINKS.get_or_compute((cert.fingerprint(hashes.SHA256()), issuer.fingerprint(hashes.SHA256())), verify)
 
 
 def _require_ca(cert: x509.Certificate, what: str) -> None:
@@ -172,15 +201,30 @@ class PckInfo:
     fmspc: bytes
 
 
-def _octets(value: object, length: int, what: str) -> bytes:
-    out: bytes = bytes(value)  # type: ignore[call-overload]
+def _octets(value: der.Tlv, length: int, what: str) -> bytes:
+    out = der.expect(value, der.OCTET_STRING, what)
     if len(out) != length:
         raise EvidenceMalformed(f"PCK extension {what} has the wrong length", field=what)
     return out
 
 
+def _entries(tlv: der.Tlv, what: str) -> dict[bytes, der.Tlv]:
+    """A SEQUENCE OF SEQUENCE { OBJECT IDENTIFIER, value } as a map by the OID's content octets
+    (PCK profile 1.5)."""
+    out: dict[bytes, der.Tlv] = {}
+    for item in der.sequence(tlv, what):
+        pair = der.sequence(item, what)
+        if len(pair) != 2:
+            raise der.DerError(f"{what} entry is not an (OID, value) pair")
+        key = der.expect(pair[0], der.OID, what)
+        if key in out:
+            raise der.DerError(f"{what} entry {key.hex()} appears twice")
+        out[key] = pair[1]
+    return out
+
+
 def parse_pck_extension(cert: x509.Certificate) -> PckInfo:
-    """Parse the Intel SGX extension of a PCK certificate (pyasn1, DER).
+    """Parse the Intel SGX extension of a PCK certificate (strict DER, ``intel/der.py``).
 
     Raises:
         EvidenceMalformed (``evidence.malformed``): extension missing or not of the documented shape.
@@ -188,13 +232,13 @@ def parse_pck_extension(cert: x509.Certificate) -> PckInfo:
     try:
         ext = cert.extensions.get_extension_for_oid(SGX_EXTENSION_OID).value
         raw = ext.value if isinstance(ext, x509.UnrecognizedExtension) else b""
-        top, rest = der_decoder.decode(raw)
-        if rest:
-            raise EvidenceMalformed("PCK SGX extension has trailing bytes")
-        entries = {str(item[0]): item[1] for item in top}
-        tcb = {str(item[0]): item[1] for item in entries[_OID_TCB]}
-        comps = tuple(int(tcb[oid]) for oid in _COMP_OIDS)
-        pce_svn = int(tcb[_OID_PCESVN])
+        top = der.read_tree(raw, der.EXTENSION_TAGS)  # the whole extension is DER, not only what we read
+        if len(top) != 1:
+            raise EvidenceMalformed("PCK SGX extension is not one SEQUENCE")
+        entries = _entries(top[0], "SGX extension")
+        tcb = _entries(entries[_OID_TCB], "SGX TCB")
+        comps = tuple(der.integer(tcb[oid]) for oid in _COMP_OIDS)
+        pce_svn = der.integer(tcb[_OID_PCESVN])
         info = PckInfo(
             ppid=_octets(entries[_OID_PPID], 16, "PPID"),
             cpu_svn=comps,
@@ -204,7 +248,7 @@ def parse_pck_extension(cert: x509.Certificate) -> PckInfo:
         )
     except EvidenceMalformed:
         raise
-    except (x509.ExtensionNotFound, PyAsn1Error, Exception) as exc:  # noqa: BLE001 - parser boundary
+    except (x509.ExtensionNotFound, der.DerError, KeyError, ValueError) as exc:
         raise EvidenceMalformed("PCK certificate has no well-formed Intel SGX extension") from exc
     if not all(0 <= c < 256 for c in comps) or not 0 <= pce_svn < 65536:
         raise EvidenceMalformed("PCK certificate TCB SVNs are out of range")
@@ -251,3 +295,4 @@ def _verify_pck(cert_data: bytes, digest: bytes, pins: frozenset[str]) -> Verifi
 
 def clear_cache() -> None:
     _PCK_CACHE.clear()
+    _LINKS.clear()

@@ -1,0 +1,160 @@
+"""A minimal strict DER reader (ITU-T X.690 section 8 and 10) for the Intel SGX PCK extension (PURE).
+
+The SGX extension is a few dozen TLVs of four kinds (SEQUENCE, OBJECT IDENTIFIER, INTEGER,
+OCTET STRING / ENUMERATED / BOOLEAN kept as bytes). Walking them directly costs a small fraction
+of a schemaless pyasn1 decode, which was ~40% of verifying a TDX quote against unseen collateral
+(issue 15). Only DER is accepted: definite, minimal lengths and single-byte tags; anything else
+raises :class:`DerError`, which the caller turns into ``evidence.malformed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BOOLEAN = 0x01
+INTEGER = 0x02
+OCTET_STRING = 0x04
+OID = 0x06
+ENUMERATED = 0x0A
+SEQUENCE = 0x30
+# The only tags of the SGX extension (PCK profile 1.5): universal, primitive but for SEQUENCE.
+EXTENSION_TAGS = frozenset({BOOLEAN, INTEGER, OCTET_STRING, OID, ENUMERATED, SEQUENCE})
+
+_MAX_LENGTH_BYTES = 4  # lengths up to 4 GiB; an extension is a few hundred bytes
+
+
+class DerError(ValueError):
+    """Not DER of the expected shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tlv:
+    tag: int
+    value: bytes
+
+
+def read_all(data: bytes) -> list[Tlv]:
+    """The TLVs that make up ``data`` exactly (X.690 8.1), in order.
+
+    Raises:
+        DerError: a truncated TLV, a multi-byte tag, an indefinite or non-minimal length.
+    """
+    out = []
+    pos, end = 0, len(data)
+    while pos < end:
+        tag = data[pos]
+        if tag & 0x1F == 0x1F:
+            raise DerError("multi-byte tags are not used in this structure")
+        if pos + 1 >= end:
+            raise DerError("truncated length")
+        first = data[pos + 1]
+        pos += 2
+        if first < 0x80:
+            length = first
+        else:
+            n = first & 0x7F
+            if n == 0:
+                raise DerError("indefinite length is not DER")  # X.690 10.1
+            if n > _MAX_LENGTH_BYTES or pos + n > end:
+                raise DerError("truncated or oversized length")
+            length = int.from_bytes(data[pos:pos + n], "big")
+            if data[pos] == 0 or length < 0x80:
+                raise DerError("length not in minimal form")  # X.690 10.1
+            pos += n
+        if pos + length > end:
+            raise DerError("value runs past the end")
+        out.append(Tlv(tag, data[pos:pos + length]))
+        pos += length
+    return out
+
+
+def read_tree(data: bytes, allowed: frozenset[int], depth: int = 8) -> list[Tlv]:
+    """:func:`read_all`, and every TLV below it checked too: each tag in ``allowed``, SEQUENCEs
+    read recursively (at most ``depth`` deep), BOOLEANs one byte of 0x00 or 0xFF (X.690 11.1).
+
+    Raises:
+        DerError: anything :func:`read_all` refuses, at any depth, or a tag not in ``allowed``.
+    """
+    top = read_all(data)
+    todo = [(t, depth) for t in top]
+    while todo:
+        tlv, d = todo.pop()
+        if tlv.tag not in allowed:
+            raise DerError(f"tag {tlv.tag:#04x} does not belong in this structure")
+        if tlv.tag == SEQUENCE:
+            if d <= 0:
+                raise DerError("nested too deep")
+            todo += [(c, d - 1) for c in read_all(tlv.value)]
+        elif tlv.tag == BOOLEAN and tlv.value not in (b"\x00", b"\xff"):
+            raise DerError("BOOLEAN is not DER")
+        elif tlv.tag == OID:
+            check_oid(tlv.value)
+    return top
+
+
+def expect(tlv: Tlv, tag: int, what: str) -> bytes:
+    if tlv.tag != tag:
+        raise DerError(f"{what}: tag {tlv.tag:#04x}, expected {tag:#04x}")
+    return tlv.value
+
+
+def sequence(tlv: Tlv, what: str) -> list[Tlv]:
+    return read_all(expect(tlv, SEQUENCE, what))
+
+
+def check_oid(raw: bytes) -> None:
+    """OBJECT IDENTIFIER content octets: non-empty, last arc complete, every arc minimal (X.690 8.19.2)."""
+    if not raw or raw[-1] & 0x80:
+        raise DerError("empty or truncated object identifier")
+    start = True
+    for b in raw:
+        if start and b == 0x80:
+            raise DerError("object identifier arc not minimal")
+        start = not b & 0x80
+
+
+def oid(tlv: Tlv) -> str:
+    """Dotted form of an OBJECT IDENTIFIER (X.690 8.19)."""
+    raw = expect(tlv, OID, "object identifier")
+    if not raw or raw[-1] & 0x80:
+        raise DerError("empty or truncated object identifier")
+    arcs: list[int] = []
+    value = 0
+    start = True
+    for b in raw:
+        if start and b == 0x80:
+            raise DerError("object identifier arc not minimal")
+        value = (value << 7) | (b & 0x7F)
+        start = not b & 0x80
+        if start:
+            arcs.append(value)
+            value = 0
+    first = arcs[0]
+    head = [0, first] if first < 40 else [1, first - 40] if first < 80 else [2, first - 80]
+    return ".".join(str(a) for a in head + arcs[1:])
+
+
+def encode_oid(dotted: str) -> bytes:
+    """The content octets of an OBJECT IDENTIFIER (X.690 8.19), to compare against raw values."""
+    arcs = [int(a) for a in dotted.split(".")]
+    if len(arcs) < 2 or arcs[0] > 2 or (arcs[0] < 2 and arcs[1] >= 40):
+        raise ValueError(f"not an object identifier: {dotted}")
+    out = bytearray()
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        arc >>= 7
+        while arc:
+            chunk.append(0x80 | (arc & 0x7F))
+            arc >>= 7
+        out += bytes(reversed(chunk))
+    return bytes(out)
+
+
+def integer(tlv: Tlv) -> int:
+    """A minimal two's-complement INTEGER (X.690 8.3)."""
+    raw = expect(tlv, INTEGER, "integer")
+    if not raw:
+        raise DerError("empty integer")
+    if len(raw) > 1 and ((raw[0] == 0 and not raw[1] & 0x80) or (raw[0] == 0xFF and raw[1] & 0x80)):
+        raise DerError("integer not minimal")
+    return int.from_bytes(raw, "big", signed=True)

@@ -1,10 +1,12 @@
 """Profile the issuance hot path in process: ``POST /v1/certificates`` through the Flask app.
 
-    python benchmarks/profile_issuance.py [--n 500] [--sort tottime] [--top 40] [--sqlite]
+    python benchmarks/profile_issuance.py [--n 500] [--sort tottime] [--top 40] [--sqlite] [--phases]
 
 Requests (challenge, fresh key, CSR, sim report) are prepared first; only the replay of the
 certificate requests is profiled (cProfile), on a fresh PostgreSQL database (or SQLite). Prints the
 wall time per issuance, the SQL statements and commits per issuance, and the top functions.
+``--phases`` also prints the thread CPU time per issuance of each step of ``issue_certificate``
+(a probe around each function the service calls; the rest is its final transaction).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def main() -> None:
     ap.add_argument("--sort", default="tottime")
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--sqlite", action="store_true")
+    ap.add_argument("--phases", action="store_true", help="thread CPU per step of issue_certificate")
     ap.add_argument("--pg", default=os.environ.get("CA_SERVICE_TEST_POSTGRES_URL",
                                                    "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
     args = ap.parse_args()
@@ -61,6 +64,8 @@ def main() -> None:
                             rate_limit_per_second=0)  # one client floods: the per-client limit is off
         init_ca(settings)
         from ca_service.api.app import create_app
+
+        phases = _probe_phases() if args.phases else None
 
         app = create_app(settings)
         client = app.test_client()
@@ -108,10 +113,56 @@ def main() -> None:
         out = io.StringIO()
         pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
         print(out.getvalue())
+        if phases is not None:
+            calls = phases.pop("calls")
+            total = phases.pop("issue_certificate")
+            print(f"thread CPU per issuance ({calls:.0f} issuances, profiled and not):")
+            print(f"  {'issue_certificate':<28} {total / calls * 1000:7.3f} ms")
+            for name, t in sorted(phases.items(), key=lambda kv: -kv[1]):
+                print(f"  {name:<28} {t / calls * 1000:7.3f} ms")
+            print(f"  {'rest (final transaction)':<28} {(total - sum(phases.values())) / calls * 1000:7.3f} ms")
     finally:
         if not args.sqlite:
             with sa.create_engine(args.pg, isolation_level="AUTOCOMMIT").connect() as c:
                 c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _probe_phases() -> dict[str, float]:
+    """Wrap the steps ``issue_certificate`` calls (those this version of it has) with thread CPU counters."""
+    import ca_service.api.v1.certificates as view
+    import ca_service.services.issuance as issuance
+
+    acc: dict[str, float] = {"calls": 0.0, "issue_certificate": 0.0}
+
+    def wrap(owner: object, name: str, key: str) -> None:
+        inner = getattr(owner, name)
+
+        def probe(*a: object, **k: object) -> object:
+            t = time.thread_time()
+            try:
+                return inner(*a, **k)
+            finally:
+                acc[key] = acc.get(key, 0.0) + time.thread_time() - t
+
+        setattr(owner, name, probe)
+
+    for name in ("parse_csr", "consume_challenge_in", "verify_all", "check_binding", "appraise", "check_request",
+                 "build_ear", "build_end_entity"):
+        if hasattr(issuance, name):
+            wrap(issuance, name, name)
+    wrap(issuance.policies, "active_policy", "active_policy")
+    inner = view.issue_certificate
+
+    def total(*a: object, **k: object) -> object:
+        acc["calls"] += 1
+        t = time.thread_time()
+        try:
+            return inner(*a, **k)
+        finally:
+            acc["issue_certificate"] += time.thread_time() - t
+
+    view.issue_certificate = total  # type: ignore[assignment]
+    return acc
 
 
 if __name__ == "__main__":

@@ -495,6 +495,30 @@ class RoleForbidden(Forbidden):
     title = "The token's role does not allow this"
 
 
+# --- loader certificates (DESIGN.md flow 2; docs/loader.md) ---------------------------------------
+
+
+class LoaderCertificateRefused(CAServiceError):
+    code = "loader.refused"
+    status = 403
+    title = "Loader certificate refused"
+
+
+class LoaderCvmCertificateMissing(LoaderCertificateRefused):
+    """No valid, unrevoked CVM certificate of this CA attests the loader's TEE instance."""
+
+    code = "loader.cvm_certificate_missing"
+    title = "No valid CVM certificate for this TEE instance"
+
+
+class LoaderInstanceUnknown(LoaderCertificateRefused):
+    """The loader's evidence names no TEE instance (no MRTD/RTMR0-2, no SNP measurement and chip)."""
+
+    code = "loader.instance_unknown"
+    status = 422
+    title = "The evidence does not identify a TEE instance"
+
+
 # --- integrity reports (DESIGN.md flow 2; docs/integrity-report.md) --------------------------------
 
 
@@ -553,6 +577,13 @@ class IntegrityPolicyNotAllowed(IntegrityReportError):
     code = "integrity.policy_not_allowed"
     status = 403
     title = "The signing certificate was not issued under a loader policy"
+
+
+class IntegrityComponentNotMeasured(IntegrityReportError):
+    """The policy asks that a component of the report be one the loader measured into its log."""
+
+    code = "integrity.component_not_measured"
+    title = "A component the report lists is not what the loader measured into its event log"
 
 
 class IntegrityReportNotFound(NotFound):

@@ -82,6 +82,8 @@ class CertificateRequestIn(BaseModel):
     policy: str = Field(min_length=1, max_length=64)
     evidence: list[EvidenceItemIn] = Field(min_length=1, max_length=9)
     lifetime_seconds: int | None = Field(default=None, gt=0, le=366 * 86400)
+    # a loader policy: the CVM certificate to link to (default: the newest valid one of the same TEE instance)
+    cvm_serial: str | None = Field(default=None, pattern=r"^(0x)?[0-9a-fA-F]{1,42}$")
 
 
 class ChallengeOut(BaseModel):

@@ -99,7 +99,39 @@ def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str, *, bound:
         "ca-service.measurements": {k: ve.claims[k] for k in _MEASUREMENT_CLAIMS if k in ve.claims},
         **({"ca-service.warnings": [f"{code}: accepted unchecked by the policy (revocation.allow_unchecked)"
                                     for code in unchecked]} if unchecked else {}),
+        **_loaded_claims(ve),
     }
+
+
+def _loaded_claims(ve: VerifiedEvidence) -> dict[str, Any]:
+    """What a trusted loader measured (the replayed event log's ``loaded`` / ``loaded_digests``,
+    docs/event-log.md): ``ca-service.loaded-digests``, ``ca-service.loaded`` (role, digest) and, per
+    role, ``ca-service.<role>`` (a digest, or a list when the role was loaded more than once), so a
+    relying party can ``--expect engine=sha384:...``. A role never replaces another claim."""
+    digests = ve.claims.get("loaded_digests")
+    if not isinstance(digests, list):
+        return {}
+    out: dict[str, Any] = {"ca-service.loaded-digests": [d for d in digests if isinstance(d, str)]}
+    loaded = ve.claims.get("loaded")
+    if isinstance(loaded, list):
+        pairs = [(e["role"], e["digest"]) for e in loaded if isinstance(e, dict)
+                 and isinstance(e.get("role"), str) and isinstance(e.get("digest"), str)]
+        out["ca-service.loaded"] = [{"role": r, "digest": d} for r, d in pairs]
+        by_role: dict[str, list[str]] = {}
+        for role, digest in pairs:
+            by_role.setdefault(role, []).append(digest)
+        for role, values in by_role.items():
+            key = f"ca-service.{role}"
+            if key not in _RESERVED_SUBMOD_KEYS:
+                out[key] = values[0] if len(values) == 1 else values
+    return out
+
+
+_RESERVED_SUBMOD_KEYS = frozenset({
+    "ca-service.tee", "ca-service.insecure", "ca-service.tcb-status", "ca-service.advisory-ids",
+    "ca-service.evidence-sha256", "ca-service.collateral-sha256", "ca-service.collateral",
+    "ca-service.measurements", "ca-service.loaded-digests", "ca-service.loaded", "ca-service.warnings",
+})
 
 
 def build_ear(

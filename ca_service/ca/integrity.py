@@ -31,6 +31,7 @@ from ca_service.errors import (
     IntegrityCertificateExpired,
     IntegrityCertificateUnknown,
     IntegrityCertificateUntrusted,
+    IntegrityComponentNotMeasured,
     IntegrityReportMalformed,
     IntegrityReportNotCanonical,
     IntegritySignatureInvalid,
@@ -287,6 +288,50 @@ def verify_report_signature(report: IntegrityReport, signature: bytes, alg: str,
             raise IntegrityAlgMismatch("unsupported key type")
     except (InvalidSignature, ValueError) as exc:
         raise IntegritySignatureInvalid("the signature does not verify with the certificate's key") from exc
+
+
+# --- what the loader measured ----------------------------------------------------------------------
+
+ARGUMENTS_ROLE = "args"
+
+
+def measured_components(ear: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """(role, digest) of every component the loader measured into its event log, as the EAR of its
+    certificate records them (``ca-service.loaded`` of each evidence item; docs/event-log.md)."""
+    out: list[tuple[str, str]] = []
+    for sub in (ear.get("submods") or {}).values():
+        loaded = sub.get("ca-service.loaded") if isinstance(sub, dict) else None
+        if isinstance(loaded, list):
+            out += [(e["role"], e["digest"]) for e in loaded
+                    if isinstance(e, dict) and isinstance(e.get("role"), str) and isinstance(e.get("digest"), str)]
+    return tuple(out)
+
+
+def check_measured(report: IntegrityReport, measured: Sequence[tuple[str, str]], roles: Sequence[str]) -> None:
+    """Each role in ``roles`` (a loader policy's ``integrity_reports.measured``) must match the log:
+    every report component named ``<role>`` or ``<role>/<anything>`` carries a digest the loader
+    measured under that role, and there is at least one such component; the role ``args`` is the
+    report's ``arguments_digest``. A role the report omits is a refusal, not a pass.
+
+    Raises:
+        IntegrityComponentNotMeasured (``integrity.component_not_measured``): names the role and component.
+    """
+    for role in roles:
+        allowed = {d for r, d in measured if r == role}
+        if role == ARGUMENTS_ROLE:
+            entries = [("arguments_digest", report.arguments_digest)]
+        else:
+            entries = [(c.name, c.digest) for c in report.components
+                       if c.name == role or c.name.startswith(role + "/")]
+        if not entries:
+            raise IntegrityComponentNotMeasured(
+                f"the loader's policy requires the report to list its {role!r} component, measured in the log",
+                role=role)
+        for name, digest in entries:
+            if digest not in allowed:
+                raise IntegrityComponentNotMeasured(
+                    f"component {name!r} has digest {digest}, which the loader did not measure as {role!r} "
+                    "into its event log", role=role, component=name, digest=digest, measured=sorted(allowed))
 
 
 # --- the signing certificate ------------------------------------------------------------------------

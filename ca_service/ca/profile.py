@@ -242,7 +242,9 @@ def leaf_not_after(req: IssuanceRequest, *, now: datetime, issuer: x509.Certific
 
 
 def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Certificate, now: datetime,
-                     serial: int, ear: dict[str, Any], public_url: str, insecure: bool) -> x509.Certificate:
+                     serial: int, ear: dict[str, Any], public_url: str, insecure: bool,
+                     extensions: Sequence[x509.ExtensionType] = ()) -> x509.Certificate:
+    """The end-entity certificate; ``extensions`` are added non-critical (a loader's link to its CVM)."""
     subject_attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ca-service attested workload")]
     if insecure:
         subject_attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "INSECURE-DEV"))
@@ -276,4 +278,6 @@ def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Cert
     if req.dns_names:
         builder = builder.add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in req.dns_names]), critical=False)
+    for ext in extensions:
+        builder = builder.add_extension(ext, critical=False)
     return builder.sign(issuer_key, _sign_hash(issuer_key))

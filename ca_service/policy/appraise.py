@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ca_service.evidence.base import VerifiedEvidence
+from ca_service.evidence.snp.loader import snp_loaded_digests
 from ca_service.policy.model import Policy
 
 
@@ -254,6 +255,14 @@ def _appraise_item(kind: str, rules: dict[str, Any], ve: VerifiedEvidence) -> li
             for idx, allowed in sorted(expected.items()):
                 actual = pcrs.get(idx) if isinstance(pcrs, dict) else None
                 out.append(AppraisalCheck(kind, f"pcr{idx}", allowed, actual, actual in allowed))
+        elif rule == "loader_digest_from":
+            continue  # qualifies the SNP loader_digests rule, checked there
+        elif rule == "loader_digests" and kind == "snp-report":
+            source = rules.get("loader_digest_from")
+            loaded = snp_loaded_digests(ve.claims, source)
+            out.append(AppraisalCheck(kind, rule, expected, loaded if loaded is not None else
+                                      f"no loader digest (loader_digest_from {source!r})",
+                                      loaded is not None and any(d in loaded for d in expected)))
         elif rule in _SIMPLE:
             actual, ok = _SIMPLE[rule](ve, expected)
             out.append(AppraisalCheck(kind, rule, expected, actual, ok))

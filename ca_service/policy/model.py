@@ -84,6 +84,18 @@ class Policy:
         return cert
 
     @property
+    def is_loader(self) -> bool:
+        """A loader policy: some evidence section lists ``loader_digests``. Its certificates link to
+        a CVM certificate of the same TEE instance, and they are the ones that sign integrity reports."""
+        return any(isinstance(v, dict) and "loader_digests" in v for v in self.document["evidence"].values())
+
+    @property
+    def integrity_reports(self) -> dict[str, Any]:
+        """The ``integrity_reports`` section (what a report signed under this policy must match)."""
+        section: dict[str, Any] = self.document.get("integrity_reports", {})
+        return section
+
+    @property
     def allows_sim(self) -> bool:
         return "sim" in self.required
 

@@ -53,11 +53,15 @@ class Built:
 
 
 Build = Callable[[int], Built]
+# Run in the batch's transaction before the log lock: an item's row locks (a loader's CVM
+# certificate, services/loaders.py); raising refuses that item only.
+Hold = Callable[[Session], None]
 
 
 @dataclass(eq=False)
 class _Slot:
     build: Build
+    hold: Hold | None = None
     done: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -74,12 +78,13 @@ class GroupCommitter:
     batches: int = 0  # statistics, for tests and benchmarks
     batched: int = 0
 
-    def submit(self, db: Database, build: Build) -> Any:
-        """Run ``build(log_index)`` in a batch, commit, and return its ``result``.
+    def submit(self, db: Database, build: Build, *, hold: Hold | None = None) -> Any:
+        """Run ``build(log_index)`` in a batch, commit, and return its ``result``. ``hold(session)``
+        runs first, in the same transaction, before the log lock.
 
         Raises whatever ``build`` raised for this item, or the batch transaction's error.
         """
-        slot = _Slot(build)
+        slot = _Slot(build, hold)
         with self._cond:
             self._queue.append(slot)
         while True:
@@ -106,8 +111,18 @@ class GroupCommitter:
         built: list[tuple[_Slot, Built]] = []
         try:
             with db.transaction() as session:
+                # Row locks before the log lock, the order revocation takes them in (certificate row,
+                # then log lock), so an issuance and a revocation never wait on each other in a cycle.
+                for slot in batch:
+                    if slot.hold is not None:
+                        try:
+                            slot.hold(session)
+                        except Exception as exc:  # handed to that caller's thread, re-raised there
+                            slot.error = exc
                 start = lock_and_next_index(session)
                 for slot in batch:
+                    if slot.error is not None:
+                        continue
                     try:
                         built.append((slot, slot.build(start + len(built))))
                     except Exception as exc:  # handed to that caller's thread, re-raised there

@@ -54,6 +54,16 @@ class _Configured(enum.Enum):
 CONFIGURED = _Configured.CONFIGURED
 
 
+class _LoaderPolicies(enum.Enum):
+    LOADERS = "loader policies"
+
+
+# The default bar: the signing certificate is a loader certificate (issued under a loader policy,
+# linked to its CVM's certificate; services/loaders.py).
+LOADER_POLICIES = _LoaderPolicies.LOADERS
+Allowed = Collection[str] | None | _LoaderPolicies
+
+
 @dataclass(frozen=True)
 class IntegrityRecord:
     """A stored report; ``created`` is False when the same report was already logged."""
@@ -80,28 +90,31 @@ class IntegrityRecord:
         return {"id": self.id, "sha256": self.sha256, "log_index": self.log_index, "serial": self.serial}
 
 
-def configured_loader_policies(settings: Settings, env: Mapping[str, str] | None = None) -> frozenset[str] | None:
-    """The policies whose certificates may sign reports: ``CA_SERVICE_INTEGRITY_POLICIES``.
+def configured_loader_policies(settings: Settings, env: Mapping[str, str] | None = None) -> frozenset[str] | None | \
+        _LoaderPolicies:
+    """The certificates that may sign reports: ``CA_SERVICE_INTEGRITY_POLICIES``.
 
-    Comma-separated policy names, or ``*`` for any policy of this CA. It is a deployment
-    setting, never a request field: the submitter must not choose its own bar. Unset: any policy
-    in the insecure-dev profile, none in production (fail closed until the operator names them).
-    ``None`` means any.
+    Unset (the default, in every profile): :data:`LOADER_POLICIES`, loader certificates only (a
+    certificate issued under a policy with ``loader_digests``, linked to its CVM's certificate).
+    Comma-separated policy names: certificates issued under those. ``*``: any certificate of this CA
+    (``None``). It is a deployment setting, never a request field: the submitter must not choose
+    its own bar.
     """
     value = (settings.integrity_policies or "" if env is None else env.get(POLICIES_ENV, "")).strip()
     if value == "*":
         return None
     if not value:
-        return None if settings.insecure else frozenset()
+        return None if settings.insecure else frozenset()  # step 1; loader certificates only comes next
     return frozenset(p.strip() for p in value.split(",") if p.strip())
 
 
 def submit_report(svc: Services, body: bytes, signature: bytes, alg: str, *,
-                  allowed_policies: Collection[str] | None | _Configured = CONFIGURED) -> IntegrityRecord:
+                  allowed_policies: Allowed | _Configured = CONFIGURED) -> IntegrityRecord:
     """Verify and log one report; idempotent on the report's SHA-256.
 
     ``allowed_policies``: policy names the signing certificate must have been issued under;
-    ``None`` for any; by default from :func:`configured_loader_policies`.
+    ``None`` for any, :data:`LOADER_POLICIES` for loader certificates; by default from
+    :func:`configured_loader_policies`.
 
     Raises:
         IntegrityReportMalformed (``integrity.malformed``), IntegrityReportNotCanonical
@@ -111,6 +124,8 @@ def submit_report(svc: Services, body: bytes, signature: bytes, alg: str, *,
         IntegrityCertificateRevoked (``integrity.certificate_revoked``),
         IntegrityCertificateExpired (``integrity.certificate_expired``),
         IntegrityPolicyNotAllowed (``integrity.policy_not_allowed``),
+        IntegrityComponentNotMeasured (``integrity.component_not_measured``): the loader policy's
+            ``integrity_reports.measured`` names a role whose report entry is not what the loader measured,
         IntegrityAlgMismatch (``integrity.alg_mismatch``),
         IntegritySignatureInvalid (``integrity.signature_invalid``).
     """
@@ -126,7 +141,7 @@ def submit_report(svc: Services, body: bytes, signature: bytes, alg: str, *,
 
 
 def _submit(svc: Services, body: bytes, signature: bytes, alg: str,
-            allowed_policies: Collection[str] | None | _Configured) -> IntegrityRecord:
+            allowed_policies: Allowed | _Configured) -> IntegrityRecord:
     now = svc.clock.now()
     # (1)
     report = pure.parse_report(body)
@@ -146,11 +161,18 @@ def _submit(svc: Services, body: bytes, signature: bytes, alg: str,
         raise IntegrityCertificateRevoked("the signing certificate is revoked", serial=row.serial)
     allowed = (configured_loader_policies(svc.settings) if isinstance(allowed_policies, _Configured)
                else allowed_policies)
-    if allowed is not None and row.policy_name not in allowed:
+    if allowed is LOADER_POLICIES:
+        if row.cvm_serial is None:
+            raise IntegrityPolicyNotAllowed("the signing certificate is not a loader certificate (only loader "
+                                            "certificates sign reports unless CA_SERVICE_INTEGRITY_POLICIES says "
+                                            "otherwise)", policy=row.policy_name)
+    elif allowed is not None and row.policy_name not in allowed:
         raise IntegrityPolicyNotAllowed("the signing certificate's policy is not an allowed loader policy",
                                         policy=row.policy_name)
     # (4)
     pure.verify_report_signature(report, signature, alg, cert.public_key())
+    # (5) what the report lists against what the loader measured, where its policy asks
+    _check_measured(svc, row, cert, report)
 
     with svc.db.transaction() as session:
         # Certificate row first, log lock second: the order revocation takes them in.
@@ -158,6 +180,12 @@ def _submit(svc: Services, body: bytes, signature: bytes, alg: str,
                                  .with_for_update()).scalar_one()
         if status != "valid":
             raise IntegrityCertificateRevoked("the signing certificate is revoked", serial=row.serial)
+        if row.cvm_serial is not None:  # revocation cascades; this also holds for rows revoked by hand
+            cvm_status = session.execute(select(Certificate.status).where(Certificate.serial == row.cvm_serial)
+                                         ).scalar_one_or_none()
+            if cvm_status != "valid":
+                raise IntegrityCertificateRevoked("the loader's CVM certificate is revoked", serial=row.serial,
+                                                  cvm_serial=row.cvm_serial)
         log_index = lock_and_next_index(session)
         # Under the log lock, so a concurrent submission of the same report has committed or not started.
         existing = session.execute(select(IntegrityRow).where(IntegrityRow.sha256 == report.sha256)
@@ -175,6 +203,26 @@ def _submit(svc: Services, body: bytes, signature: bytes, alg: str,
         if append_leaf(session, leaf) != log_index:  # the lock makes this impossible; never log if it happens
             raise LogInconsistent("log index moved while the sequencing lock was held")
         return IntegrityRecord.of(stored, created=True)
+
+
+def _check_measured(svc: Services, row: Certificate, cert: x509.Certificate, report: pure.IntegrityReport) -> None:
+    """Step (5): the roles the signing certificate's policy version lists under
+    ``integrity_reports.measured`` must match what the loader measured, as its certificate's EAR says.
+
+    Raises:
+        IntegrityComponentNotMeasured (``integrity.component_not_measured``).
+    """
+    from ca_service.ca.profile import ear_from_certificate
+    from ca_service.services.policies import get_version
+
+    roles = get_version(svc, row.policy_name, row.policy_version).policy.integrity_reports.get("measured", [])
+    if not roles:
+        return
+    try:
+        ear = ear_from_certificate(cert)
+    except (ValueError, x509.ExtensionNotFound):
+        ear = {}
+    pure.check_measured(report, pure.measured_components(ear), roles)
 
 
 def get_report(svc: Services, report_id: str) -> IntegrityRecord:

@@ -30,7 +30,7 @@ from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.policy.appraise import Appraisal, appraise
 from ca_service.policy.model import Policy, check_applicable
 from ca_service.services import collateral as collateral_service
-from ca_service.services import group_commit, policies
+from ca_service.services import group_commit, loaders, policies
 from ca_service.services.challenges import consume_challenge_in
 from ca_service.services.container import Services
 from ca_service.tlog import leaves as tlog_leaves
@@ -52,6 +52,8 @@ class CertificateRequest:
     policy: str
     evidence: tuple[EvidenceItem, ...]
     lifetime: timedelta | None = None
+    # a loader's request may name the CVM certificate it links to (services/loaders.py)
+    cvm_serial: str | None = None
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,8 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             f"{len(appraisal.failed)} check(s) of policy {ref.id} failed",
             policy=ref.id, failed_checks=[c.to_json() for c in appraisal.failed])
     issuance = check_request(ref.policy, csr, req.lifetime)
+    loader = loaders.prepare(svc, ref.policy, verified, now, cvm_serial=req.cvm_serial)
+    issuance = replace(issuance, lifetime=loader.cap_lifetime(issuance.lifetime, now))
     # notAfter never past the collateral the evidence was judged by (ca/lifetime.py)
     cap = cap_lifetime(ref.policy, now, issuance.lifetime, [ve.expires_at for ve in verified])
     issuance = replace(issuance, lifetime=cap.lifetime)
@@ -224,8 +228,10 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
         if cap.collateral_expires_at is not None:
             ear["ca-service.collateral-expires-at"] = cap.collateral_expires_at.isoformat()
             ear["ca-service.collateral-expires-item"] = cap.expires_item
+        ear.update(loader.ear_claims())
         cert = build_end_entity(issuance, issuer_key=issuer_key, issuer=issuer, now=now, serial=serial_int,
-                                ear=ear, public_url=svc.settings.public_url, insecure=svc.settings.insecure)
+                                ear=ear, public_url=svc.settings.public_url, insecure=svc.settings.insecure,
+                                extensions=loader.extensions())
         der = cert.public_bytes(serialization.Encoding.DER)
         row = {
             "serial": serial, "issued_at": now, "not_before": cert.not_valid_before_utc,
@@ -233,7 +239,7 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             "spki_sha256": csr.spki_sha256, "evidence": evidence_refs, "policy_name": ref.policy.name,
             "policy_version": ref.version, "policy_digest": ref.policy.digest,
             "appraisal": appraisal.to_json() | {"ear": ear, "collateral": collateral_json},
-            "der": der, "status": "valid", "log_index": log_index}
+            "der": der, "status": "valid", "log_index": log_index, **loader.row_fields()}
         leaf = tlog_leaves.issuance_leaf(
             at=now, serial=serial, certificate_sha256=hashlib.sha256(der).hexdigest(), spki_sha256=csr.spki_sha256,
             evidence=[(e["type"], e["sha256"]) for e in evidence_refs],
@@ -245,7 +251,9 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
                                    ear=ear, policy=ref, log_index=log_index, collateral=collateral_json)
         return group_commit.Built(certificate=row, evidence=evidence_rows, leaf=leaf, result=issued)
 
-    result: IssuedCertificate = svc.group_commit.submit(svc.db, build)
+    # a loader's CVM certificate is held (and re-checked) in the same transaction, before the log lock
+    hold = None if loader.link is None else (lambda session: loader.hold(session, now))
+    result: IssuedCertificate = svc.group_commit.submit(svc.db, build, hold=hold)
     return result
 
 

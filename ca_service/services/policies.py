@@ -216,6 +216,11 @@ def retire_in(session: Session, name: str, version: int, *, actor: str, now: dat
                   detail={"revoke": revoke, "reason": reason if revoke else None, "revoked": len(serials)})
     for serial in serials:
         append_leaf(session, tlog_leaves.revocation_leaf(at=now, serial=serial, reason=reason))
+    if serials:  # a CVM certificate revoked here takes its loaders' with it
+        from ca_service.services.loaders import revoke_loaders_in
+
+        for serial in list(serials):
+            serials += revoke_loaders_in(session, serial, now=now, actor=actor, reason=reason)
     ref = PolicyRef(_parse_cached(pv.canonical, pv.digest), version, active=False, retired_at=now)
     return RetireResult(ref, tuple(serials))
 

@@ -22,6 +22,7 @@ from ca_service.errors import Conflict, NotFound, SchemaViolation
 from ca_service.services import audit
 from ca_service.services.container import Services
 from ca_service.services.issuance import normalise_serial
+from ca_service.services.loaders import revoke_loaders_in
 from ca_service.tlog import leaves as tlog_leaves
 from ca_service.tlog.sequencer import append_leaf
 
@@ -30,7 +31,8 @@ _crl_lock = threading.Lock()
 
 
 def revoke(svc: Services, serial: str, *, reason: str, actor: str) -> Certificate:
-    """Revoke one certificate: status, audit record and revocation leaf commit together.
+    """Revoke one certificate: status, audit record and revocation leaf commit together. Revoking
+    a CVM certificate revokes its loaders' certificates in the same transaction (services/loaders.py).
 
     Raises:
         SchemaViolation (``request.schema``): unknown reason; NotFound; Conflict (already revoked).
@@ -53,6 +55,7 @@ def revoke(svc: Services, serial: str, *, reason: str, actor: str) -> Certificat
                      detail={"reason": reason})
         session.flush()
         append_leaf(session, tlog_leaves.revocation_leaf(at=now, serial=cert.serial, reason=reason))
+        revoke_loaders_in(session, cert.serial, now=now, actor=actor, reason=reason)
     return cert
 
 

@@ -292,3 +292,20 @@ def test_offline_root_signs_a_new_arl_revoking_the_issuing_ca(tmp_path: Path):
     wrong = subprocess.run([*cli, "root", "sign-arl"], env={**env, "CA_SERVICE_ROOT_PASSPHRASE": "nope"},
                            capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 1 and "wrong passphrase" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_certificates_record_their_tee_instance(issuer, services):
+    from ca_service.evidence.instance import INSTANCE_REGISTERS
+    from ca_service.services.issuance import get_certificate
+
+    resp = issuer.issue()
+    assert resp.status_code == 201, resp.get_json()
+    issued = resp.get_json()
+    row = get_certificate(services, issued["serial"])
+    ear = issued["ear"]
+    regs = ear["submods"]["sim"]["ca-service.measurements"]
+    import hashlib
+
+    text = "\n".join(["ca-service/instance/v1 sim", *(f"{k}={regs[k]}" for k in INSTANCE_REGISTERS["sim"])])
+    assert row.instance_id == ear["ca-service.instance-id"] == hashlib.sha256(text.encode()).hexdigest()
+    assert row.cvm_serial is None and "ca-service.cvm-serial" not in ear

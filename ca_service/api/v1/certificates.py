@@ -24,6 +24,7 @@ def post_certificate() -> ResponseReturnValue:
         policy=body.policy,
         evidence=tuple(e.to_item() for e in body.evidence),
         lifetime=timedelta(seconds=body.lifetime_seconds) if body.lifetime_seconds else None,
+        cvm_serial=body.cvm_serial,
     )
     issued = issue_certificate(services(), req)
     from ca_service.api.metrics import ISSUED

@@ -98,6 +98,11 @@ class Certificate(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     revocation_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     log_index: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # SHA-256 of the TEE instance the evidence attests (evidence/instance.py): a loader certificate
+    # links to a CVM certificate of the same instance
+    instance_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    # a loader certificate: the serial of the CVM certificate it links to (NULL for every other)
+    cvm_serial: Mapped[str | None] = mapped_column(String(42), nullable=True, index=True)
 
 
 class ApiToken(Base):

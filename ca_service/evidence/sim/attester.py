@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 import struct
 import warnings
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from ca_service.evidence.sim import eventlog
 from ca_service.evidence.sim.parse import (
     BODY_FIELDS,
     MAGIC,
@@ -58,6 +60,12 @@ class SimMeasurements:
     rtmr3: bytes = field(default_factory=lambda: b"\x00" * 48)
     debug: bool = False
     sept_ve_disable: bool = True
+
+
+def measurements_from_log(events: Sequence[eventlog.SimEvent], base: SimMeasurements | None = None) -> SimMeasurements:
+    """``base`` (default: the sim's defaults) with RTMR0..3 replaced by the replay of ``events``."""
+    r0, r1, r2, r3 = eventlog.replay(events)
+    return replace(base or SimMeasurements(), rtmr0=r0, rtmr1=r1, rtmr2=r2, rtmr3=r3)
 
 
 class InsecureSimTee:
@@ -149,3 +157,33 @@ class InsecureSimTee:
         for der in certs:
             out += struct.pack("<H", len(der)) + der
         return bytes(out)
+
+
+class SimTd:
+    """One booted sim TD: its measured boot and what its loader extended since, kept as an event log.
+
+    ``evidence(report_data)`` returns the signed report, whose RTMRs are the replay of the log, and
+    the log itself (dstack JSON, docs/event-log.md) to send beside it as ``event_log``.
+    """
+
+    def __init__(self, tee: InsecureSimTee, events: Sequence[eventlog.SimEvent] | None = None,
+                 base: SimMeasurements | None = None) -> None:
+        self.tee = tee
+        self.base = base or SimMeasurements()
+        self.events: list[eventlog.SimEvent] = list(eventlog.sim_boot_events() if events is None else events)
+
+    def measure(self, role: str, digest: str) -> eventlog.SimEvent:
+        """The loader extends RTMR3 with a component it loaded (``ca-service.load.<role>``)."""
+        event = eventlog.load_event(role, digest)
+        self.events.append(event)
+        return event
+
+    def measurements(self) -> SimMeasurements:
+        return measurements_from_log(self.events, self.base)
+
+    def log_bytes(self) -> bytes:
+        return eventlog.to_json_bytes(self.events)
+
+    def evidence(self, report_data: bytes) -> tuple[bytes, bytes]:
+        """(signed sim report, event log bytes)."""
+        return self.tee.report(report_data, self.measurements()), self.log_bytes()

@@ -88,10 +88,12 @@ def evidence_needs(server: str, policy: str, timeout: float = 30.0) -> dict[str,
 
 
 def request_certificate(server: str, policy: str, *, evidence_source: Any, key_type: str = "ec-p256",
-                        dns_names: tuple[str, ...] = (), timeout: float = 30.0) -> AgentResult:
+                        dns_names: tuple[str, ...] = (), timeout: float = 30.0,
+                        cvm_serial: str | None = None) -> AgentResult:
     """Run flow 1. ``evidence_source(report_data: bytes)`` is the TEE: it returns ``(type, bytes)``, or
     ``(type, bytes, extra)`` where ``extra`` adds fields to the evidence item (``event_log``,
-    ``collateral``: base64 strings, docs/event-log.md), or a list of those (CPU and GPU items)."""
+    ``collateral``: base64 strings, docs/event-log.md), or a list of those (CPU and GPU items).
+    ``cvm_serial``: a loader names the CVM certificate it links to (docs/loader.md)."""
     server = server.rstrip("/")
     with requests.Session() as http:
         challenge = _post(http, f"{server}/v1/challenges", None, timeout)
@@ -105,12 +107,14 @@ def request_certificate(server: str, policy: str, *, evidence_source: Any, key_t
             if len(one) > 2:
                 item.update(one[2])
             items.append(item)
-        body = {
+        body: dict[str, Any] = {
             "challenge_id": challenge["id"],
             "csr": csr.public_bytes(serialization.Encoding.PEM).decode(),
             "policy": policy,
             "evidence": items,
         }
+        if cvm_serial is not None:
+            body["cvm_serial"] = cvm_serial
         response = _post(http, f"{server}/v1/certificates", body, timeout)
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())

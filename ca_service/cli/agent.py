@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -40,16 +40,15 @@ def request(server: str, policy: str, out_dir: Path, sim: bool, dns_names: tuple
     On a TEE the evidence comes from configfs-tsm (TDX quote or SNP report, by provider); a TDX
     agent adds the CCEL event log when the policy needs it (docs/event-log.md)."""
     notes: list[str] = []
+    source: Any
     if sim:
-        from ca_service.services.bootstrap import load_sim_tee
+        from ca_service.agent import simtd
+        from ca_service.agent.loader import sim_source
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tee = load_sim_tee(settings_from_env())
+        # a CVM boot: the sim TD starts over from its measured boot; its event log goes with the report
+        td = simtd.boot(settings_from_env())
         click.echo("WARNING: using the INSECURE sim TEE", err=True)
-
-        def source(report_data: bytes) -> tuple[str, bytes]:
-            return "sim", tee.report(report_data)  # type: ignore[attr-defined]
+        source = sim_source(td)
     else:
         from ca_service.agent.client import evidence_needs
         from ca_service.agent.tee import TsmEvidenceSource
@@ -69,7 +68,7 @@ def request(server: str, policy: str, out_dir: Path, sim: bool, dns_names: tuple
         tee_source = TsmEvidenceSource(needs=needs, event_log=event_log, root=root, ccel_path=ccel_path or CCEL_PATH,
                                        gpu=gpu)
         notes = tee_source.notes
-        source = tee_source  # type: ignore[assignment]
+        source = tee_source
     try:
         result = request_certificate(server, policy, evidence_source=source, key_type=key_type, dns_names=dns_names)
     except AgentError as exc:
@@ -83,3 +82,55 @@ def request(server: str, policy: str, out_dir: Path, sim: bool, dns_names: tuple
     r = result.response
     click.echo(f"serial {r['serial']} policy {r['policy']['name']}@{r['policy']['version']} "
                f"log index {r['log_index']} -> {out_dir}")
+
+
+@agent.command("loader-request")
+@click.option("--server", required=True, help="CA base URL, e.g. http://127.0.0.1:8080")
+@click.option("--policy", required=True, help="the loader policy, e.g. trusted-loader")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--component", "components", multiple=True,
+              help="ROLE=PATH (SHA-384 of the file) or ROLE=sha384:<hex>, measured into RTMR3 in this order "
+                   "before the request (repeatable): e.g. engine=./engine.img")
+@click.option("--arguments", help="the arguments the workload runs with: measured as role args (SHA-384 of the UTF-8), "
+                                  "the digest `integrity sign --arguments` reports")
+@click.option("--sim", is_flag=True, help="the INSECURE sim TD of $CA_SERVICE_HOME (booted by `agent request --sim`)")
+@click.option("--cvm-serial", help="the CVM certificate to link to (default: the CA picks this TD's newest valid one)")
+@click.option("--dns", "dns_names", multiple=True, help="DNS name to request in the SAN (repeatable)")
+@click.option("--key-type", default="ec-p256", type=click.Choice(["ec-p256", "ec-p384", "ed25519"]))
+def loader_request(server: str, policy: str, out_dir: Path, components: tuple[str, ...], arguments: str | None,
+                   sim: bool, cvm_serial: str | None, dns_names: tuple[str, ...], key_type: str) -> None:
+    """The trusted loader's certificate: measure what it loads into RTMR3, then challenge, a fresh key of
+    its own, CSR, evidence with the event log; writes key.pem, chain.pem, response.json."""
+    import hashlib
+
+    from ca_service.agent.loader import Measured, measure_into, parse_component, sim_source
+
+    try:
+        measured = [parse_component(c) for c in components]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--component") from exc
+    if arguments is not None:
+        measured.append(Measured("args", "sha384:" + hashlib.sha384(arguments.encode()).hexdigest()))
+    if not sim:
+        raise click.ClickException("loader-request measures into RTMR3 of the sim TD only in this build; use --sim "
+                                   "(on a TDX guest, extend RTMR3 and send the CCEL with `agent request`)")
+    from ca_service.agent import simtd
+
+    settings = settings_from_env()
+    td = simtd.current(settings)
+    measure_into(td, measured)
+    simtd.save(td, simtd.state_file(settings))
+    click.echo("WARNING: using the INSECURE sim TEE", err=True)
+    for m in measured:
+        click.echo(f"measured {m.role} {m.digest} into RTMR3", err=True)
+    try:
+        result = request_certificate(server, policy, evidence_source=sim_source(td), key_type=key_type,
+                                     dns_names=dns_names, cvm_serial=cvm_serial)
+    except AgentError as exc:
+        click.echo(f"refused: {exc}", err=True)
+        sys.exit(1)
+    write_result(result, out_dir)
+    r = result.response
+    cvm = r.get("ear", {}).get("ca-service.cvm-serial")
+    click.echo(f"serial {r['serial']} policy {r['policy']['name']}@{r['policy']['version']} "
+               f"linked to CVM certificate {cvm} log index {r['log_index']} -> {out_dir}")

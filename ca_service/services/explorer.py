@@ -275,10 +275,9 @@ def cvm_serial_of(appraisal: dict[str, Any]) -> str | None:
 def loaders_of(svc: Services, serial: str) -> list[CertificateSummary]:
     """Certificates whose EAR links to ``serial`` as their CVM certificate."""
     with svc.db.read() as session:
-        q = select(Certificate).where(cast(Certificate.appraisal, String).like(f"%{serial}%"))
-        rows = [r for r in session.execute(q.limit(MAX_RESULTS)).scalars()
-                if r.serial != serial and cvm_serial_of(r.appraisal or {}) == serial]
-        return [_summary(r) for r in rows]
+        # certificates.cvm_serial, set at issuance (services/loaders.py), indexed
+        q = select(Certificate).where(Certificate.cvm_serial == serial).order_by(Certificate.issued_at)
+        return [_summary(r) for r in session.execute(q.limit(MAX_RESULTS)).scalars()]
 
 
 def certificate_view(svc: Services, serial: str) -> CertificateView:

@@ -3,11 +3,12 @@
 Order (docs/integrity-report.md): (1) parse the report bytes (canonical RFC 8785, schema v1);
 (2) the report is not dated in the future; (3) the certificate it names was issued by this CA
 (row in ``certificates``, signature by the issuing key), is a signing end entity, valid at the
-report's time and now, not revoked, and issued under an allowed loader policy; (4) the signature
-by that certificate's key; then in ONE transaction: lock the certificate row (a concurrent
-revocation waits or wins), take the log's sequencing lock, return the stored record if the same
-report (SHA-256) is already there, else insert the record and append its ``integrity-report``
-leaf. Nothing is written on any refusal.
+report's time and now, not revoked, and by default a loader certificate (docs/loader.md); (4)
+the signature by that certificate's key; (5) what the report lists against what the loader
+measured, where its policy asks; then in ONE transaction: lock the certificate row (a concurrent
+revocation waits or wins), check a loader's CVM certificate is still valid, take the log's
+sequencing lock, return the stored record if the same report (SHA-256) is already there, else
+insert the record and append its ``integrity-report`` leaf. Nothing is written on any refusal.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def configured_loader_policies(settings: Settings, env: Mapping[str, str] | None
     if value == "*":
         return None
     if not value:
-        return None if settings.insecure else frozenset()  # step 1; loader certificates only comes next
+        return LOADER_POLICIES
     return frozenset(p.strip() for p in value.split(",") if p.strip())
 
 

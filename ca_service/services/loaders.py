@@ -158,3 +158,11 @@ def revoke_loaders_in(session: Session, cvm_serial: str, *, now: datetime, actor
     for serial in serials:
         append_leaf(session, tlog_leaves.revocation_leaf(at=now, serial=serial, reason=reason))
     return serials
+
+
+def loaders_of(svc: Services, cvm_serial: str) -> list[tuple[str, str]]:
+    """(serial, status) of every loader certificate linked to ``cvm_serial``, oldest first."""
+    with svc.db.read() as session:
+        rows = session.execute(select(Certificate.serial, Certificate.status)
+                               .where(Certificate.cvm_serial == cvm_serial).order_by(Certificate.issued_at)).all()
+    return [(r.serial, r.status) for r in rows]

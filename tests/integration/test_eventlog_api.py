@@ -133,6 +133,14 @@ def _loader_log(engine: bytes = ENGINE) -> tuple[bytes, SimMeasurements]:
     return b.dumps(events), SimMeasurements(rtmr0=regs[0], rtmr1=regs[1], rtmr2=regs[2], rtmr3=regs[3])
 
 
+def _boot_log() -> tuple[bytes, SimMeasurements]:
+    """The same TD before its loader ran: the CVM's own evidence (docs/loader.md: a loader certificate
+    links to a CVM certificate of the same MRTD and RTMR0-2)."""
+    boot = [e for e in json.loads(NEAR.read("event_log_json")) if e["imr"] != 3]
+    regs = b.replay_json(boot)
+    return b.dumps(boot), SimMeasurements(rtmr0=regs[0], rtmr1=regs[1], rtmr2=regs[2], rtmr3=regs[3])
+
+
 def _sim_body(issuer, sim_tee, log: bytes | None, m: SimMeasurements, policy: str) -> dict:
     ch = issuer.challenge()
     key = ec.generate_private_key(ec.SECP256R1())
@@ -145,9 +153,12 @@ def _sim_body(issuer, sim_tee, log: bytes | None, m: SimMeasurements, policy: st
 
 def test_sim_loader_certificate_from_a_replayed_log(issuer, client, services, sim_tee, sim_loader_policy):
     log, m = _loader_log()
+    cvm = client.post("/v1/certificates", json=_sim_body(issuer, sim_tee, *_boot_log(), "sim"))
+    assert cvm.status_code == 201, cvm.get_json()
     r = client.post("/v1/certificates", json=_sim_body(issuer, sim_tee, log, m, "sim-loader-evlog-test"))
     assert r.status_code == 201, r.get_json()
     out = r.get_json()
+    assert out["ear"]["ca-service.cvm-serial"] == cvm.get_json()["serial"]
     checks = {c["claim"]: c for c in out["appraisal"]["checks"]}
     assert checks["loader_digests"]["passed"] is True and ENGINE_DIGEST in checks["loader_digests"]["actual"]
     from cryptography import x509

@@ -122,7 +122,9 @@ def _serial_from_db(home: Path) -> str:
     import sqlite3
 
     with sqlite3.connect(home / "ca-service.db") as conn:
-        row = conn.execute("SELECT serial FROM certificates ORDER BY issued_at LIMIT 1").fetchone()
+        # the demo revokes its first CVM (and so its loader): browse the first certificate still valid
+        row = conn.execute("SELECT serial FROM certificates WHERE status = 'valid' ORDER BY issued_at LIMIT 1"
+                           ).fetchone()
     return str(row[0])
 
 

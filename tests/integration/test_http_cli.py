@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import socket
@@ -150,12 +151,31 @@ def test_garbage_does_not_break_the_server(server):
 
 
 def test_demo_exits_zero(tmp_path: Path):
+    """The three-party story of issue 13: seven steps naming their parties, then the refusals."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CA_SERVICE_")}
     p = subprocess.run([*CLI, "demo", "--home", str(tmp_path / "demo")], env=env, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "every check passed" in p.stdout
     assert "FAIL" not in p.stdout
+    lines = p.stdout.splitlines()
+    heads = [line.split(".", 1)[0] for line in lines if line[:1].isdigit() and line[1:3] == ". "]
+    assert heads == ["0", "1", "2", "3", "4", "5", "6", "7"]
+    for party in ("model vendor", "CVM agent", "loader", "lab", "clinic", "CA", "auditor", "operator"):
+        assert any(f"] {party}" in line or f"{party}:" in line for line in lines), party
+    refusals = p.stdout.split("Then what is refused:")[1]
+    for refused in ("403 appraisal.failed (loader_digests", "the EAR has no claim named 'engine'",
+                    "revocation REVOKED", "422 integrity.certificate_revoked", "403 loader.cvm_certificate_missing",
+                    "422 binding.mismatch", "409 challenge.consumed"):
+        assert refused in refusals, refused
+    assert refusals.count("[PASS]") == 7
+    assert "ear.status is 'warning'" in p.stdout and "embedded chain" in p.stdout
+    # what the parties left behind: the loader's certificate links to the CVM's, the report is logged
+    home = tmp_path / "demo" / "parties"
+    loader = json.loads((home / "loader" / "response.json").read_text())
+    cvm = json.loads((home / "cvm" / "response.json").read_text())
+    assert loader["ear"]["ca-service.cvm-serial"] == cvm["serial"]
+    assert (home / "lab" / "data-key.sealed").exists() and (home / "clinic" / "data-key.sealed").exists()
 
 
 def test_evidence_verify_cli_sim(server, tmp_path: Path):

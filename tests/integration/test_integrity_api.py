@@ -79,6 +79,13 @@ class Loader:
                 "alg": alg or pure.alg_for_key(self.key.public_key())}
 
 
+@pytest.fixture(autouse=True)
+def any_signer(services, monkeypatch):
+    """This module tests the report mechanics with certificates of the sim policy: allow any signer.
+    The default bar (loader certificates only) is tested in test_loader_api.py and below."""
+    monkeypatch.setattr(services, "settings", services.settings.with_(integrity_policies="*"))
+
+
 @pytest.fixture
 def loader(issuer):
     return Loader(issuer, ec.generate_private_key(ec.SECP256R1()))
@@ -249,6 +256,8 @@ def test_expired_certificate(loader, ca_settings, services):
 
 def test_policy_allowlist(loader, client, services, monkeypatch):
     before = _counts(services)
+    monkeypatch.setattr(services, "settings", services.settings.with_(integrity_policies=None))
+    _problem(client.post("/v1/integrity-reports", json=loader.body()), 403, "integrity.policy_not_allowed")
     with pytest.raises(Exception) as exc_info:
         integrity_service.submit_report(services, loader.report().raw, base64.b64decode(loader.body()["signature"]),
                                         "ecdsa-p256-sha256", allowed_policies={"trusted-loader"})
@@ -262,8 +271,9 @@ def test_policy_allowlist(loader, client, services, monkeypatch):
 
 def test_configured_policies(ca_settings):
     prod = ca_settings.with_(profile="production")
-    assert integrity_service.configured_loader_policies(ca_settings, {}) is None
-    assert integrity_service.configured_loader_policies(prod, {}) == frozenset()  # fail closed
+    # unset: loader certificates only, in every profile (docs/loader.md)
+    assert integrity_service.configured_loader_policies(ca_settings, {}) is integrity_service.LOADER_POLICIES
+    assert integrity_service.configured_loader_policies(prod, {}) is integrity_service.LOADER_POLICIES
     assert integrity_service.configured_loader_policies(prod, {integrity_service.POLICIES_ENV: "*"}) is None
     assert integrity_service.configured_loader_policies(
         prod, {integrity_service.POLICIES_ENV: " trusted-loader , x,"}) == {"trusted-loader", "x"}

@@ -18,13 +18,24 @@ def _run(args, env=None, timeout=60):
 
 
 def test_sign_submit_verify_with_proof(server, tmp_path: Path):  # noqa: F811
+    """The loader's side by the CLI: the CVM is certified, the loader measures the vendor's engine and
+    its arguments and gets its own certificate, then signs, submits and checks a report."""
     env, url, home = server["env"], server["url"], server["home"]
-    agent = tmp_path / "agent"
-    p = _run(["agent", "request", "--server", url, "--policy", "sim", "--out", str(agent), "--sim",
-              "--dns", "loader.cvm.local"], env)
+    policy = Path(__file__).resolve().parents[2] / "policies" / "trusted-loader.yaml"
+    p = _run(["policy", "apply", str(policy), "--activate"], env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    cvm, agent = tmp_path / "cvm", tmp_path / "agent"
+    p = _run(["agent", "request", "--server", url, "--policy", "sim", "--out", str(cvm), "--sim",
+              "--dns", "trainer.cvm.local"], env)
     assert p.returncode == 0, p.stderr
     engine = tmp_path / "engine.bin"
-    engine.write_bytes(b"vendor engine build 7")
+    engine.write_bytes(b"ca-service demo training engine v1\n")  # the engine policies/trusted-loader.yaml lists
+    p = _run(["agent", "loader-request", "--server", url, "--policy", "trusted-loader", "--out", str(agent), "--sim",
+              "--component", f"engine={engine}", "--arguments", "--epochs 3"], env)
+    assert p.returncode == 0, p.stderr
+    cvm_serial = json.loads((cvm / "response.json").read_text())["serial"]
+    assert f"linked to CVM certificate {cvm_serial}" in p.stdout
+    assert "measured engine sha384:" in p.stderr and "measured args sha384:" in p.stderr
     dataset_digest = "sha256:" + hashlib.sha256(b"clinic-a").hexdigest()
     report_file = tmp_path / "report.json"
     p = _run(["integrity", "sign", "--key", str(agent / "key.pem"), "--cert", str(agent / "chain.pem"),
@@ -37,7 +48,7 @@ def test_sign_submit_verify_with_proof(server, tmp_path: Path):  # noqa: F811
 
     doc = json.loads(base64.b64decode(signed["report"]))
     assert doc["components"] == [
-        {"name": "engine", "digest": "sha384:" + hashlib.sha384(b"vendor engine build 7").hexdigest()},
+        {"name": "engine", "digest": "sha384:" + hashlib.sha384(b"ca-service demo training engine v1\n").hexdigest()},
         {"name": "dataset/clinic-a", "digest": dataset_digest}]
     assert doc["arguments_digest"] == "sha384:" + hashlib.sha384(b"--epochs 3").hexdigest()
     # offline, before it is logged

@@ -158,3 +158,33 @@ def test_training_policy_composite_with_a_real_gpu():
     failed = {(c.evidence, c.claim) for c in result.failed}
     assert failed == {("nvidia-gpu", "min_driver")}
     assert next(c for c in result.checks if c.claim == "min_driver").actual == "545.00"
+
+
+def test_trusted_loader_example_is_what_the_demo_applies():
+    from importlib import resources
+
+    packaged = resources.files("ca_service.data").joinpath("trusted-loader.yaml").read_text()
+    assert load_policy(packaged).digest == load_policy((POLICIES / "trusted-loader.yaml").read_text()).digest
+
+
+def test_snp_loader_digest_from_a_real_report():
+    """A genuine SNP report: its HOST_DATA (sha256:) or launch MEASUREMENT (sha384:) is the loader
+    digest, as the policy's loader_digest_from says (docs/loader.md)."""
+    from ca_service.evidence.instance import instance_of
+    from ca_service.policy.model import policy_from_document
+
+    ve = _verify(_vector("snp/milan-virtee-vcek"))
+    host, meas = ve.claims["host_data"], ve.claims["measurement"]
+
+    def appraise_with(source: str, digest: str) -> bool:
+        doc = {"name": "snp-loader", "certificate": {"max_lifetime": "1h"},
+               "evidence": {"required": ["snp-report"],
+                            "snp-report": {"loader_digest_from": source, "loader_digests": [digest]}}}
+        return appraise(policy_from_document(doc), [ve], insecure_allowed=False).passed
+
+    assert appraise_with("host_data", f"sha256:{host}") and appraise_with("measurement", f"sha384:{meas}")
+    assert not appraise_with("host_data", f"sha384:{meas}") and not appraise_with("measurement", f"sha256:{host}")
+    assert not appraise_with("host_data", "sha256:" + "11" * 32)  # this host left HOST_DATA zero
+    # the TEE instance of an SNP loader: launch measurement and chip
+    inst = instance_of(ve)
+    assert inst is not None and dict(inst.registers) == {"measurement": meas, "chip_id": ve.claims["chip_id"]}

@@ -97,10 +97,21 @@ def request(server: str, policy: str, out_dir: Path, sim: bool, dns_names: tuple
 @click.option("--cvm-serial", help="the CVM certificate to link to (default: the CA picks this TD's newest valid one)")
 @click.option("--dns", "dns_names", multiple=True, help="DNS name to request in the SAN (repeatable)")
 @click.option("--key-type", default="ec-p256", type=click.Choice(["ec-p256", "ec-p384", "ed25519"]))
+@click.option("--tsm-root", type=click.Path(path_type=Path), default=None,
+              help="TDX: configfs-tsm report directory (default /sys/kernel/config/tsm/report)")
+@click.option("--ccel", "ccel_path", type=click.Path(path_type=Path), default=None,
+              help="TDX: the CCEL log file (default /sys/firmware/acpi/tables/data/CCEL)")
+@click.option("--rtmr3", "rtmr3_path", type=click.Path(path_type=Path), default=None,
+              help="TDX: the RTMR3 extend attribute (default /sys/devices/virtual/misc/tdx_guest/measurements/"
+                   "rtmr3:sha384)")
+@click.option("--runtime-log", type=click.Path(path_type=Path), default=None,
+              help="TDX: where the loader keeps its RTMR3 events (default /run/ca-service/rtmr3-events.json)")
 def loader_request(server: str, policy: str, out_dir: Path, components: tuple[str, ...], arguments: str | None,
-                   sim: bool, cvm_serial: str | None, dns_names: tuple[str, ...], key_type: str) -> None:
+                   sim: bool, cvm_serial: str | None, dns_names: tuple[str, ...], key_type: str,
+                   tsm_root: Path | None, ccel_path: Path | None, rtmr3_path: Path | None,
+                   runtime_log: Path | None) -> None:
     """The trusted loader's certificate: measure what it loads into RTMR3, then challenge, a fresh key of
-    its own, CSR, evidence with the event log; writes key.pem, chain.pem, response.json."""
+    its own, CSR, evidence with the event log; writes key.pem, chain.pem, response.json (docs/loader.md)."""
     import hashlib
 
     from ca_service.agent.loader import Measured, measure_into, parse_component, sim_source
@@ -111,24 +122,46 @@ def loader_request(server: str, policy: str, out_dir: Path, components: tuple[st
         raise click.BadParameter(str(exc), param_hint="--component") from exc
     if arguments is not None:
         measured.append(Measured("args", "sha384:" + hashlib.sha384(arguments.encode()).hexdigest()))
-    if not sim:
-        raise click.ClickException("loader-request measures into RTMR3 of the sim TD only in this build; use --sim "
-                                   "(on a TDX guest, extend RTMR3 and send the CCEL with `agent request`)")
-    from ca_service.agent import simtd
+    notes: list[str] = []
+    source: Any
+    if sim:
+        from ca_service.agent import simtd
 
-    settings = settings_from_env()
-    td = simtd.current(settings)
-    measure_into(td, measured)
-    simtd.save(td, simtd.state_file(settings))
-    click.echo("WARNING: using the INSECURE sim TEE", err=True)
-    for m in measured:
-        click.echo(f"measured {m.role} {m.digest} into RTMR3", err=True)
+        settings = settings_from_env()
+        td = simtd.current(settings)
+        measure_into(td, measured)
+        simtd.save(td, simtd.state_file(settings))
+        click.echo("WARNING: using the INSECURE sim TEE", err=True)
+        for m in measured:
+            click.echo(f"measured {m.role} {m.digest} into RTMR3", err=True)
+        source = sim_source(td)
+    else:
+        from ca_service.agent import tdx_loader
+        from ca_service.agent.tsm import CCEL_PATH, TSM_ROOT, tsm_available
+
+        root = tsm_root or TSM_ROOT
+        if not tsm_available(root):
+            raise click.ClickException(f"no configfs-tsm here ({root}); use --sim for dev")
+        log = runtime_log or tdx_loader.RUNTIME_LOG
+        try:
+            for note in tdx_loader.measure(measured, rtmr3=rtmr3_path or tdx_loader.RTMR3_PATH, log=log):
+                click.echo(note, err=True)
+        except AgentError as exc:
+            click.echo(f"refused: {exc}", err=True)
+            sys.exit(1)
+        tdx_source = tdx_loader.TdxLoaderSource(root=root, ccel_path=ccel_path or CCEL_PATH, runtime_log=log)
+        notes = tdx_source.notes
+        source = tdx_source
     try:
-        result = request_certificate(server, policy, evidence_source=sim_source(td), key_type=key_type,
+        result = request_certificate(server, policy, evidence_source=source, key_type=key_type,
                                      dns_names=dns_names, cvm_serial=cvm_serial)
     except AgentError as exc:
+        for note in notes:
+            click.echo(note, err=True)
         click.echo(f"refused: {exc}", err=True)
         sys.exit(1)
+    for note in notes:
+        click.echo(note, err=True)
     write_result(result, out_dir)
     r = result.response
     cvm = r.get("ear", {}).get("ca-service.cvm-serial")

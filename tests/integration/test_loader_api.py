@@ -160,6 +160,7 @@ def test_revoking_the_cvm_revokes_its_loaders(party, client, services, admin):
     loaders = [party.loader().get_json()["serial"], party.request("trusted-loader").get_json()["serial"]]
     r = client.post(f"/v1/certificates/{cvm['serial']}/revoke", json={"reason": "keyCompromise"}, headers=admin)
     assert r.status_code == 200, r.get_json()
+    assert r.get_json()["loaders"] == [{"serial": s, "status": "revoked"} for s in loaders]
     for serial in loaders:
         got = client.get(f"/v1/certificates/{serial}").get_json()
         assert (got["status"], got["revocation_reason"]) == ("revoked", "keyCompromise")

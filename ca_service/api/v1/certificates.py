@@ -115,6 +115,10 @@ def revoke(serial: str) -> ResponseReturnValue:
         from ca_service.errors import SchemaViolation
 
         raise SchemaViolation("reason must be a string", field="reason")
+    from ca_service.services.loaders import loaders_of
+
     row = revoke_certificate(services(), serial, reason=reason, actor=who.actor)
+    # revoking a CVM certificate revoked its loaders' with it (docs/loader.md)
+    loaders = [{"serial": loader, "status": status} for loader, status in loaders_of(services(), row.serial)]
     return jsonify(serial=row.serial, status=row.status, revoked_at=row.revoked_at.isoformat() if row.revoked_at
-                   else None, reason=row.revocation_reason)
+                   else None, reason=row.revocation_reason, loaders=loaders)

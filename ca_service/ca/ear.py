@@ -52,7 +52,7 @@ _HARDWARE_RULES = frozenset({"tcb_status", "advisories", "min_tcb_evaluation_dat
                              "min_driver"})
 _EXECUTABLE_PREFIXES = ("mrtd", "rtmr", "mrseam", "mrsignerseam", "mrenclave", "mrsigner", "measurement",
                         "loader_digests", "measurements", "pcr", "isv_prod_id", "min_isv_svn", "min_guest_svn",
-                        "family_id", "image_id", "id_key_digest")
+                        "family_id", "image_id", "id_key_digest", "runtime_event")
 
 
 def _claim_of(check: AppraisalCheck) -> str:

@@ -225,7 +225,7 @@ def _require_checks(kind: str, names: list[str], ve: VerifiedEvidence) -> list[A
 
 # Rules whose claims only a replayed event log provides (docs/event-log.md): evidence for a policy that
 # has one of them must be sent with the TD's event log, or the rule fails closed.
-EVENT_LOG_RULES = frozenset({"loader_digests"})
+EVENT_LOG_RULES = frozenset({"loader_digests", "runtime_events"})
 
 
 def evidence_needs(policy: Policy) -> dict[str, Any]:
@@ -234,6 +234,21 @@ def evidence_needs(policy: Policy) -> dict[str, Any]:
     return {"required": list(policy.required),
             "items": {kind: {"event_log": bool(EVENT_LOG_RULES & set(policy.rules(kind)))}
                       for kind in policy.required}}
+
+
+def _runtime_events(kind: str, expected: dict[str, list[str]], ve: VerifiedEvidence) -> list[AppraisalCheck]:
+    """``runtime_events``: RTMR3 runtime events (dstack-style, replayed from the event log) pinned by
+    name: the log must hold the named event, and every occurrence's payload must be a listed one."""
+    events = ve.claims.get("runtime_events")
+    out = []
+    for name, allowed in sorted(expected.items()):
+        if not isinstance(events, list):  # no replayed log: unknown, never a pass
+            out.append(AppraisalCheck(kind, f"runtime_event:{name}", allowed, None, False))
+            continue
+        payloads = [e.get("payload") for e in events if isinstance(e, dict) and e.get("name") == name]
+        ok = bool(payloads) and all(p in allowed for p in payloads)
+        out.append(AppraisalCheck(kind, f"runtime_event:{name}", allowed, payloads, ok))
+    return out
 
 
 def _appraise_item(kind: str, rules: dict[str, Any], ve: VerifiedEvidence) -> list[AppraisalCheck]:
@@ -246,6 +261,8 @@ def _appraise_item(kind: str, rules: dict[str, Any], ve: VerifiedEvidence) -> li
         elif rule in ("rims", "measurements"):  # measurements: match_rim alone means both RIMs
             if rule == "rims" or "rims" not in rules:
                 out.extend(_rims(kind, expected if rule == "rims" else ["driver", "vbios"], ve))
+        elif rule == "runtime_events":
+            out.extend(_runtime_events(kind, expected, ve))
         elif rule == "rtmr":
             for idx, allowed in sorted(expected.items()):
                 actual, ok = _any_of(f"rtmr{idx}")(ve, allowed)

@@ -59,3 +59,56 @@ def test_pins_are_the_replayed_boot_chain_of_the_real_td():
     rules = POLICY.rules("tdx-quote")
     assert rules["mrtd"] == [ve.claims["mrtd"]]
     assert {int(k): v for k, v in rules["rtmr"].items()} == {i: [ve.claims[f"rtmr{i}"]] for i in range(3)}
+
+
+DSTACK = load_policy((Path(__file__).resolve().parents[3] / "policies" / "dstack-app-tdx.yaml").read_text())
+RUNTIME = {"runtime_event:compose-hash", "runtime_event:mpc-image-digest"}
+
+
+def test_dstack_app_policy_admits_the_real_dstack_td():
+    result = appraise(DSTACK, [_verified(V["tdx-eventlog/nearmpc-dstack-json"])], insecure_allowed=False)
+    assert result.passed, [c.to_json() for c in result.failed]
+    checks = {c.claim: c for c in result.checks}
+    assert checks["runtime_event:compose-hash"].actual == [
+        "2911e1f733466216dedb862d6d669e11256ee7a34ce4dbc66c4b807ba7a9c895"]
+
+
+def test_dstack_app_policy_refuses_another_app_and_a_missing_log():
+    other = appraise(DSTACK, [_verified(V["tdx-eventlog/dstack-verifier-json"])], insecure_allowed=False)
+    assert {c.claim for c in other.failed} == BOOT | RUNTIME
+    checks = {c.claim: c for c in other.checks}
+    assert checks["runtime_event:mpc-image-digest"].actual == []  # that app never measured one
+    assert checks["runtime_event:compose-hash"].actual == [
+        "3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7"]
+    no_log = appraise(DSTACK, [_verified(V["tdx-eventlog/nearmpc-dstack-json"], with_log=False)],
+                      insecure_allowed=False)
+    assert {c.claim for c in no_log.failed} == RUNTIME
+    assert all(c.actual is None for c in no_log.failed)
+
+
+def test_every_occurrence_of_a_pinned_event_must_match():
+    from dataclasses import replace
+
+    ve = _verified(V["tdx-eventlog/nearmpc-dstack-json"])
+    twice = [*ve.claims["runtime_events"], {"name": "compose-hash", "payload": "00" * 32}]
+    result = appraise(DSTACK, [replace(ve, claims={**ve.claims, "runtime_events": twice})], insecure_allowed=False)
+    assert [c.claim for c in result.failed] == ["runtime_event:compose-hash"]
+
+
+def test_the_agent_is_told_both_policies_need_the_event_log():
+    from ca_service.policy.appraise import evidence_needs
+
+    for policy in (POLICY, DSTACK):
+        assert evidence_needs(policy) == {"required": ["tdx-quote"], "items": {"tdx-quote": {"event_log": True}}}
+
+
+@pytest.mark.parametrize("bad", ["{}", "{compose-hash: []}", "{compose-hash: [ABCD]}", "{compose-hash: [abc]}",
+                                 "[compose-hash]"])
+def test_runtime_events_rule_is_validated(bad: str):
+    from ca_service.errors import PolicyError
+
+    doc = (Path(__file__).resolve().parents[3] / "policies" / "dstack-app-tdx.yaml").read_text()
+    start = doc.index("    runtime_events:")
+    end = doc.index("certificate:")
+    with pytest.raises(PolicyError):
+        load_policy(doc[:start] + f"    runtime_events: {bad}\n" + doc[end:])

@@ -22,10 +22,10 @@ from ca_service.db.models import Certificate, EvidenceBlob
 from ca_service.errors import CAServiceError, InsecureEvidenceRefused, RequestError
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.policy.appraise import appraise
-from ca_service.policy.model import load_policy
+from ca_service.policy.model import Policy, load_policy
 from ca_service.services import audit, policies
 from ca_service.services.container import Services
-from ca_service.services.issuance import normalise_serial, trust_roots
+from ca_service.services.issuance import normalise_serial, refuse_unchecked_revocation, trust_roots
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -108,7 +108,9 @@ def _load(svc: Services, name: str, serials: list[str] | None, limit: int) -> li
         return out
 
 
-def _reverify(svc: Services, rec: _Recorded) -> list[VerifiedEvidence]:
+def _reverify(svc: Services, rec: _Recorded, candidate: Policy) -> list[VerifiedEvidence]:
+    """The recorded items verified again as of their issuance, under the candidate's revocation rule
+    (an unchecked revocation source is an error item unless the candidate allows it)."""
     roots = trust_roots(svc)
     verified = []
     for i, (kind, data, collateral) in enumerate(rec.items):
@@ -119,7 +121,9 @@ def _reverify(svc: Services, rec: _Recorded) -> list[VerifiedEvidence]:
         if kind == "sim" and not svc.settings.insecure:
             raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
         verified.append(evidence_mod.verify(kind, data, collateral=collateral, at=rec.issued_at, roots=roots,
-                                            event_log=event_log, ima_log=ima_log))
+                                            event_log=event_log, ima_log=ima_log,
+                                            allow_unchecked_revocation=candidate.allow_unchecked_revocation))
+    refuse_unchecked_revocation(candidate, verified)
     return verified
 
 
@@ -147,7 +151,7 @@ def dry_run(svc: Services, name: str, *, actor: str, version: int | None = None,
     items = []
     for rec in _load(svc, name, serials, limit):
         try:
-            verified = _reverify(svc, rec)
+            verified = _reverify(svc, rec, candidate)
         except CAServiceError as exc:
             items.append(DryRunItem(rec.serial, rec.issued_at, rec.version, "error",
                                     error={"code": exc.code, "detail": exc.detail}))

@@ -135,3 +135,22 @@ def test_padding_and_single_rim_via_cli(tmp_path: Path):
     p = subprocess.run([*CLI, *base], capture_output=True, text=True, timeout=120)
     out = json.loads(p.stdout)
     assert p.returncode == 1 and out["error"]["code"] == "evidence.nvidia.trailing_data"
+
+
+def test_ocsp_files_via_cli(tmp_path: Path):
+    """OCSP responses are --collateral files like any other (DER, recognised by content): for the real
+    chain, answers NVIDIA did not sign are refused with the item named, exit 1."""
+    from tests.unit.evidence.nvidia.test_nvidia_ocsp import _forged_for_real_chain
+
+    args = [*CLI, "nvidia-gpu", str(V2025.dir / V2025.files["report"]), "--collateral",
+            str(V2025.dir / V2025.files["cert_chain"]), "--at", V2025.verify_time.isoformat(), "--json"]
+    for i, der in enumerate(_forged_for_real_chain(V2025)):
+        (tmp_path / f"ocsp{i}.der").write_bytes(der)
+        args += ["--collateral", str(tmp_path / f"ocsp{i}.der")]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    out = json.loads(p.stdout)
+    assert p.returncode == 1 and out["ok"] is False
+    assert out["error"]["code"] == "revocation.nvidia_ocsp_bad_signature"
+    ocsp_check = next(c for c in out["checks"] if c["name"] == "nvidia.ocsp")
+    assert ocsp_check["result"] == "fail" and ocsp_check["code"] == "revocation.nvidia_ocsp_bad_signature"
+    assert out["claims"]["ocsp"]["state"] == "bad_signature"

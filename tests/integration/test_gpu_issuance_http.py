@@ -1,0 +1,141 @@
+"""Flow 1 with a GPU, over real HTTP (loopback) on the session's database: a CVM's sim TEE report
+and an H100-shaped report both bound to the challenge and key, the GPU's device chain under a test
+root (pinned for this test only, as TrustRoots documents), its OCSP answers as collateral.
+
+- good OCSP: issued, the EAR affirms the GPU, notAfter capped at the OCSP answers' nextUpdate;
+- no OCSP: refused revocation.nvidia_ocsp_missing, nothing issued; a policy with
+  revocation.allow_unchecked issues it with the warning in the certificate's EAR;
+- a dry run of a candidate without allow_unchecked says which recorded issuances it would refuse.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from werkzeug.serving import make_server
+
+from ca_service.agent.client import make_csr
+from ca_service.api.app import create_app
+from ca_service.ca.profile import ear_from_certificate
+from ca_service.crypto.keys import spki_der
+from ca_service.evidence.binding import binding_value
+from ca_service.services import dryrun, issuance, policies, tokens
+from tests.conftest import certificate_count
+from tests.unit.evidence.nvidia.fakenvidia import VECTOR, FakeNvidia
+
+FAKE = FakeNvidia()
+NOW = datetime.now(UTC)  # the sim TEE's certificates are made at init: the CA runs on its real clock
+SIM = """  sim:
+    tcb_status: [UpToDate]
+    debug: false
+    mrtd: ["84c7147e2fed6ef5d1e551583e58d4e0a32bac930402f1030e4b095387b5c8eb33f25789478a4007a2a09da4cf767237"]
+"""
+
+
+def _policy(name: str, extra: str = "") -> str:
+    return (f"name: {name}\nevidence:\n  required: [sim, nvidia-gpu]\n{SIM}  nvidia-gpu:\n    min_driver: '500.0'\n"
+            f"{extra}certificate:\n  max_lifetime: 24h\n  san:\n    dns: ['*.cvm.local']\n")
+
+
+@pytest.fixture(scope="module")
+def ca(ca_settings, sim_tee) -> Iterator[dict[str, Any]]:
+    from ca_service.services.container import Services
+
+    svc = Services.create(ca_settings)
+    for doc in (_policy("sim-gpu"), _policy("sim-gpu-lenient", "revocation:\n  allow_unchecked: true\n")):
+        ref, _ = policies.apply_policy(svc, doc, actor="test")
+        policies.activate(svc, ref.policy.name, ref.version, actor="test")
+    admin = tokens.create_token(svc, role="admin", name="gpu-issuance", expires_in=None, actor="test")
+    roots = issuance.trust_roots
+    mp = pytest.MonkeyPatch()  # the test device root, pinned beside the vendor pins for this CA only
+    def with_test_root(s: Any) -> Any:
+        return FAKE.roots.__class__(**{**roots(s).__dict__,
+                                       "nvidia_device": roots(s).nvidia_device | FAKE.roots.nvidia_device})
+
+    for module in (issuance, dryrun):  # every service that verifies (dryrun imported the name)
+        mp.setattr(module, "trust_roots", with_test_root)
+    server = make_server("127.0.0.1", 0, create_app(services=svc), threaded=True)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield {"svc": svc, "url": f"http://127.0.0.1:{server.server_port}", "tee": sim_tee,
+               "admin": {"Authorization": f"Bearer {admin.secret}"}}
+    finally:
+        server.shutdown()
+        t.join(5)
+        mp.undo()
+        svc.close()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _gpu_report(nonce32: bytes) -> bytes:
+    """The real report's layout with the requester nonce (bytes 4..36, signed) set, re-signed by the test AK."""
+    raw = VECTOR.read("report")
+    return FAKE.report(raw[:4] + nonce32 + raw[36:])
+
+
+def _issue(ca: dict[str, Any], policy: str, ocsp: list[bytes]) -> requests.Response:
+    ch = requests.post(f"{ca['url']}/v1/challenges", timeout=30).json()
+    key = ec.generate_private_key(ec.SECP256R1())
+    binding = binding_value(bytes.fromhex(ch["nonce"]), spki_der(key.public_key()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sim = ca["tee"].report(binding)
+    body = {"challenge_id": ch["id"], "policy": policy,
+            "csr": make_csr(key, ("gpu.cvm.local",)).public_bytes(Encoding.PEM).decode(),
+            "evidence": [{"type": "sim", "data": _b64(sim)},
+                         {"type": "nvidia-gpu", "data": _b64(_gpu_report(binding[:32])),
+                          "collateral": [_b64(FAKE.chain_pem()), *(_b64(o) for o in ocsp)]}]}
+    return requests.post(f"{ca['url']}/v1/certificates", json=body, timeout=60)
+
+
+def test_issued_with_good_ocsp_and_capped_by_it(ca):
+    next_update = NOW + timedelta(hours=2)
+    r = _issue(ca, "sim-gpu", FAKE.all_good(this_update=NOW - timedelta(hours=1), next_update=next_update))
+    assert r.status_code == 201, r.text
+    leaf = x509.load_pem_x509_certificates(r.json()["certificate_chain"].encode())[0]
+    assert leaf.not_valid_after_utc <= next_update  # never outlives the OCSP answers
+    gpu = ear_from_certificate(leaf)["submods"]["nvidia-gpu"]
+    assert gpu["ear.status"] == "affirming" and "ca-service.warnings" not in gpu
+    assert {k for k in gpu["ca-service.collateral-sha256"] if k.startswith("ocsp")} == {"ocsp0", "ocsp1", "ocsp2"}
+
+
+def test_without_ocsp_refused_or_warned_by_policy(ca):
+    before = certificate_count(ca["svc"])
+    r = _issue(ca, "sim-gpu", [])
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    assert r.json()["code"] == "revocation.nvidia_ocsp_missing", r.text
+    expired = FAKE.all_good(this_update=NOW - timedelta(days=9), next_update=NOW - timedelta(days=2))
+    r = _issue(ca, "sim-gpu", expired)
+    assert r.status_code == 422 and r.json()["code"] == "revocation.nvidia_ocsp_expired", r.text
+    assert certificate_count(ca["svc"]) == before
+    r = _issue(ca, "sim-gpu-lenient", [])
+    assert r.status_code == 201, r.text
+    gpu = ear_from_certificate(x509.load_pem_x509_certificates(r.json()["certificate_chain"].encode())[0])[
+        "submods"]["nvidia-gpu"]
+    assert gpu["ear.status"] == "warning"
+    assert gpu["ca-service.warnings"][0].startswith("revocation.nvidia_ocsp_missing")
+    # a candidate without allow_unchecked would refuse that issuance, and the dry run says why
+    r = requests.post(f"{ca['url']}/v1/policies/sim-gpu-lenient/dry-run", headers=ca["admin"], timeout=60,
+                      json={"document": _policy("sim-gpu-lenient")})
+    assert r.status_code == 200, r.text
+    items = r.json()["results"]
+    assert items and all(i["outcome"] == "error" and i["error"]["code"] == "revocation.nvidia_ocsp_missing"
+                         for i in items), [i.get("error") for i in items]
+    # and the policy as it is (allow_unchecked) would admit them again
+    r = requests.post(f"{ca['url']}/v1/policies/sim-gpu-lenient/dry-run", headers=ca["admin"], timeout=60,
+                      json={"document": _policy("sim-gpu-lenient", "revocation:\n  allow_unchecked: true\n")})
+    assert r.status_code == 200 and {i["outcome"] for i in r.json()["results"]} == {"pass"}, r.text

@@ -20,6 +20,7 @@ COMMANDS = (
     ("ca_service.cli.evidence", "evidence"),
     ("ca_service.cli.policy", "policy"),
     ("ca_service.cli.verify", "verify"),
+    ("ca_service.cli.verify_ca", "verify-ca"),
     ("ca_service.cli.verify", "seal"),
     ("ca_service.cli.verify", "unseal"),
     ("ca_service.cli.log", "log"),
@@ -53,7 +54,8 @@ class LazyGroup(click.Group):
         command = super().get_command(ctx, cmd_name)
         if command is not None or cmd_name not in self._lazy:
             return command
-        command = getattr(importlib.import_module(self._lazy[cmd_name]), cmd_name)
+        # the attribute is the command's name in Python ("verify-ca" -> verify_ca)
+        command = getattr(importlib.import_module(self._lazy[cmd_name]), cmd_name.replace("-", "_"))
         if not isinstance(command, click.Command):
             raise TypeError(f"{self._lazy[cmd_name]}.{cmd_name} is not a click command")
         self.add_command(command)

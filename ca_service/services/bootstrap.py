@@ -136,6 +136,8 @@ def init_ca(settings: Settings, *, write_passphrase: bool = False) -> InitResult
                     warnings.simplefilter("ignore")
                     tee = InsecureSimTee.from_seed(seed)
                 svc.keys.store(session, "sim-root", tee.root_key, tee.root_cert, now)
+                # exported so a relying party can pin it for `ca-service verify-ca` (dev only)
+                (settings.home / "sim-root.pem").write_bytes(tee.root_cert.public_bytes(serialization.Encoding.PEM))
                 source = resources.files("ca_service.data").joinpath("sim.yaml").read_text()
                 ref, _ = policies.apply_policy_in(session, source, actor="init", now=now)
                 session.flush()

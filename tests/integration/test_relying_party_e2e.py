@@ -239,6 +239,18 @@ def test_an_older_certificate_verifies_with_only_root_log_key_and_rpc(tmp_path: 
         assert bad.returncode == 1
         assert {s["name"]: s["result"] for s in json.loads(bad.stdout)["steps"]}["log_inclusion"] == "fail"
         assert serial4
+
+        # the documented data owner's script (Python API) does the same, with the chain
+        from tests.integration.test_relying_party_docs import run_script
+
+        (tmp_path / "data.key").write_bytes(b"patient-data-key")
+        owner = run_script(tmp_path, tmp_path / "c1" / "chain.pem", tmp_path / "data.key", tmp_path / "data.sealed",
+                           {**clean, "PINNED_ROOT": str(home / "root.pem"), "PINNED_LOG_VKEY": vkey,
+                            "CHAIN_RPC": node.url, "PINNED_CONTRACT": contract,
+                            "PINNED_SIM_ROOT": str(home / "sim-root.pem")})
+        assert owner.returncode == 0, owner.stdout + owner.stderr
+        assert f"recipient pass anchor: the checkpoint of size {size1} is anchored" in owner.stdout, owner.stdout
+        assert "recipient pass anchor_contract:" in owner.stdout and (tmp_path / "data.sealed").exists()
     finally:
         if proc is not None:
             proc.terminate()

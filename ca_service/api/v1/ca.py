@@ -46,6 +46,37 @@ def root_arl() -> ResponseReturnValue:
                     headers={"Cache-Control": "public, max-age=300"})
 
 
+def _own_collateral(svc: object, kind: str, evidence: bytes) -> tuple[bytes, ...]:
+    """The vendor collateral the CA holds for its own evidence (TDX/SNP), from its cache only, so a
+    relying party can verify offline; every item is signed by the vendor and checked to the pinned
+    roots by the client. Nothing when none is cached (the client may bring its own)."""
+    from ca_service.errors import CAServiceError
+    from ca_service.evidence.needs import SUPPLIED_KINDS
+    from ca_service.services import collateral as cs
+
+    if kind not in SUPPLIED_KINDS:
+        return ()
+    try:
+        return cs.collateral_for(svc, kind, evidence, svc.clock.now())  # type: ignore[arg-type, attr-defined]
+    except CAServiceError:
+        return ()
+
+
+@bp.get("/sim-root.pem")
+def sim_root() -> ResponseReturnValue:
+    """insecure-dev only: the sim TEE's root, for a relying party to pin in ``ca-service verify-ca
+    --sim-root`` (it proves nothing about hardware). 404 in production."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ca_service.errors import NotFound
+
+    svc = services()
+    if not svc.settings.insecure or not svc.keys.has("sim-root"):
+        raise NotFound("this CA has no sim TEE (production profile)")
+    pem = svc.keys.certificate("sim-root").public_bytes(Encoding.PEM)
+    return Response(pem, mimetype="application/x-pem-file", headers={"Cache-Control": "public, max-age=300"})
+
+
 @bp.get("/attestation")
 def attestation() -> ResponseReturnValue:
     """The CA's own evidence, bound (ADR 0001) to ``?nonce=<64 hex>`` and the issuing CA's key.
@@ -87,4 +118,5 @@ def attestation() -> ResponseReturnValue:
         raise NotInTee("this CA does not run in a TEE; it has no evidence to give")
     return jsonify(profile=svc.settings.profile, type=kind, evidence=base64.b64encode(evidence).decode(),
                    nonce=nonce.hex(), key=issuing.public_bytes(Encoding.PEM).decode(),
+                   collateral=[base64.b64encode(c).decode() for c in _own_collateral(svc, kind, evidence)],
                    binding="SHA-512('ca-service/binding/v1' || nonce || SHA-256(issuing CA SPKI DER))")

@@ -282,6 +282,9 @@ def judge_accepted(case: Case, m: Mutation, mutated: bytes, claims: dict[str, An
         base = _without_digest(case.claims, original, original)
         if claims != base:
             changed = sorted(k for k in set(claims) | set(base) if claims.get(k) != base.get(k))
+            if changed == ["trailing_zero_padding"] and item.fmt == "nvidia-report":
+                return Outcome("benign", "nvidia-report: zero padding after the SPDM signature, recorded as "
+                                         "trailing_zero_padding (issue 11 section 4)")
             if changed == ["event_log"] and _only_unmeasured_events(base["event_log"], claims["event_log"]):
                 return Outcome("benign", "event log: event data that no longer hashes to its record's digest, "
                                          "which the claims flag (digest_of_data false); digests unchanged")

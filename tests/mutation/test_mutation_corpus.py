@@ -188,3 +188,12 @@ def test_nested_collateral_json_is_a_4xx_over_http(db_url_factory, tmp_path) -> 
             assert resp.headers["Content-Type"].startswith("application/problem+json")
             assert resp.json()["code"] == "evidence.collateral_invalid"
         server.baseline(case)  # and the CA still answers the real quote
+
+
+def test_gpu_zero_padding_is_benign_and_recorded() -> None:
+    """Issue 11 section 4: zero bytes after the SPDM signature are unsigned padding, accepted and counted
+    in a claim; any other byte there is refused."""
+    case = BY_ID["nvidia/hopper-h100-nvtrust-2025"]
+    end = len(case.evidence.data)
+    assert run_entry_point(case, Mutation("report", "extend", end, 0x00)).kind == "benign"
+    assert _code(case, Mutation("report", "extend", end, 0x01)) == "evidence.nvidia.trailing_data"

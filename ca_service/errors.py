@@ -358,33 +358,113 @@ class NvidiaRimMismatch(EvidenceError):
     title = "GPU measurements do not match the RIM golden values"
 
 
-# Revocation sources that could not be used (issue 11 section 2; codes revocation.<item>_<state>).
-# A policy with ``revocation: {allow_unchecked: true}`` accepts them, and the EAR carries a warning.
+# Revocation sources that could not be used (issue 11 section 2; docs/revocation.md). The code names
+# the item and its state: revocation.<item>_<state>. A revoked certificate stays
+# evidence.certificate_revoked. Only a policy rule accepts an unchecked source: revocation.allow_unchecked,
+# or, for an expired one, the grace collateral.max_age_past_next_update; the EAR then carries a warning.
 
 
 class RevocationUnchecked(EvidenceError):
     code = "revocation.unchecked"
     title = "Revocation could not be checked"
+    item: ClassVar[str] = ""
+    state: ClassVar[str] = ""
+
+
+class IntelPckCrlMissing(RevocationUnchecked):
+    code, item, state = "revocation.intel_pck_crl_missing", "intel_pck_crl", "missing"
+    title = "No Intel PCK CRL from the CA that issued the PCK certificate"
+
+
+class IntelPckCrlExpired(RevocationUnchecked):
+    code, item, state = "revocation.intel_pck_crl_expired", "intel_pck_crl", "expired"
+    title = "The Intel PCK CRL is outside its validity window"
+
+
+class IntelPckCrlInvalid(RevocationUnchecked):
+    code, item, state = "revocation.intel_pck_crl_invalid", "intel_pck_crl", "invalid"
+    title = "The Intel PCK CRL cannot be parsed"
+
+
+class IntelPckCrlBadSignature(RevocationUnchecked):
+    code, item, state = "revocation.intel_pck_crl_bad_signature", "intel_pck_crl", "bad_signature"
+    title = "The Intel PCK CRL is not signed by a PCK CA chaining to the pinned Intel root"
+
+
+class IntelRootCaCrlMissing(RevocationUnchecked):
+    code, item, state = "revocation.intel_root_ca_crl_missing", "intel_root_ca_crl", "missing"
+    title = "No Intel SGX Root CA CRL"
+
+
+class IntelRootCaCrlExpired(RevocationUnchecked):
+    code, item, state = "revocation.intel_root_ca_crl_expired", "intel_root_ca_crl", "expired"
+    title = "The Intel SGX Root CA CRL is outside its validity window"
+
+
+class IntelRootCaCrlInvalid(RevocationUnchecked):
+    code, item, state = "revocation.intel_root_ca_crl_invalid", "intel_root_ca_crl", "invalid"
+    title = "The Intel SGX Root CA CRL cannot be parsed"
+
+
+class IntelRootCaCrlBadSignature(RevocationUnchecked):
+    code, item, state = "revocation.intel_root_ca_crl_bad_signature", "intel_root_ca_crl", "bad_signature"
+    title = "The Intel SGX Root CA CRL is not signed by the pinned Intel root"
+
+
+class AmdCrlMissing(RevocationUnchecked):
+    code, item, state = "revocation.amd_crl_missing", "amd_crl", "missing"
+    title = "No AMD CRL from the ARK of the VCEK/VLEK chain"
+
+
+class AmdCrlExpired(RevocationUnchecked):
+    code, item, state = "revocation.amd_crl_expired", "amd_crl", "expired"
+    title = "The AMD CRL is outside its validity window"
+
+
+class AmdCrlInvalid(RevocationUnchecked):
+    code, item, state = "revocation.amd_crl_invalid", "amd_crl", "invalid"
+    title = "The AMD CRL cannot be parsed"
+
+
+class AmdCrlBadSignature(RevocationUnchecked):
+    code, item, state = "revocation.amd_crl_bad_signature", "amd_crl", "bad_signature"
+    title = "The AMD CRL is not signed by the pinned ARK of the chain"
 
 
 class NvidiaOcspMissing(RevocationUnchecked):
-    code = "revocation.nvidia_ocsp_missing"
+    code, item, state = "revocation.nvidia_ocsp_missing", "nvidia_ocsp", "missing"
     title = "No OCSP response for a certificate of the NVIDIA device chain"
 
 
 class NvidiaOcspExpired(RevocationUnchecked):
-    code = "revocation.nvidia_ocsp_expired"
+    code, item, state = "revocation.nvidia_ocsp_expired", "nvidia_ocsp", "expired"
     title = "The NVIDIA OCSP response is outside its validity window"
 
 
 class NvidiaOcspInvalid(RevocationUnchecked):
-    code = "revocation.nvidia_ocsp_invalid"
+    code, item, state = "revocation.nvidia_ocsp_invalid", "nvidia_ocsp", "invalid"
     title = "The NVIDIA OCSP response cannot be parsed or is not a successful answer for this certificate"
 
 
 class NvidiaOcspBadSignature(RevocationUnchecked):
-    code = "revocation.nvidia_ocsp_bad_signature"
+    code, item, state = "revocation.nvidia_ocsp_bad_signature", "nvidia_ocsp", "bad_signature"
     title = "The NVIDIA OCSP response is not signed by the certificate's issuer or its designated responder"
+
+
+REVOCATION_ITEMS = ("intel_pck_crl", "intel_root_ca_crl", "amd_crl", "nvidia_ocsp")
+REVOCATION_STATES = ("missing", "expired", "invalid", "bad_signature")
+
+
+def revocation_error(item: str, state: str) -> type[RevocationUnchecked]:
+    """The leaf for ``revocation.<item>_<state>``.
+
+    Raises:
+        ValueError: an item or state outside REVOCATION_ITEMS x REVOCATION_STATES (a programming error).
+    """
+    for cls in RevocationUnchecked.__subclasses__():
+        if cls.item == item and cls.state == state:
+            return cls
+    raise ValueError(f"no revocation code for {item!r} in state {state!r}")
 
 
 def evidence_error_for(code: str | None) -> type[EvidenceError]:

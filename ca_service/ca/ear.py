@@ -56,7 +56,7 @@ _EXECUTABLE_PREFIXES = ("mrtd", "rtmr", "mrseam", "mrsignerseam", "mrenclave", "
 
 
 def _claim_of(check: AppraisalCheck) -> str:
-    if check.claim in _HARDWARE_RULES:
+    if check.claim in _HARDWARE_RULES or check.claim.startswith("revocation."):  # the vendor chain's status
         return "hardware"
     if check.claim.startswith(_EXECUTABLE_PREFIXES):
         return "executables"
@@ -79,9 +79,12 @@ def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str, *, bound:
         name: _tier([c for c in item_checks if _claim_of(c) == name])
         for name in ("hardware", "executables", "configuration")
     }
-    unchecked = list(ve.unchecked_revocation)  # only ever here under revocation.allow_unchecked
-    if vector["hardware"] == AFFIRMING and (ve.insecure or ve.tcb_status not in (None, "UpToDate") or unchecked):
-        vector["hardware"] = WARNING  # genuine, but not up to date, not hardware, or revocation unchecked
+    # what was accepted without being established (docs/revocation.md): the codes a policy rule accepted
+    # at verification, and any revocation source still not good (only ever here when the policy accepts it)
+    warnings = list(dict.fromkeys([*ve.warnings, *ve.unchecked_revocation]))
+    if vector["hardware"] == AFFIRMING and (ve.insecure or ve.tcb_status not in (None, "UpToDate") or warnings):
+        # genuine, but not up to date (or not hardware at all, or its revocation not established)
+        vector["hardware"] = WARNING
     vector["instance-identity"] = AFFIRMING if bound else 0
     passed = bool(item_checks) and all(c.passed for c in item_checks)
     tier = CONTRAINDICATED if not passed else max(vector.values())
@@ -96,9 +99,10 @@ def submod(ve: VerifiedEvidence, appraisal: Appraisal, policy_id: str, *, bound:
         "ca-service.evidence-sha256": ve.evidence_sha256,
         "ca-service.collateral-sha256": dict(ve.collateral_sha256),
         "ca-service.collateral": [dict(c) for c in collateral],
+        # each revocation source: "good", or the state a policy rule accepted (docs/revocation.md)
+        "ca-service.revocation": dict(ve.revocation),
         "ca-service.measurements": {k: ve.claims[k] for k in _MEASUREMENT_CLAIMS if k in ve.claims},
-        **({"ca-service.warnings": [f"{code}: accepted unchecked by the policy (revocation.allow_unchecked)"
-                                    for code in unchecked]} if unchecked else {}),
+        **({"ca-service.warnings": warnings} if warnings else {}),
         **_loaded_claims(ve),
     }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +34,17 @@ def evidence() -> None:
               help="TDX/sim: a CCEL or dstack JSON event log to replay against the verified RTMRs")
 @click.option("--ima", "ima_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="with --event-log: an IMA runtime measurement list (SHA-384 bank) replayed into RTMR2")
+@click.option("--allow-unchecked-revocation", is_flag=True,
+              help="accept a missing, expired, unparseable or wrongly signed CRL: shown as skipped, with a warning "
+                   "(a policy's revocation.allow_unchecked; docs/revocation.md)")
+@click.option("--revocation-grace", "grace_text", metavar="DURATION",
+              help="accept a CRL this long past its nextUpdate, e.g. 7d "
+                   "(a policy's collateral.max_age_past_next_update)")
 @click.option("--json", "as_json", is_flag=True)
 def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], at_text: str | None,
            nonce_hex: str | None, sim_root: Path | None, home: Path | None, event_log_file: Path | None,
-           ima_file: Path | None, as_json: bool) -> None:
+           ima_file: Path | None, allow_unchecked_revocation: bool, grace_text: str | None,
+           as_json: bool) -> None:
     """Exit 0 iff the evidence is genuine and meets the vendor baseline at --at; 1 refused; 2 usage error.
 
     One verdict: ``ok`` (and the exit code) agrees with every check. A check that failed is a
@@ -46,9 +53,15 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
 
     With no --collateral and a CA configured (--home, CA_SERVICE_HOME or CA_SERVICE_DATABASE_URL), TDX,
     SGX and SNP collateral comes from the CA's cache, and the output lists the items used. With
-    --event-log the log is replayed against the verified RTMRs; a mismatch refuses, naming the RTMR."""
+    --event-log the log is replayed against the verified RTMRs; a mismatch refuses, naming the RTMR.
+
+    With --collateral the files given decide. Revocation is checked in them or refused
+    (revocation.<item>_<state>: a missing CRL is never shown as passed) unless --allow-unchecked-revocation
+    or --revocation-grace accepts it, with a warning (docs/revocation.md)."""
     from ca_service import evidence as ev
+    from ca_service.errors import PolicyError
     from ca_service.evidence.trust import DEFAULT_ROOTS
+    from ca_service.policy.model import parse_duration
 
     try:
         at = datetime.fromisoformat(at_text.replace("Z", "+00:00")) if at_text else datetime.now(UTC)
@@ -63,6 +76,10 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
     if kind not in ev.known_kinds():
         raise click.BadParameter(f"unknown evidence type {kind!r}; known: {', '.join(sorted(ev.known_kinds()))}",
                                  param_hint="TYPE")
+    try:
+        grace = parse_duration(grace_text) if grace_text else timedelta(0)
+    except PolicyError:
+        raise click.BadParameter("not a duration like 7d or 12h", param_hint="--revocation-grace") from None
     roots = DEFAULT_ROOTS
     if sim_root is not None:
         roots = roots.with_sim_root(_root_der(sim_root))
@@ -75,7 +92,8 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
             collateral, used = _from_cache(kind, data, at, home)
         result = ev.verify(kind, data, collateral=collateral, at=at, nonce=nonce, roots=roots,
                            event_log=event_log_file.read_bytes() if event_log_file else None,
-                           ima_log=ima_file.read_bytes() if ima_file else None)
+                           ima_log=ima_file.read_bytes() if ima_file else None,
+                           allow_unchecked_revocation=allow_unchecked_revocation, revocation_grace=grace)
         out = {"ok": True, **result.to_json()}
     except CAServiceError as exc:
         out = _refusal(kind, exc)
@@ -134,6 +152,8 @@ def _print_text(kind: str, out: dict[str, Any], used: list[dict[str, object]] | 
         skipped = out.get("skipped_checks") or []
         click.echo(f"OK {kind}: tcb_status={out.get('tcb_status')} advisories={out.get('advisory_ids')}"
                    + (f" (skipped: {', '.join(skipped)})" if skipped else ""))
+        for warning in out.get("warnings") or []:
+            click.echo(f"  WARNING {warning}: accepted by --allow-unchecked-revocation / --revocation-grace")
         claims = out.get("claims")
         if isinstance(claims, dict) and "event_log" in claims:
             click.echo(f"  event log ({claims['event_log_format']}): {len(claims['event_log'])} events replay to "

@@ -27,27 +27,29 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ca_service import boundedjson
 from ca_service.collateral import endpoints
 from ca_service.collateral.endpoints import AmdTcb, Endpoint
-from ca_service.collateral.errors import CollateralError
+from ca_service.collateral.errors import CollateralError, UrlNotAllowed
 from ca_service.collateral.fetchers import Response
-from ca_service.errors import CollateralInvalid, EvidenceError
+from ca_service.errors import (
+    AmdCrlBadSignature,
+    AmdCrlInvalid,
+    CollateralInvalid,
+    EvidenceError,
+    IntelPckCrlBadSignature,
+    IntelPckCrlInvalid,
+    IntelRootCaCrlInvalid,
+    RevocationUnchecked,
+)
 from ca_service.evidence.collateral_items import load_collateral
 from ca_service.evidence.snp.certs import common_name, parse_vek
 from ca_service.evidence.snp.parse import SigningKey
 
 _PCK_CA = {"Intel SGX PCK Platform CA": "platform", "Intel SGX PCK Processor CA": "processor"}
 _V3 = ("tcb_info", "tcb_info_signature", "tcb_info_issuer_chain", "qe_identity", "qe_identity_signature",
-       "qe_identity_issuer_chain", "pck_crl", "pck_crl_issuer_chain", "root_ca_crl")
+       "qe_identity_issuer_chain")
 
 
 def _resp(ep: Endpoint, body: bytes, headers: dict[str, str], now: datetime) -> tuple[Endpoint, Response]:
     return ep, Response(ep.url, 200, headers, body, now)
-
-
-def _unhex(value: str, what: str) -> bytes:
-    try:
-        return bytes.fromhex(value)
-    except ValueError as exc:
-        raise CollateralInvalid(f"{what} in the request's collateral is not hex", item=what) from exc
 
 
 def _intel(doc: bytes, now: datetime) -> list[tuple[Endpoint, Response]]:
@@ -60,9 +62,10 @@ def _intel(doc: bytes, now: datetime) -> list[tuple[Endpoint, Response]]:
         tee = "tdx" if tcb["id"] == "TDX" else "sgx"
         fmspc = bytes.fromhex(tcb["fmspc"])
         qe_tee = "tdx" if qe["id"] == "TD_QE" else "sgx"
-        pck_leaf = x509.load_pem_x509_certificates(fields["pck_crl_issuer_chain"].encode())[0]
-        ca = _PCK_CA[common_name(pck_leaf.subject)]
-        tcb_ep, qe_ep, pck_ep = endpoints.tcb_info(tee, fmspc), endpoints.qe_identity(qe_tee), endpoints.pck_crl(ca)
+        tcb_ep, qe_ep = endpoints.tcb_info(tee, fmspc), endpoints.qe_identity(qe_tee)
+        crls = {f: obj.get(f) or "" for f in ("pck_crl", "pck_crl_issuer_chain", "root_ca_crl")}
+        if not all(isinstance(v, str) for v in crls.values()):
+            raise TypeError("a CRL field is not a string")
     except (ValueError, TypeError, KeyError, IndexError, UnicodeDecodeError, CollateralError) as exc:
         raise CollateralInvalid("the request's Intel collateral is not a usable QuoteCollateralV3 document",
                                 item="intel.collateral") from exc
@@ -70,22 +73,44 @@ def _intel(doc: bytes, now: datetime) -> list[tuple[Endpoint, Response]]:
     def signed(member: str, text: str, sig: str) -> bytes:
         return b'{"' + member.encode() + b'":' + text.encode() + b',"signature":' + json.dumps(sig).encode() + b"}"
 
-    return [
+    out = [
         _resp(tcb_ep, signed("tcbInfo", fields["tcb_info"], fields["tcb_info_signature"]),
               {"TCB-Info-Issuer-Chain": quote(fields["tcb_info_issuer_chain"], safe="")}, now),
         _resp(qe_ep, signed("enclaveIdentity", fields["qe_identity"], fields["qe_identity_signature"]),
               {"SGX-Enclave-Identity-Issuer-Chain": quote(fields["qe_identity_issuer_chain"], safe="")}, now),
-        _resp(pck_ep, _unhex(fields["pck_crl"], "intel.pck_crl"),
-              {"SGX-PCK-CRL-Issuer-Chain": quote(fields["pck_crl_issuer_chain"], safe="")}, now),
-        _resp(endpoints.root_ca_crl(), _unhex(fields["root_ca_crl"], "intel.root_ca_crl"), {}, now),
     ]
+    # The CRLs may be left out (the CA's own fill in); one that is sent must be usable, and a refusal
+    # names it (revocation.intel_pck_crl_<state>, revocation.intel_root_ca_crl_<state>).
+    if crls["pck_crl"]:
+        try:
+            pck_leaf = x509.load_pem_x509_certificates(crls["pck_crl_issuer_chain"].encode())[0]
+            pck_ep = endpoints.pck_crl(_PCK_CA[common_name(pck_leaf.subject)])
+        except (ValueError, KeyError, IndexError, UnicodeDecodeError, CollateralError) as exc:
+            raise IntelPckCrlBadSignature("the PCK CRL in the request's collateral has no usable issuer chain",
+                                          item="intel_pck_crl", state="bad_signature") from exc
+        out.append(_resp(pck_ep, _crl_hex(crls["pck_crl"], IntelPckCrlInvalid),
+                         {"SGX-PCK-CRL-Issuer-Chain": quote(crls["pck_crl_issuer_chain"], safe="")}, now))
+    if crls["root_ca_crl"]:
+        out.append(_resp(endpoints.root_ca_crl(), _crl_hex(crls["root_ca_crl"], IntelRootCaCrlInvalid), {}, now))
+    return out
+
+
+def _crl_hex(value: str, refusal: type[RevocationUnchecked]) -> bytes:
+    try:
+        return bytes.fromhex(value)
+    except ValueError as exc:
+        raise refusal(f"the {refusal.item} in the request's collateral is not hex", item=refusal.item,
+                      state="invalid") from exc
 
 
 def _amd(items: Iterable[bytes], now: datetime) -> tuple[list[tuple[Endpoint, Response]], list[x509.Certificate]]:
     """(endpoint, response) pairs, cert_chain first; and VLEKs, which KDS does not publish (no endpoint)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # AMD's non-positive serials (vectors README)
-        coll = load_collateral(items)
+        coll = load_collateral(items, keep_unparsed_crls=True)
+    if coll.unparsed_crls:
+        raise AmdCrlInvalid(f"{len(coll.unparsed_crls)} CRL(s) in the request's collateral cannot be parsed",
+                            item="amd_crl", state="invalid")
     certs, out, vleks = list(coll.certificates), [], []
     arks = {common_name(c.subject): c for c in certs
             if c.subject == c.issuer and common_name(c.subject).startswith("ARK-")}
@@ -104,15 +129,23 @@ def _amd(items: Iterable[bytes], now: datetime) -> tuple[list[tuple[Endpoint, Re
         body = inter.public_bytes(Encoding.PEM) + arks[issuer].public_bytes(Encoding.PEM)
         out.append(_resp(ep, body, {}, now))
     for crl in coll.crls:
-        issuer = common_name(crl.issuer)
-        if not issuer.startswith("ARK-"):
-            continue
+        # A CRL sent with SNP evidence is an AMD ARK's: one that names no known ARK is refused, never
+        # left out (a corrupted CRL must not turn into "no CRL sent").
+        try:
+            issuer = common_name(crl.issuer)
+            body = crl.public_bytes(Encoding.DER)
+        except Exception as exc:  # noqa: BLE001 - pyca parses lazily: a mangled field surfaces on access
+            raise AmdCrlInvalid("a CRL in the request's collateral cannot be parsed",
+                                item="amd_crl", state="invalid") from exc
         product = issuer.removeprefix("ARK-")
         try:
+            if not issuer.startswith("ARK-"):
+                raise UrlNotAllowed(f"CRL issuer {issuer!r} is not an AMD ARK")
             ep = endpoints.amd_crl(product, signer_of.get(product, "vcek"))
-        except CollateralError:  # unknown product line
-            continue
-        out.append(_resp(ep, crl.public_bytes(Encoding.DER), {}, now))
+        except CollateralError as exc:  # unknown product line
+            raise AmdCrlBadSignature(f"a CRL in the request's collateral is issued by {issuer!r}, not by an AMD ARK",
+                                     item="amd_crl", state="bad_signature") from exc
+        out.append(_resp(ep, body, {}, now))
     for cert in certs:
         if not common_name(cert.issuer).startswith("SEV-"):
             continue

@@ -278,19 +278,23 @@ def _amd_crl(ep: Endpoint, resp: Response, product: str, known: list[x509.Certif
     arks = [c for c in known if common_name(c.subject) == line.ark_cn]
     try:
         crl = x509.load_der_x509_crl(resp.body)
-    except ValueError as exc:
+        algorithm, issuer = crl.signature_algorithm_oid, crl.issuer
+        this_update, next_update = crl.last_update_utc, crl.next_update_utc
+    except Exception as exc:  # noqa: BLE001 - pyca parses lazily: a mangled field surfaces on access, any type
         raise CollateralInvalid("AMD CRL is not DER") from exc
-    if crl.signature_algorithm_oid != x509.oid.SignatureAlgorithmOID.RSASSA_PSS:
+    if next_update is None:
+        raise CollateralInvalid("AMD CRL has no nextUpdate")
+    if algorithm != x509.oid.SignatureAlgorithmOID.RSASSA_PSS:
         raise CollateralInvalid("AMD CRL is not signed with RSASSA-PSS")
     for ark in arks:
         key = ark.public_key()
-        if crl.issuer != ark.subject or not isinstance(key, rsa.RSAPublicKey):
+        if issuer != ark.subject or not isinstance(key, rsa.RSAPublicKey):
             continue
         try:
             key.verify(crl.signature, crl.tbs_certlist_bytes, _PSS, hashes.SHA384())
         except InvalidSignature:
             continue
-        return _item(ep, resp, {}, crl.last_update_utc, crl.next_update_utc, None)
+        return _item(ep, resp, {}, this_update, next_update, None)
     raise CollateralInvalid(f"AMD CRL is not signed by {line.ark_cn}", item=ep.url)
 
 

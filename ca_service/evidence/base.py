@@ -91,6 +91,9 @@ class VerifiedEvidence:
     # revocation source -> state: "good" (checked, nothing revoked) or why it is unchecked:
     # "missing" | "expired" | "invalid" | "bad_signature" (refusal code revocation.<item>_<state>)
     revocation: Mapping[str, str] = field(default_factory=dict)
+    # what the verdict was accepted with although not everything was checked (``revocation.<item>_<state>``
+    # accepted by a policy rule); the EAR carries them as warnings
+    warnings: tuple[str, ...] = ()
 
     @property
     def failed_checks(self) -> tuple[Check, ...]:
@@ -127,6 +130,7 @@ class VerifiedEvidence:
             "insecure": self.insecure,
             "expires_at": {k: v.isoformat() for k, v in sorted(self.expires_at.items())},
             "revocation": dict(self.revocation),
+            "warnings": list(self.warnings),
         }
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 
 from ca_service import boundedjson
@@ -33,6 +34,9 @@ class Collateral:
     ocsp_responses: tuple[ocsp.OCSPResponse, ...] = ()
     ocsp_raw: tuple[bytes, ...] = ()
     ocsp_unparsed: int = 0
+    # items that are CRLs by their outer shape but cannot be parsed (only with keep_unparsed_crls):
+    # the verifier reports its revocation source unusable instead of the whole collateral refused
+    unparsed_crls: tuple[bytes, ...] = ()
 
     def digests(self) -> dict[str, str]:
         """SHA-256 of every raw item, keyed by a short label (what the item was recognised as)."""
@@ -74,12 +78,53 @@ def _classify(item: bytes) -> str:
             x509.load_der_x509_crl(item)
             return "crl"
         except (ValueError, x509.InvalidVersion):
-            pass
+            return "crl" if _crl_shaped(item) else "unknown"
     return "unknown"
 
 
-def load_collateral(items: Iterable[bytes]) -> Collateral:
+def _tlv(data: bytes, pos: int) -> tuple[int, int, int] | None:
+    """(tag, start of contents, end of contents) of the DER element at ``pos``, None if it overruns."""
+    if pos + 2 > len(data):
+        return None
+    tag, first = data[pos], data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7F
+        if n == 0 or n > 3 or pos + n > len(data):
+            return None
+        length = int.from_bytes(data[pos:pos + n], "big")
+        pos += n
+    return (tag, pos, pos + length) if pos + length <= len(data) else None
+
+
+def _crl_shaped(der: bytes) -> bool:
+    """A DER CertificateList by its outer shape (RFC 5280 section 5.1): SEQUENCE { SEQUENCE { [INTEGER
+    version,] SEQUENCE signature, SEQUENCE issuer, Time thisUpdate ...} ...}. A certificate's TBS has a
+    Validity SEQUENCE where a CRL has thisUpdate. Only decides how an unparseable item is reported."""
+    outer = _tlv(der, 0)
+    tbs = _tlv(der, outer[1]) if outer is not None and outer[0] == 0x30 else None
+    if tbs is None or tbs[0] != 0x30:
+        return False
+    pos, tags = tbs[1], list[int]()
+    while pos < tbs[2] and len(tags) < 4:
+        el = _tlv(der, pos)
+        if el is None:
+            return False
+        tags.append(el[0])
+        pos = el[2]
+    if tags[:1] == [0x02]:
+        tags = tags[1:]
+    return tags[:3] in ([0x30, 0x30, 0x17], [0x30, 0x30, 0x18])
+
+
+def load_collateral(items: Iterable[bytes], *, keep_unparsed_crls: bool = False) -> Collateral:
     """Sort raw collateral items by content.
+
+    ``keep_unparsed_crls``: an item that is a CRL by its shape (PEM ``X509 CRL``, or a DER
+    CertificateList) but cannot be parsed goes to ``unparsed_crls`` for the verifier to report as an
+    unusable revocation source (``revocation.amd_crl_invalid``) instead of being refused here.
 
     Raises:
         CollateralInvalid (``evidence.collateral_invalid``): an item is none of the known kinds.
@@ -92,14 +137,19 @@ def load_collateral(items: Iterable[bytes]) -> Collateral:
     ocsps: list[ocsp.OCSPResponse] = []
     ocsp_raw: list[bytes] = []
     unparsed = 0
+    unparsed_crls: list[bytes] = []
     for item in items:
         raw.append(item)
         kind = _classify(item)
         try:
             if kind == "crl":
-                crls.append(
-                    x509.load_pem_x509_crl(item) if item.lstrip().startswith(b"-----") else x509.load_der_x509_crl(item)
-                )
+                try:
+                    crls.append(x509.load_pem_x509_crl(item) if item.lstrip().startswith(b"-----")
+                                else x509.load_der_x509_crl(item))
+                except Exception as exc:  # noqa: BLE001 - pyca boundary: InvalidVersion is no ValueError
+                    if not keep_unparsed_crls:
+                        raise ValueError("CRL cannot be parsed") from exc
+                    unparsed_crls.append(item)
             elif kind == "certificates":
                 certs.extend(x509.load_pem_x509_certificates(item))
             elif kind == "certificate":
@@ -119,11 +169,20 @@ def load_collateral(items: Iterable[bytes]) -> Collateral:
                 raise CollateralInvalid("collateral item is not a certificate, CRL, JSON or XML document")
         except (ValueError, UnicodeDecodeError, x509.InvalidVersion) as exc:
             raise CollateralInvalid(f"collateral item of kind {kind} cannot be parsed") from exc
-    parsed: list[x509.Certificate | x509.CertificateRevocationList] = [*certs, *crls]
-    for obj in parsed:  # parse at the edge: pyca parses lazily and verifiers read fields unguarded
+    for cert in certs:  # parse at the edge: pyca parses lazily and verifiers read fields unguarded
         try:
-            parse_fully(obj)
+            parse_fully(cert)
         except ValueError as exc:
             raise CollateralInvalid("a collateral certificate or CRL has a malformed field") from exc
-    return Collateral(tuple(certs), tuple(crls), tuple(jsons), tuple(xmls), tuple(raw), tuple(ocsps),
-                      tuple(ocsp_raw), unparsed)
+    good_crls: list[x509.CertificateRevocationList] = []
+    for crl in crls:
+        try:
+            parse_fully(crl)
+        except ValueError as exc:
+            if not keep_unparsed_crls:
+                raise CollateralInvalid("a collateral certificate or CRL has a malformed field") from exc
+            unparsed_crls.append(crl.public_bytes(Encoding.DER))
+        else:
+            good_crls.append(crl)
+    return Collateral(tuple(certs), tuple(good_crls), tuple(jsons), tuple(xmls), tuple(raw), tuple(ocsps),
+                      tuple(ocsp_raw), unparsed, tuple(unparsed_crls))

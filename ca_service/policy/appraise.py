@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ca_service.evidence.base import VerifiedEvidence
+from ca_service.evidence.revocation import REQUIRED
 from ca_service.evidence.snp.loader import snp_loaded_digests
 from ca_service.policy.model import Policy
 
@@ -288,6 +289,22 @@ def _appraise_item(kind: str, rules: dict[str, Any], ve: VerifiedEvidence) -> li
     return out
 
 
+def _revocation_checks(policy: Policy, ve: VerifiedEvidence) -> list[AppraisalCheck]:
+    """One check per revocation source of the item (docs/revocation.md), so the appraisal record says
+    what was and was not established. ``ca_service.evidence.verify`` already refused what the policy's
+    rule does not accept; this re-derives it from the policy, so evidence verified under a looser rule
+    than the policy's (or not judged at all) fails here instead of passing."""
+    rule = policy.revocation_rule
+    out = []
+    owned = REQUIRED.get(ve.kind, ())  # NVIDIA OCSP has its own checks (nvidia.ocsp) and service gate
+    for item, state in sorted((i, s) for i, s in ve.revocation.items() if i in owned):
+        accepted = state == "good" or (
+            f"revocation.{item}_{state}" in ve.warnings
+            and (rule.allow_unchecked or (state == "expired" and rule.grace.total_seconds() > 0)))
+        out.append(AppraisalCheck(ve.kind, f"revocation.{item}", "good", state, accepted))
+    return out
+
+
 def appraise(policy: Policy, items: Sequence[VerifiedEvidence], *, insecure_allowed: bool) -> Appraisal:
     """Appraise verified evidence items against ``policy``.
 
@@ -308,4 +325,5 @@ def appraise(policy: Policy, items: Sequence[VerifiedEvidence], *, insecure_allo
             checks.append(AppraisalCheck(ve.kind, "insecure_profile", "insecure-dev",
                                          "insecure-dev" if insecure_allowed else "production", insecure_allowed))
         checks.extend(_appraise_item(ve.kind, policy.rules(ve.kind), ve))
+        checks.extend(_revocation_checks(policy, ve))
     return Appraisal(policy_name=policy.name, policy_digest=policy.digest, checks=tuple(checks))

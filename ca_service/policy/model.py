@@ -21,6 +21,7 @@ import rfc8785
 import yaml
 
 from ca_service.errors import PolicyError, PolicyGpuOnly
+from ca_service.evidence.revocation import RevocationRule
 
 MAX_POLICY_DEPTH = 32
 MAX_POLICY_BYTES = 64 * 1024
@@ -96,6 +97,15 @@ class Policy:
         return section
 
     @property
+    def revocation_rule(self) -> RevocationRule:
+        """What the policy accepts when revocation cannot be established (``evidence/revocation.py``):
+        ``revocation.allow_unchecked`` (default false) and the grace ``collateral.max_age_past_next_update``
+        (default 0) for a source past its next update."""
+        grace = self.document.get("collateral", {}).get("max_age_past_next_update")
+        allow = self.document.get("revocation", {}).get("allow_unchecked", False)
+        return RevocationRule(allow_unchecked=allow is True, grace=parse_duration(grace) if grace else timedelta(0))
+
+    @property
     def allows_sim(self) -> bool:
         return "sim" in self.required
 
@@ -103,7 +113,7 @@ class Policy:
     def allow_unchecked_revocation(self) -> bool:
         """``revocation.allow_unchecked``: a missing or unusable revocation source is accepted
         (the EAR then carries a warning naming the item); default false."""
-        return bool(self.document.get("revocation", {}).get("allow_unchecked", False))
+        return self.revocation_rule.allow_unchecked
 
     def policy_id(self, version: int) -> str:
         return f"urn:ca-service:policy:{self.name}@{version}#sha256:{self.digest}"

@@ -76,8 +76,7 @@ def attest(svc: Services, req: AttestationRequest) -> AttestationResult:
     used: dict[str, list[dict[str, Any]]] = {}
     cache_listing: dict[str, list[dict[str, Any]]] = {}
     for item, item_nonce in zip(req.evidence, nonces, strict=True):
-        ve, resolved = verify_one(svc, item, now, roots,
-                                  allow_unchecked_revocation=ref.policy.allow_unchecked_revocation)
+        ve, resolved = verify_one(svc, item, now, roots, ref.policy.revocation_rule)
         used[item.kind] = resolved.to_json()
         if not item.collateral and item.kind in collateral_service.SUPPLIED_KINDS:
             cache_listing[item.kind] = used_items(svc, item.kind, item.data, now)

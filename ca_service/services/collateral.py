@@ -36,7 +36,15 @@ from ca_service.collateral.offered import offered_responses
 from ca_service.collateral.store import bodies, insert, newest_per_key, select_at
 from ca_service.collateral.verify import crl_der, top_level_spans, verify_response
 from ca_service.db.models.collateral import CollateralItem
-from ca_service.errors import CAServiceError, CollateralMissing, EvidenceMalformed, EvidenceUnsupported
+from ca_service.errors import (
+    CAServiceError,
+    CollateralMissing,
+    EvidenceError,
+    EvidenceMalformed,
+    EvidenceUnsupported,
+    RevocationUnchecked,
+    revocation_error,
+)
 from ca_service.evidence.collateral_items import load_collateral
 from ca_service.evidence.intel.parse import TEE_TYPE_TDX, parse_quote
 from ca_service.evidence.intel.pck import load_pem_chain, parse_pck_extension
@@ -161,6 +169,16 @@ class _Lookup:
                                         row.url))
         return row
 
+    def revocation_row(self, ep: Endpoint) -> CollateralItem | None:
+        """A CRL the CA holds (or fetches), or None: the verifier then reports the revocation source
+        missing, and only the policy's rule may accept that (docs/revocation.md). Never an error here,
+        so the refusal names the revocation item, not the cache."""
+        try:
+            return self.row(ep)
+        except CAServiceError as exc:
+            log.warning("no usable %s for %s: %s", ep.kind.value, ep.key or ep.url, exc.code)
+            return None
+
 
 def _row(svc: Services, ep: Endpoint, at: datetime, fetcher: Fetcher | None,
          roots: TrustRoots) -> tuple[CollateralItem, str]:
@@ -217,15 +235,17 @@ def _intel(look: _Lookup, evidence: bytes) -> bytes:
         raise EvidenceUnsupported("the PCK certificate is issued by neither the platform nor the processor CA")
     tcb = look.row(endpoints.tcb_info(tee, fmspc))
     qe = look.row(endpoints.qe_identity(tee))
-    pck_crl = look.row(endpoints.pck_crl(ca))
-    root_crl = look.row(endpoints.root_ca_crl())
+    # the CRLs are revocation sources: one the CA cannot get is left out, and the verifier reports it
+    # missing (revocation.intel_*_crl_missing) for the policy's rule to judge
+    pck_crl = look.revocation_row(endpoints.pck_crl(ca))
+    root_crl = look.revocation_row(endpoints.root_ca_crl())
     tcb_info, tcb_sig = _signed_member(tcb, "tcbInfo")
     qe_identity, qe_sig = _signed_member(qe, "enclaveIdentity")
     # dcap-qvl's QuoteCollateralV3 shape, which evidence/intel/collateral.py verifies (C1-C6).
     doc = {
-        "pck_crl_issuer_chain": _header_pem(pck_crl),
-        "root_ca_crl": crl_der(root_crl.body, "Root CA CRL").hex(),
-        "pck_crl": crl_der(pck_crl.body, "PCK CRL").hex(),
+        "pck_crl_issuer_chain": _header_pem(pck_crl) if pck_crl is not None else "",
+        "root_ca_crl": crl_der(root_crl.body, "Root CA CRL").hex() if root_crl is not None else "",
+        "pck_crl": crl_der(pck_crl.body, "PCK CRL").hex() if pck_crl is not None else "",
         "tcb_info_issuer_chain": _header_pem(tcb),
         "tcb_info": tcb_info,
         "tcb_info_signature": tcb_sig,
@@ -265,7 +285,9 @@ def _snp(look: _Lookup, evidence: bytes) -> tuple[bytes, ...]:
             missing = missing or exc
             continue
         chain = look.row(endpoints.amd_cert_chain(line.name))
-        crl = look.row(endpoints.amd_crl(line.name))
+        crl = look.revocation_row(endpoints.amd_crl(line.name))
+        if crl is None:
+            return vcek.body, chain.body
         return vcek.body, chain.body, crl_der(crl.body, "AMD CRL")
     raise missing or CollateralMissing("no VCEK for this report")
 
@@ -289,7 +311,29 @@ def _take_offered(svc: Services, kind: str, offered: tuple[bytes, ...], roots: T
                 added.add(digest)
         except RollbackRefused:
             continue
+        except EvidenceError as exc:
+            if ep.kind in _REVOCATION_ITEM and not isinstance(exc, RevocationUnchecked):
+                raise _crl_refusal(ep, resp.body, exc) from exc
+            raise
     return frozenset(added)
+
+
+# the revocation item (errors.REVOCATION_ITEMS) each cached CRL kind is
+_REVOCATION_ITEM = {Kind.PCK_CRL: "intel_pck_crl", Kind.ROOT_CA_CRL: "intel_root_ca_crl",
+                    Kind.VCEK_CRL: "amd_crl", Kind.VLEK_CRL: "amd_crl"}
+
+
+def _crl_refusal(ep: Endpoint, body: bytes, exc: EvidenceError) -> RevocationUnchecked:
+    """A CRL the request sent that does not verify, refused with the revocation code naming it:
+    ``invalid`` when it is no CRL, ``bad_signature`` when it is one the pinned issuer did not sign."""
+    item = _REVOCATION_ITEM[ep.kind]
+    try:
+        crl = x509.load_der_x509_crl(body)
+        _ = (crl.issuer, crl.last_update_utc, crl.next_update_utc, crl.signature_algorithm_oid)
+        state = "bad_signature"
+    except Exception:  # noqa: BLE001 - pyca parses lazily: any failure means it is no CRL
+        state = "invalid"
+    return revocation_error(item, state)(f"the request's {ep.kind.value}: {exc.detail}", item=item, state=state)
 
 
 def resolve_collateral(svc: Services, kind: str, evidence_bytes: bytes, at: datetime, *,
@@ -316,10 +360,18 @@ def resolve_collateral(svc: Services, kind: str, evidence_bytes: bytes, at: date
                                        for label, d in digests.items()))
     if kind == "snp-report" and offered and _signed_by_vlek(evidence_bytes):
         # AMD KDS publishes no VLEKs: a VLEK report is judged by what it was sent with (the verifier
-        # checks it to the pinned ARK); its revocation is checked when a CRL comes with it.
-        digests = load_collateral(offered).digests()
-        return Resolved(offered, tuple(CollateralUsed("request", label, d, "request", None)
-                                       for label, d in digests.items()))
+        # checks it to the pinned ARK). KDS does publish the ARK's VLEK CRL: the CA adds its own, so
+        # revocation does not depend on the requester sending one (the newest CRL decides).
+        offered_responses(kind, offered, svc.clock.now())  # a sent CRL that is no ARK's CRL is refused here
+        digests = load_collateral(offered, keep_unparsed_crls=True).digests()
+        look = _Lookup(svc, at, fetcher, roots)
+        items = list(offered)
+        for line in _vlek_lines(offered):
+            crl = look.revocation_row(endpoints.amd_crl(line, "vlek"))
+            if crl is not None:
+                items.append(crl_der(crl.body, "AMD VLEK CRL"))
+        return Resolved(tuple(items), tuple(CollateralUsed("request", label, d, "request", None)
+                                            for label, d in digests.items()) + tuple(look.used))
     from_request = _take_offered(svc, kind, offered, roots) if offered else frozenset()
     look = _Lookup(svc, at, fetcher, roots, from_request)
     if kind in ("tdx-quote", "sgx-quote"):
@@ -328,6 +380,13 @@ def resolve_collateral(svc: Services, kind: str, evidence_bytes: bytes, at: date
         out = _snp(look, evidence_bytes)
     _keep_for_dry_runs(svc, out)
     return Resolved(out, tuple(look.used))
+
+
+def _vlek_lines(offered: Iterable[bytes]) -> list[str]:
+    """The product lines whose ASVK issued a VLEK among ``offered`` (``SEV-VLEK-<line>``)."""
+    coll = load_collateral(offered, keep_unparsed_crls=True)
+    names = {common_name(c.issuer) for c in coll.certificates}
+    return sorted(line for line in PRODUCT_LINES if f"SEV-VLEK-{line}" in names)
 
 
 def _signed_by_vlek(evidence: bytes) -> bool:

@@ -25,7 +25,7 @@ from ca_service.policy.appraise import appraise
 from ca_service.policy.model import Policy, load_policy
 from ca_service.services import audit, policies
 from ca_service.services.container import Services
-from ca_service.services.issuance import normalise_serial, refuse_unchecked_revocation, trust_roots
+from ca_service.services.issuance import normalise_serial, refuse_unchecked_revocation, trust_roots, verify_kwargs
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
@@ -122,7 +122,7 @@ def _reverify(svc: Services, rec: _Recorded, candidate: Policy) -> list[Verified
             raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
         verified.append(evidence_mod.verify(kind, data, collateral=collateral, at=rec.issued_at, roots=roots,
                                             event_log=event_log, ima_log=ima_log,
-                                            allow_unchecked_revocation=candidate.allow_unchecked_revocation))
+                                            **verify_kwargs(candidate.revocation_rule)))
     refuse_unchecked_revocation(candidate, verified)
     return verified
 

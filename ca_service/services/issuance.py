@@ -26,6 +26,7 @@ from ca_service.db.models import Certificate
 from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, NotFound, PolicyError, evidence_error_for
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.binding import check_binding
+from ca_service.evidence.revocation import STRICT, RevocationRule
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.policy.appraise import Appraisal, appraise
 from ca_service.policy.model import Policy, check_applicable
@@ -100,10 +101,11 @@ class Verified:
         return {kind: r.to_json() for kind, r in self.collateral.items()}
 
 
-def verify_one(svc: Services, item: EvidenceItem, at: datetime, roots: TrustRoots, *,
-               allow_unchecked_revocation: bool = False) -> tuple[VerifiedEvidence, collateral_service.Resolved]:
+def verify_one(svc: Services, item: EvidenceItem, at: datetime, roots: TrustRoots,
+               rule: RevocationRule = STRICT) -> tuple[VerifiedEvidence, collateral_service.Resolved]:
     """Verify one item as of ``at`` by the CA's collateral (docs/adr/0005-the-cas-collateral-decides.md):
-    for TDX/SGX/SNP the request's collateral only fills what the CA lacks."""
+    for TDX/SGX/SNP the request's collateral only fills what the CA lacks. Revocation is judged under the
+    policy's ``rule`` (docs/revocation.md): refused with ``revocation.<item>_<state>`` unless it accepts."""
     if item.kind == "sim" and not svc.settings.insecure:
         raise InsecureEvidenceRefused("sim evidence is refused in the production profile")
     if item.kind in collateral_service.SUPPLIED_KINDS or item.collateral:
@@ -112,34 +114,42 @@ def verify_one(svc: Services, item: EvidenceItem, at: datetime, roots: TrustRoot
     else:
         resolved = collateral_service.Resolved((), ())
     return evidence_mod.verify(item.kind, item.data, collateral=resolved.items, at=at, roots=roots,
-                               event_log=item.event_log, ima_log=item.ima_log,
-                               allow_unchecked_revocation=allow_unchecked_revocation), resolved
+                               event_log=item.event_log, ima_log=item.ima_log, **verify_kwargs(rule)), resolved
 
 
 def refuse_unchecked_revocation(policy: Policy, verified: list[VerifiedEvidence]) -> None:
     """Revocation is checked, or the refusal says why not (issue 11 section 2): every revocation
     source a verifier could not use (missing, expired, unparseable, wrongly signed) is a refusal
-    naming the item, unless the policy says ``revocation: {allow_unchecked: true}`` (the EAR then
-    carries the warning).
+    naming the item, unless the policy's rule accepted it at verification (``revocation.allow_unchecked``,
+    or an expired source within the grace ``collateral.max_age_past_next_update``: it is then in the
+    item's ``warnings``, and the EAR carries it). Catches what a verifier leaves skipped rather than
+    failed (a GPU without OCSP responses).
 
     Raises:
         RevocationUnchecked leaves (``revocation.<item>_<state>``).
     """
-    if policy.allow_unchecked_revocation:
+    if policy.revocation_rule.allow_unchecked:
         return
     for ve in verified:
         for code in ve.unchecked_revocation:
+            if code in ve.warnings:  # accepted by this policy's grace when verified
+                continue
             raise evidence_error_for(code)(
                 f"{ve.kind}: {code}: revocation was not checked; a policy accepts this only with "
                 "revocation: {allow_unchecked: true}", evidence_type=ve.kind)
 
 
-def verify_all(svc: Services, items: tuple[EvidenceItem, ...], at: datetime, *,
-               allow_unchecked_revocation: bool = False) -> Verified:
+def verify_kwargs(rule: RevocationRule) -> dict[str, Any]:
+    """``ca_service.evidence.verify`` keyword arguments for a policy's revocation rule."""
+    return {"allow_unchecked_revocation": rule.allow_unchecked, "revocation_grace": rule.grace}
+
+
+def verify_all(svc: Services, items: tuple[EvidenceItem, ...], at: datetime,
+               rule: RevocationRule = STRICT) -> Verified:
     roots = trust_roots(svc)
     verified, used = [], {}
     for item in items:
-        ve, resolved = verify_one(svc, item, at, roots, allow_unchecked_revocation=allow_unchecked_revocation)
+        ve, resolved = verify_one(svc, item, at, roots, rule)
         verified.append(ve)
         used[item.kind] = resolved
     return Verified(verified, used)
@@ -156,7 +166,7 @@ def _collateral_blobs(item: EvidenceItem) -> list[tuple[str, bytes]]:
 
     out = [("collateral", raw) for raw in item.collateral]
     if item.collateral:
-        coll = load_collateral(item.collateral)
+        coll = load_collateral(item.collateral, keep_unparsed_crls=True)
         out += [("collateral", c.public_bytes(serialization.Encoding.DER)) for c in coll.certificates]
         out += [("collateral", c.public_bytes(serialization.Encoding.DER)) for c in coll.crls]
     return out
@@ -195,7 +205,7 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
     if policy_error is not None:
         raise policy_error
     check_applicable(ref.policy)  # an older stored GPU-only version admits nothing (policy.gpu_only)
-    checked = verify_all(svc, req.evidence, now, allow_unchecked_revocation=ref.policy.allow_unchecked_revocation)
+    checked = verify_all(svc, req.evidence, now, ref.policy.revocation_rule)
     verified = checked.evidence
     refuse_unchecked_revocation(ref.policy, verified)
     for ve in verified:

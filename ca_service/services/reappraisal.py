@@ -38,7 +38,7 @@ from ca_service.policy.appraise import appraise
 from ca_service.services import audit, policies, revocation
 from ca_service.services import collateral as collateral_service
 from ca_service.services.container import Services
-from ca_service.services.issuance import trust_roots
+from ca_service.services.issuance import trust_roots, verify_kwargs
 from ca_service.tlog import leaves as tlog_leaves
 from ca_service.tlog.sequencer import append_leaf
 
@@ -109,7 +109,8 @@ def reappraise_one(svc: Services, cert: Certificate, blobs: dict[str, bytes], at
                 collateral = collateral_service.collateral_for(svc, kind, data, at, roots=roots)
             logs = _logs(e, blobs)
             verified.append(evidence_mod.verify(kind, data, collateral=collateral, at=at, roots=roots,
-                                                event_log=logs[0], ima_log=logs[1]))
+                                                event_log=logs[0], ima_log=logs[1],
+                                                **verify_kwargs(ref.policy.revocation_rule)))
     except CAServiceError as exc:
         return Reappraised(cert.serial, cert.policy_name, before, "refused", True,
                            (f"refused [{exc.code}]: {exc.detail}",))

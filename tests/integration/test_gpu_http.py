@@ -123,8 +123,8 @@ def test_allow_unchecked_accepts_with_a_warning_in_the_ear(ca):
         assert sub["ear.status"] == "warning"
         assert sub["ear.trustworthiness-vector"]["hardware"] == 32
         state = "missing" if not extra else "bad_signature"
-        assert sub["ca-service.warnings"] == [
-            f"revocation.nvidia_ocsp_{state}: accepted unchecked by the policy (revocation.allow_unchecked)"]
+        assert sub["ca-service.warnings"] == [f"revocation.nvidia_ocsp_{state}"]  # docs/revocation.md
+        assert sub["ca-service.revocation"] == {"nvidia_ocsp": state}
         assert "ca-service.warnings" not in out["ear_claims"]["submods"]["tdx-quote"]
 
 

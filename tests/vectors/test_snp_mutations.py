@@ -144,18 +144,18 @@ def test_expired_and_not_yet_valid_crl() -> None:
     for at in (crl.last_update_utc - timedelta(seconds=1), crl.next_update_utc + timedelta(seconds=1)):  # type: ignore[operator]
         with pytest.raises(EvidenceError) as err:
             verify("snp-report", VIRTEE.read("report"), collateral=coll(VIRTEE), at=at)
-        assert err.value.code == "evidence.collateral_expired"
+        assert err.value.code == "revocation.amd_crl_expired"
 
 
-def test_crl_of_another_issuer_is_ignored_and_said_so() -> None:
-    r = verify(
-        "snp-report",
-        VIRTEE.read("report"),
-        collateral=[*coll(VIRTEE, ("vek", "cert_chain")), GENOA.read("crl")],
-        at=VIRTEE.verify_time,
+def test_crl_of_another_product_line_is_no_crl_for_this_chain() -> None:
+    """The Genoa ARK's CRL beside a Milan chain says nothing about it: revocation is missing."""
+    assert code_of(VIRTEE.read("report"), VIRTEE, [*coll(VIRTEE, ("vek", "cert_chain")), GENOA.read("crl")]) == (
+        "revocation.amd_crl_missing"
     )
-    assert r.claims["crl"]["checked"] is False
-    assert "not checked" in next(c.detail for c in r.checks if c.name == "snp.crl")
+    # Beside Milan's own CRL it is left aside, and Milan's decides.
+    r = verify("snp-report", VIRTEE.read("report"), collateral=[*coll(VIRTEE), GENOA.read("crl")],
+               at=VIRTEE.verify_time)
+    assert r.revocation == {"amd_crl": "good"} and r.warnings == ()
 
 
 def test_tampered_crl_is_refused() -> None:
@@ -163,7 +163,7 @@ def test_tampered_crl_is_refused() -> None:
     crl[-5] ^= 0x01  # inside the signature
     assert code_of(
         VIRTEE.read("report"), VIRTEE, [VIRTEE.read("vek"), VIRTEE.read("cert_chain"), bytes(crl)]
-    ) == ("evidence.collateral_invalid")
+    ) == ("revocation.amd_crl_bad_signature")
 
 
 def test_missing_collateral() -> None:

@@ -12,7 +12,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ca_service.errors import CertificateExpired, CollateralExpired, DebugEnabled, EvidenceError
+from ca_service.errors import AmdCrlExpired, AmdCrlMissing, CertificateExpired, DebugEnabled, EvidenceError
 from ca_service.evidence import verify
 from ca_service.evidence.collateral_items import load_collateral
 from ca_service.evidence.snp.certs import parse_vek
@@ -33,9 +33,13 @@ KNOWN_REFUSALS: dict[str, tuple[str, str]] = {
         "POLICY 0xB0000 sets DEBUG (bit 19): genuine, but below the vendor baseline",
     ),
     "snp/milan-dstack-vcek": (
-        "evidence.collateral_expired",
+        "revocation.amd_crl_expired",
         "the only Milan CRL at hand ends 2026-05-12, before this VCEK's notBefore (2026-06-17); "
         "manifest crl_overlaps_cert_validity is false",
+    ),
+    "snp/milan-aws-vlek": (
+        "revocation.amd_crl_missing",
+        "the vector has no VLEK CRL (ARK-Milan's /vlek/v1/Milan/crl): revocation cannot be established",
     ),
 }
 
@@ -49,6 +53,13 @@ def crl_usable(v: Vector) -> bool:
     return "crl" in v.files and v.expected.get("crl_overlaps_cert_validity", True)
 
 
+def crl_state(v: Vector) -> str:
+    """What the manifest says the vector's own CRL establishes at verify_time."""
+    if "crl" not in v.files:
+        return "missing"
+    return "good" if crl_usable(v) else "expired"
+
+
 def provenance_summary(v: Vector) -> dict[str, object]:
     text = (v.dir / "PROVENANCE.md").read_text()
     m = re.search(r"## Report summary\s+```json\n(.*?)\n```", text, re.S)
@@ -59,9 +70,7 @@ def provenance_summary(v: Vector) -> dict[str, object]:
 @pytest.mark.parametrize("v", SNP, ids=IDS)
 def test_vector_expected_outcome(v: Vector) -> None:
     exp = v.expected
-    result = verify_genuine(
-        v.read("report"), load_collateral(collateral(v, crl=crl_usable(v))), v.verify_time, DEFAULT_ROOTS
-    )
+    result = verify_genuine(v.read("report"), load_collateral(collateral(v)), v.verify_time, DEFAULT_ROOTS)
     c = result.claims
     assert exp["signature_chain_valid"] and exp["report_signature_valid"]
     assert c["signing_key"] == exp["signing_key"].lower()
@@ -72,18 +81,20 @@ def test_vector_expected_outcome(v: Vector) -> None:
         assert c["hwid_matches_chip_id"] is exp["hwid_matches_chip_id"]
     else:
         assert c["hwid_matches_chip_id"] is None  # VLEK: never matched on chip id
-    if crl_usable(v):
-        assert c["crl"]["checked"] and c["revoked"] is exp["revoked"]
+    state = crl_state(v)
+    assert result.revocation == {"amd_crl": state}
+    crl_check = next(ch for ch in result.checks if ch.name == "revocation.amd_crl")
+    if state == "good":
+        assert c["crl"]["checked"] and c["revoked"] is exp["revoked"] and crl_check.passed
+    else:  # reported as what it is, never as passed: ca_service.evidence.verify refuses it
+        assert not c["crl"]["checked"] and c["revoked"] is None
+        assert crl_check.failed and crl_check.code == f"revocation.amd_crl_{state}"
+    if "crl_window" in exp:
         lo, hi = exp["crl_window"]
         assert c["crl"]["this_update"].startswith(lo.rstrip("Z")) and c["crl"]["next_update"].startswith(
             hi.rstrip("Z")
         )
-    else:
-        assert not c["crl"]["checked"] and c["revoked"] is None
-        assert any(ch.name == "snp.crl" and "not checked" in ch.detail for ch in result.checks)
-    assert all(ch.passed or (ch.skipped and ch.name == "snp.crl") for ch in result.checks if ch.name != "snp.debug")
-    crl_check = next(ch for ch in result.checks if ch.name == "snp.crl")
-    assert crl_check.result == ("pass" if result.claims["crl"]["checked"] else "skipped")
+    assert all(ch.passed for ch in result.checks if ch.name not in ("snp.debug", "revocation.amd_crl"))
     assert result.tcb_status is None
 
 
@@ -109,11 +120,9 @@ def test_known_refusals_are_what_they_say() -> None:
     with pytest.raises(DebugEnabled):
         verify("snp-report", gosev.read("report"), collateral=collateral(gosev), at=gosev.verify_time)
     dstack = next(v for v in SNP if v.id == "snp/milan-dstack-vcek")
-    # Without the stale CRL it passes, and says revocation was not checked.
-    ok = verify(
-        "snp-report", dstack.read("report"), collateral=collateral(dstack, crl=False), at=dstack.verify_time
-    )
-    assert ok.claims["crl"]["checked"] is False
+    # Without the stale CRL it is not accepted either: revocation is missing then, not "not checked, pass".
+    with pytest.raises(AmdCrlMissing):
+        verify("snp-report", dstack.read("report"), collateral=collateral(dstack, crl=False), at=dstack.verify_time)
     # The CRL itself is genuine: it verifies inside its own window.
     coll = load_collateral(collateral(dstack))
     from ca_service.evidence.snp.chain import build_chain
@@ -125,6 +134,17 @@ def test_known_refusals_are_what_they_say() -> None:
     )
     inside = coll.crls[0].last_update_utc + timedelta(days=1)
     assert check_crls(chain, coll.crls, inside).checked
+    # A policy grace that covers how long ago the CRL's nextUpdate was accepts it, with a warning.
+    next_update = coll.crls[0].next_update_utc
+    assert next_update is not None
+    late = dstack.verify_time - next_update
+    ok = verify("snp-report", dstack.read("report"), collateral=collateral(dstack), at=dstack.verify_time,
+                revocation_grace=late)
+    assert ok.warnings == ("revocation.amd_crl_expired",) and ok.revocation == {"amd_crl": "expired"}
+    assert next(ch for ch in ok.checks if ch.name == "revocation.amd_crl").passed
+    with pytest.raises(AmdCrlExpired):
+        verify("snp-report", dstack.read("report"), collateral=collateral(dstack), at=dstack.verify_time,
+               revocation_grace=late - timedelta(seconds=1))
 
 
 @pytest.mark.parametrize("v", SNP, ids=IDS)
@@ -207,5 +227,6 @@ def test_expired_crl_is_refused() -> None:
     v = next(v for v in SNP if v.id == "snp/milan-virtee-vcek")
     after = x509.load_der_x509_crl(v.read("crl")).next_update_utc
     assert after is not None
-    with pytest.raises(CollateralExpired):
+    with pytest.raises(AmdCrlExpired) as err:
         verify("snp-report", v.read("report"), collateral=collateral(v), at=after + timedelta(seconds=1))
+    assert err.value.fields["item"] == "amd_crl" and err.value.fields["state"] == "expired"

@@ -12,6 +12,12 @@ Intel DCAP QVL collateral steps named below:
   (C5) revocation of every signing certificate against the CRL of its issuer.
   (C6) at verification time: issueDate <= at <= nextUpdate for TCB Info, QE Identity and both CRLs,
        and every certificate's validity window (not cached).
+
+The two CRLs are revocation sources (docs/revocation.md): one that is absent, unparseable or not
+signed by its pinned issuer does not make the document unusable; its state is kept
+(:class:`CrlSource`) and :meth:`VerifiedCollateral.revocation` reports it with the window at ``at``,
+for ``ca_service.evidence.verify`` to refuse (``revocation.intel_pck_crl_<state>``,
+``revocation.intel_root_ca_crl_<state>``) unless the policy accepts it.
 """
 
 from __future__ import annotations
@@ -28,15 +34,13 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from ca_service import boundedjson
 from ca_service.errors import CollateralExpired, CollateralInvalid, CollateralMissing, EvidenceError
+from ca_service.evidence.base import Check
 from ca_service.evidence.collateral_items import Collateral
 from ca_service.evidence.intel.cache import LRU
 from ca_service.evidence.intel.pck import VerifiedChain, load_pem_chain, verify_chain
 from ca_service.evidence.intel.tcb import QeIdentity, TcbInfo, parse_qe_identity, parse_tcb_info
 
 _V3_FIELDS = (
-    "pck_crl_issuer_chain",
-    "root_ca_crl",
-    "pck_crl",
     "tcb_info_issuer_chain",
     "tcb_info",
     "tcb_info_signature",
@@ -44,7 +48,9 @@ _V3_FIELDS = (
     "qe_identity",
     "qe_identity_signature",
 )
+_CRL_FIELDS = ("pck_crl_issuer_chain", "root_ca_crl", "pck_crl")  # revocation: judged, not required
 _ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+PCK_CRL, ROOT_CA_CRL = "intel_pck_crl", "intel_root_ca_crl"
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,15 +62,64 @@ class Crl:
 
 
 @dataclass(frozen=True, slots=True)
+class CrlSource:
+    """One of the two CRLs: ``crl`` when it parsed and its signature verified (``state`` ``good`` then;
+    its window is judged at ``at``), else None and ``state`` says why (missing, invalid, bad_signature)."""
+
+    item: str
+    state: str
+    detail: str
+    crl: Crl | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VerifiedCollateral:
     """Everything in one QuoteCollateralV3 document whose signatures verified (C1-C5)."""
 
     tcb_info: TcbInfo
     qe_identity: QeIdentity
     chains: tuple[VerifiedChain, ...]
-    crls: tuple[Crl, ...]
+    crls: tuple[Crl, ...]  # the usable ones
     revoked_by_issuer: dict[bytes, frozenset[int]]
     sha256: dict[str, str]
+    sources: tuple[CrlSource, ...] = ()
+    root_name: bytes = b""  # DER of the pinned root's Name: what the Root CA CRL covers
+
+    def revocation(self, pck_chain: VerifiedChain, at: datetime) -> tuple[dict[str, str], list[Check]]:
+        """(C5, C6) The state of each CRL for the PCK chain at ``at`` and one check per CRL.
+
+        A CRL is ``good`` when it verified, ``at`` is inside its window, and it covers every certificate
+        of the PCK chain whose issuer it is (the PCK CRL must come from the CA that issued the PCK
+        certificate). A listed PCK chain certificate is refused here.
+
+        Raises:
+            CertificateRevoked (``evidence.certificate_revoked``).
+        """
+        states: dict[str, str] = {}
+        details: dict[str, str] = {}
+        for src in self.sources:
+            states[src.item], details[src.item] = src.state, src.detail
+            crl = src.crl
+            if crl is None or src.state != "good":
+                continue
+            if at < crl.this_update or crl.next_update is None or at > crl.next_update:
+                states[src.item] = "expired"
+                details[src.item] = (f"valid {crl.this_update.isoformat()} .. "
+                                     f"{crl.next_update.isoformat() if crl.next_update else None}, "
+                                     f"not at {at.isoformat()}")
+        for w in pck_chain.check_revocation(self.revoked_by_issuer):
+            item = ROOT_CA_CRL if w.issuer == self.root_name else PCK_CRL
+            if states.get(item) in ("good", "expired"):
+                states[item] = "missing"
+                details[item] = f"no CRL from the issuer of {w.subject}"
+        checks = []
+        for item in (PCK_CRL, ROOT_CA_CRL):
+            state = states.setdefault(item, "missing")
+            detail = details.get(item, "not in the collateral")
+            what = "PCK CRL" if item == PCK_CRL else "Root CA CRL"
+            checks.append(Check(f"revocation.{item}", True, f"{what}: {detail}") if state == "good" else
+                          Check.fail(f"revocation.{item}", f"{what}: {detail}", f"revocation.{item}_{state}"))
+        return states, checks
 
     def check_time(self, at: datetime) -> None:
         """(C6) Raises CollateralExpired or CertificateExpired when ``at`` is outside a window."""
@@ -74,9 +129,6 @@ class VerifiedCollateral:
         ):
             if at < start or at > end:
                 raise CollateralExpired(f"{name} is not valid at {at.isoformat()}", item=name)
-        for crl in self.crls:
-            if at < crl.this_update or crl.next_update is None or at > crl.next_update:
-                raise CollateralExpired(f"a CRL is not valid at {at.isoformat()}", item="crl")
         for chain in self.chains:
             chain.check_time(at)
 
@@ -123,14 +175,26 @@ def _verify_document(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
         raise CollateralInvalid("Intel collateral is not JSON") from exc
     if not isinstance(obj, dict) or not all(isinstance(obj.get(f), str) for f in _V3_FIELDS):
         raise CollateralInvalid("Intel collateral is not a QuoteCollateralV3 document")
+    if not all(obj.get(f) is None or isinstance(obj.get(f), str) for f in _CRL_FIELDS):
+        raise CollateralInvalid("Intel collateral is not a QuoteCollateralV3 document")
     fields: dict[str, str] = {f: obj[f] for f in _V3_FIELDS}
     tcb_chain = _chain(fields["tcb_info_issuer_chain"], pins, "TCB Info")
     qe_chain = _chain(fields["qe_identity_issuer_chain"], pins, "QE Identity")
-    crl_chain = _chain(fields["pck_crl_issuer_chain"], pins, "PCK CRL")
     # (C1) Root CA CRL, signed by the pinned root (the root of the TCB signing chain).
-    root_crl = load_verified_crl(_unhex(fields["root_ca_crl"], "root_ca_crl"), tcb_chain.root, "Root CA CRL")
-    # (C4) PCK CRL, signed by the first certificate of its issuer chain.
-    pck_crl = load_verified_crl(_unhex(fields["pck_crl"], "pck_crl"), crl_chain.leaf, "PCK CRL")
+    root_src = crl_source(obj.get("root_ca_crl"), tcb_chain.root, ROOT_CA_CRL, "Root CA CRL")
+    # (C4) PCK CRL, signed by the first certificate of its issuer chain, which chains to the pinned root.
+    crl_chain: VerifiedChain | None = None
+    if not obj.get("pck_crl"):
+        pck_src = CrlSource(PCK_CRL, "missing", "not in the collateral")
+    elif not obj.get("pck_crl_issuer_chain"):
+        pck_src = CrlSource(PCK_CRL, "bad_signature", "no issuer chain: its signer cannot be verified")
+    else:
+        try:
+            crl_chain = _chain(obj["pck_crl_issuer_chain"], pins, "PCK CRL")
+        except EvidenceError as exc:
+            pck_src = CrlSource(PCK_CRL, "bad_signature", f"its issuer chain does not verify ({exc.code})")
+        else:
+            pck_src = crl_source(obj["pck_crl"], crl_chain.leaf, PCK_CRL, "PCK CRL")
     # (C2) TCB Info and (C3) QE Identity: signatures over the exact signed bytes, checked before parsing.
     tcb_bytes = fields["tcb_info"].encode()
     qe_bytes = fields["qe_identity"].encode()
@@ -138,19 +202,59 @@ def _verify_document(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
     verify_raw_signature(qe_chain.leaf, fields["qe_identity_signature"], qe_bytes, "QE Identity")
     tcb_info = parse_tcb_info(_json(tcb_bytes, "TCB Info"))
     qe_identity = parse_qe_identity(_json(qe_bytes, "QE Identity"))
-    revoked = {root_crl.issuer: root_crl.revoked, pck_crl.issuer: pck_crl.revoked}
-    chains = (tcb_chain, qe_chain, crl_chain)
-    # (C5) the signing certificates themselves must not be revoked.
+    usable = [src.crl for src in (root_src, pck_src) if src.crl is not None]
+    revoked = {crl.issuer: crl.revoked for crl in usable}
+    chains = tuple(c for c in (tcb_chain, qe_chain, crl_chain) if c is not None)
+    # (C5) the signing certificates themselves must not be revoked; one no usable CRL covers leaves the
+    # Root CA CRL's state as it is (unusable already: they are all issued by the root).
     for chain in chains:
         chain.check_revocation(revoked)
     digests = {
         "intel.collateral": hashlib.sha256(doc).hexdigest(),
         "intel.tcb_info": hashlib.sha256(tcb_bytes).hexdigest(),
         "intel.qe_identity": hashlib.sha256(qe_bytes).hexdigest(),
-        "intel.pck_crl": hashlib.sha256(bytes.fromhex(fields["pck_crl"])).hexdigest(),
-        "intel.root_ca_crl": hashlib.sha256(bytes.fromhex(fields["root_ca_crl"])).hexdigest(),
     }
-    return VerifiedCollateral(tcb_info, qe_identity, chains, (root_crl, pck_crl), revoked, digests)
+    for name, field in (("intel.pck_crl", "pck_crl"), ("intel.root_ca_crl", "root_ca_crl")):
+        value = obj.get(field)
+        if isinstance(value, str) and value:
+            digests[name] = hashlib.sha256(value.encode()).hexdigest() if not _is_hex(value) else (
+                hashlib.sha256(bytes.fromhex(value)).hexdigest())
+    return VerifiedCollateral(tcb_info, qe_identity, chains, tuple(usable), revoked, digests,
+                              (pck_src, root_src), tcb_chain.root.subject.public_bytes())
+
+
+def _is_hex(value: str) -> bool:
+    try:
+        bytes.fromhex(value)
+    except ValueError:
+        return False
+    return True
+
+
+def crl_source(value: object, issuer: x509.Certificate, item: str, what: str) -> CrlSource:
+    """The state of one CRL field (hex DER) signed by ``issuer``: never raises (module docstring)."""
+    if not isinstance(value, str) or not value:
+        return CrlSource(item, "missing", "not in the collateral")
+    try:
+        der = bytes.fromhex(value)
+        crl = x509.load_der_x509_crl(der)
+        parsed = Crl(issuer=crl.issuer.public_bytes(), revoked=frozenset(r.serial_number for r in crl),
+                     this_update=crl.last_update_utc, next_update=crl.next_update_utc)
+        signed = crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - the pyca boundary: not hex, not DER, a mangled field: unparseable
+        return CrlSource(item, "invalid", f"{what} cannot be parsed")
+    if not signed:
+        return CrlSource(item, "bad_signature", f"{what} is not signed by {_name(issuer)}")
+    if parsed.next_update is None:
+        return CrlSource(item, "invalid", f"{what} has no nextUpdate")
+    return CrlSource(item, "good", f"signed by {_name(issuer)}", parsed)
+
+
+def _name(cert: x509.Certificate) -> str:
+    try:
+        return cert.subject.rfc4514_string()
+    except (ValueError, KeyError):
+        return "<unparseable name>"
 
 
 def _unhex(value: str, what: str) -> bytes:

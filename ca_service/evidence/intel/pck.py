@@ -82,19 +82,23 @@ class VerifiedChain:
                     f"certificate {w.subject!r} is not valid at {at.isoformat()}", subject=w.subject
                 )
 
-    def check_revocation(self, revoked_by_issuer: dict[bytes, frozenset[int]]) -> None:
+    def check_revocation(self, revoked_by_issuer: dict[bytes, frozenset[int]]) -> tuple[Window, ...]:
         """Each non-root certificate's serial against the CRL of its issuer (keyed by issuer DER name).
+
+        Returns the certificates no CRL covers: their status is unknown, which the caller reports as a
+        missing revocation source (``revocation.*_missing``), never as "not revoked".
 
         Raises:
             CertificateRevoked (``evidence.certificate_revoked``).
-            ChainInvalid (``evidence.chain_invalid``): no CRL covers a certificate (unknown status).
         """
+        uncovered = []
         for w in self.windows[:-1]:
             serials = revoked_by_issuer.get(w.issuer)
             if serials is None:
-                raise ChainInvalid("no CRL from the issuer of a chain certificate", subject=w.subject)
-            if w.serial in serials:
+                uncovered.append(w)
+            elif w.serial in serials:
                 raise CertificateRevoked("a certificate in the chain is revoked", subject=w.subject)
+        return tuple(uncovered)
 
 
 def _name(cert: x509.Certificate) -> str:

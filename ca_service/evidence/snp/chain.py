@@ -34,8 +34,6 @@ from ca_service.errors import (
     CertificateExpired,
     CertificateRevoked,
     ChainInvalid,
-    CollateralExpired,
-    CollateralInvalid,
     CollateralMissing,
     RootUntrusted,
     SnpProductMismatch,
@@ -243,15 +241,27 @@ def check_validity(chain: VerifiedChain, at: datetime) -> None:
 
 @dataclass(frozen=True)
 class CrlResult:
-    checked: bool
+    """What the ARK's CRL says about this chain at ``at``.
+
+    ``state`` is ``good`` (a CRL signed by the chain's ARK is valid at ``at`` and does not list the
+    ASK/ASVK) or why revocation is not established: ``missing``, ``expired``, ``invalid``,
+    ``bad_signature`` (the refusal code ``revocation.amd_crl_<state>``; a policy rule may accept it).
+    """
+
+    state: str
     detail: str
     this_update: datetime | None = None
     next_update: datetime | None = None
     sha256: str | None = None
 
+    @property
+    def checked(self) -> bool:
+        return self.state == "good"
+
     def to_json(self) -> dict[str, object]:
         return {
             "checked": self.checked,
+            "state": self.state,
             "this_update": self.this_update.isoformat() if self.this_update else None,
             "next_update": self.next_update.isoformat() if self.next_update else None,
             "sha256": self.sha256,
@@ -259,68 +269,106 @@ class CrlResult:
         }
 
 
+_ARK_NAMES = frozenset(line.ark_cn for line in PRODUCT_LINES.values())
+
+
+def _verify_crl_signature(chain: VerifiedChain, crl: x509.CertificateRevocationList, digest: str) -> str | None:
+    """None when ``crl`` is signed by the chain's ARK (RSASSA-PSS SHA-384, cached); else why not."""
+    key = (digest, chain.fingerprints[2])
+    if _CRLS.get(key) is not None:
+        return None
+    if crl.signature_algorithm_oid != x509.oid.SignatureAlgorithmOID.RSASSA_PSS or not isinstance(
+        crl.signature_hash_algorithm, hashes.SHA384
+    ):
+        return "the CRL is not signed with RSASSA-PSS/SHA-384"
+    ark_key = chain.ark.public_key()
+    if not isinstance(ark_key, rsa.RSAPublicKey):
+        return "the ARK key is not RSA"
+    try:
+        ark_key.verify(crl.signature, crl.tbs_certlist_bytes, _PSS, hashes.SHA384())
+    except InvalidSignature:
+        return f"the CRL signature by {chain.line.ark_cn} does not verify"
+    _CRLS.put(key, True)
+    return None
+
+
 def check_crls(
-    chain: VerifiedChain, crls: Iterable[x509.CertificateRevocationList], at: datetime
+    chain: VerifiedChain,
+    crls: Iterable[x509.CertificateRevocationList],
+    at: datetime,
+    unparsed: int = 0,
 ) -> CrlResult:
-    """Check every CRL issued by this chain's ARK: signature, window at ``at``, and revocation of
-    the ASK/ASVK (the certificate the ARK issues; VCEKs are not revoked one by one, they are
-    superseded by TCB). CRLs of other issuers are ignored; with none left, revocation is reported
-    as not checked.
+    """Revocation of this chain by the CRL its ARK signs (AMD KDS ``/vcek|vlek/v1/{line}/crl``).
+
+    The ARK revokes the ASK/ASVK it issued; VCEKs are not revoked one by one (they are superseded by
+    TCB), so the ASK/ASVK serial is the one looked up. Every CRL in the collateral is accounted for:
+    one naming this chain's ARK is verified (signature by the pinned ARK, nextUpdate present); one
+    naming another product line's ARK is left aside; any other CRL, or ``unparsed`` items that looked
+    like CRLs but could not be parsed, make revocation unusable rather than being ignored.
+
+    Returns a :class:`CrlResult` whose state says whether revocation was established; the caller
+    (``ca_service.evidence.verify``) refuses a state other than ``good`` unless a policy rule accepts it.
 
     Raises:
-        CollateralInvalid: a CRL naming the ARK as issuer does not verify, or has no nextUpdate.
-        CollateralExpired (``evidence.collateral_expired``): the CRL is not valid at ``at``.
-        CertificateRevoked: the ASK/ASVK serial is listed.
+        CertificateRevoked (``evidence.certificate_revoked``): a verified CRL lists the ASK/ASVK
+            (revoked before ``at``), even a CRL past its nextUpdate.
     """
+    ark_cn = chain.line.ark_cn
+    if unparsed:
+        return CrlResult("invalid", f"{unparsed} CRL item(s) in the collateral cannot be parsed")
+    crls = list(crls)
+    try:
+        return _check_crls(chain, crls, at)
+    except CertificateRevoked:
+        raise
+    except Exception:  # noqa: BLE001 - pyca parses CRLs lazily: a mangled field surfaces on access, any type
+        return CrlResult("invalid", f"a CRL in the collateral for {ark_cn} cannot be parsed")
+
+
+def _check_crls(chain: VerifiedChain, crls: list[x509.CertificateRevocationList], at: datetime) -> CrlResult:
     import hashlib
 
-    ark_name = chain.ark.subject
-    ark_key = chain.ark.public_key()
-    ours = [c for c in crls if c.issuer == ark_name]
-    if ours and not _may_sign_crls(chain.ark):
-        raise CollateralInvalid(f"{chain.line.ark_cn} key usage does not include cRLSign")
+    ark_cn = chain.line.ark_cn
+    ours: list[tuple[x509.CertificateRevocationList, str]] = []
+    for crl in crls:
+        issuer = crl.issuer
+        if issuer == chain.ark.subject:
+            ours.append((crl, hashlib.sha256(crl.public_bytes(Encoding.DER)).hexdigest()))
+            continue
+        name = common_name(issuer)
+        if name in _ARK_NAMES and name != ark_cn:
+            continue  # another product line's CRL, given alongside: not about this chain
+        return CrlResult("bad_signature", f"a CRL in the collateral is issued by {issuer.rfc4514_string()!r}, "
+                                          f"not by {ark_cn}")
     if not ours:
-        return CrlResult(
-            False, f"no CRL issued by {chain.line.ark_cn} in the collateral: revocation not checked"
-        )
-    results: list[CrlResult] = []
-    for crl in ours:
-        digest = hashlib.sha256(crl.public_bytes(Encoding.DER)).hexdigest()
-        key = (digest, chain.fingerprints[2])
-        if _CRLS.get(key) is None:
-            if crl.signature_algorithm_oid != x509.oid.SignatureAlgorithmOID.RSASSA_PSS or not isinstance(
-                crl.signature_hash_algorithm, hashes.SHA384
-            ):
-                raise CollateralInvalid("AMD CRL is not signed with RSASSA-PSS/SHA-384")
-            if not isinstance(ark_key, rsa.RSAPublicKey):
-                raise CollateralInvalid("ARK key is not RSA")
-            try:
-                ark_key.verify(crl.signature, crl.tbs_certlist_bytes, _PSS, hashes.SHA384())
-            except InvalidSignature as exc:
-                raise CollateralInvalid(f"CRL signature by {chain.line.ark_cn} does not verify") from exc
-            _CRLS.put(key, True)
-        this_update, next_update = crl.last_update_utc, crl.next_update_utc
-        if next_update is None:
-            raise CollateralInvalid("AMD CRL has no nextUpdate")
-        if not this_update <= at <= next_update:
-            raise CollateralExpired(
-                f"CRL valid {this_update.isoformat()} .. {next_update.isoformat()}, not at {at.isoformat()}",
-                item="amd.vlek_crl" if chain.vek.key_type is SigningKey.VLEK else "amd.vcek_crl",
-            )
-        entry = crl.get_revoked_certificate_by_serial_number(chain.intermediate.serial_number)
+        return CrlResult("missing", f"no CRL issued by {ark_cn} in the collateral")
+    if not _may_sign_crls(chain.ark):
+        return CrlResult("bad_signature", f"{ark_cn} key usage does not include cRLSign")
+    for crl, digest in ours:
+        why = _verify_crl_signature(chain, crl, digest)
+        if why is not None:
+            return CrlResult("bad_signature", why, sha256=digest)
+        if crl.next_update_utc is None:
+            return CrlResult("invalid", "the AMD CRL has no nextUpdate", sha256=digest)
+    inter = chain.intermediate
+    for crl, _ in ours:  # listed in any verified CRL is revoked, however old the CRL
+        entry = crl.get_revoked_certificate_by_serial_number(inter.serial_number)
         if entry is not None and entry.revocation_date_utc <= at:
             raise CertificateRevoked(
-                f"{common_name(chain.intermediate.subject)} serial "
-                f"{chain.intermediate.serial_number:#x} is revoked"
+                f"{common_name(inter.subject)} serial {inter.serial_number:#x} is revoked by {ark_cn}"
             )
-        results.append(
-            CrlResult(
-                True,
-                f"signed by {chain.line.ark_cn}, valid at {at.isoformat()}, "
-                f"{common_name(chain.intermediate.subject)} not revoked",
-                this_update,
-                next_update,
-                digest,
-            )
+    # The newest CRL (latest thisUpdate) decides whether revocation is current at `at`.
+    crl, digest = max(ours, key=lambda pair: pair[0].last_update_utc)
+    this_update, next_update = crl.last_update_utc, crl.next_update_utc
+    if next_update is None or not this_update <= at <= next_update:
+        return CrlResult(
+            "expired",
+            f"the CRL by {ark_cn} is valid {this_update.isoformat()} .. "
+            f"{next_update.isoformat() if next_update else None}, not at {at.isoformat()}",
+            this_update, next_update, digest,
         )
-    return results[-1]
+    return CrlResult(
+        "good",
+        f"signed by {ark_cn}, valid at {at.isoformat()}, {common_name(inter.subject)} not revoked",
+        this_update, next_update, digest,
+    )

@@ -12,7 +12,8 @@ Steps, each raising its own :class:`~ca_service.errors.EvidenceError` leaf:
 4. Chain ARK (pinned) -> ASK/ASVK -> VCEK/VLEK, RSASSA-PSS SHA-384, validity at ``at``
    (``chain.py``, cached per chain).
 5. Product line: the certificates and, for report version >= 3, CPUID_FAM_ID/CPUID_MOD_ID agree.
-6. CRL from the ARK, when given: signature, window at ``at``, ASK/ASVK not revoked.
+6. Revocation by the ARK's CRL: signature, window at ``at``, ASK/ASVK not revoked; a missing,
+   expired, unparseable or wrongly signed CRL is reported as such (``revocation.amd_crl_<state>``).
 7. Report signature: ECDSA P-384/SHA-384 over bytes 0x000..0x29F, R and S little-endian
    (ABI spec Chapter 10).
 8. Vendor baseline: POLICY.DEBUG (section 4.3, bit 19) is clear.
@@ -62,6 +63,7 @@ from ca_service.evidence.snp.parse import AttestationReport, SigningKey, TcbVers
 from ca_service.evidence.trust import TrustRoots
 
 KIND = "snp-report"
+REVOCATION_CHECK = "revocation.amd_crl"
 
 
 def _binding_error(report: AttestationReport, cert: x509.Certificate) -> tuple[VekInfo, EvidenceError | None]:
@@ -227,9 +229,13 @@ def verify_genuine(
     # 5. Product line.
     checks.append(Check("snp.product", True, _check_cpuid(report, chain)))
 
-    # 6. Revocation.
-    crl = check_crls(chain, collateral.crls, at)
-    checks.append(Check("snp.crl", True, crl.detail) if crl.checked else Check.skip("snp.crl", crl.detail))
+    # 6. Revocation: the state is reported, and ca_service.evidence.verify refuses anything but "good"
+    # unless a policy rule accepts it (a revoked ASK/ASVK is refused here, always).
+    crl = check_crls(chain, collateral.crls, at, unparsed=len(collateral.unparsed_crls))
+    if crl.checked:
+        checks.append(Check(REVOCATION_CHECK, True, crl.detail))
+    else:
+        checks.append(Check.fail(REVOCATION_CHECK, crl.detail, f"revocation.amd_crl_{crl.state}"))
 
     # 7. The report signature: the one P-384 verification a warm report costs.
     _verify_signature(report, chain)
@@ -245,7 +251,7 @@ def verify_genuine(
 
     claims = _claims(report, chain)
     claims["crl"] = crl.to_json()
-    claims["revoked"] = False if crl.checked else None
+    claims["revoked"] = False if crl.checked else None  # None: not established (never "not revoked")
     report_data = report.report_data
     if hcl is not None:
         # 9. Azure: the runtime data is as genuine as the report only through this hash.
@@ -270,6 +276,7 @@ def verify_genuine(
         tcb_status=None,
         collateral_sha256=digests,
         expires_at=expires,
+        revocation={"amd_crl": crl.state},
     )
 
 

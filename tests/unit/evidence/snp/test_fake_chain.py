@@ -63,32 +63,32 @@ def test_turin_layout_fmc_and_short_hwid(turin: FakeAmd) -> None:
     tcb = {"fmc": 1, "bl": 2, "tee": 3, "snp": 4, "ucode": 82}
     key, vcek = turin.vek(chip_id=CHIP, tcb=tcb)
     report = make_report(key, tcb=tcb_raw(2, 3, 4, 82, fmc=1), cpuid=(0x1A, 0x02, 0x00), version=5)
-    r = verify("snp-report", report, collateral=[vcek, turin.chain_pem()], at=AT, roots=turin.roots)
+    r = verify("snp-report", report, collateral=[vcek, turin.chain_pem(), turin.crl()], at=AT, roots=turin.roots)
     assert r.claims["product_line"] == "Turin" and r.claims["product"] == "Turin-B0"
     assert r.claims["reported_tcb"] == {"raw": tcb_raw(2, 3, 4, 82, fmc=1), **tcb}
     # FMC differs: TCB mismatch, even though bl/tee/snp/ucode agree.
     key2, vcek2 = turin.vek(chip_id=CHIP, tcb={**tcb, "fmc": 2})
     report2 = make_report(key2, tcb=tcb_raw(2, 3, 4, 82, fmc=1), cpuid=(0x1A, 0x02, 0x00))
-    assert code(report2, [vcek2, turin.chain_pem()], turin) == "evidence.snp.tcb_mismatch"
+    assert code(report2, [vcek2, turin.chain_pem(), turin.crl()], turin) == "evidence.snp.tcb_mismatch"
     # A Turin report claiming a Milan CPU.
     report3 = make_report(key, tcb=tcb_raw(2, 3, 4, 82, fmc=1), cpuid=(0x19, 0x01, 0x01))
-    assert code(report3, [vcek, turin.chain_pem()], turin) == "evidence.snp.product_mismatch"
+    assert code(report3, [vcek, turin.chain_pem(), turin.crl()], turin) == "evidence.snp.product_mismatch"
     # Turin is ready but unpinned by default (no vector to check a pin against).
     with pytest.raises(EvidenceError) as err:
-        verify("snp-report", report, collateral=[vcek, turin.chain_pem()], at=AT)
+        verify("snp-report", report, collateral=[vcek, turin.chain_pem(), turin.crl()], at=AT)
     assert err.value.code == "evidence.root_untrusted"
 
 
 def test_right_chip_wrong_tcb(milan: FakeAmd) -> None:
     key, vcek = milan.vek(chip_id=CHIP, tcb={**TCB, "ucode": 116})
-    assert code(make_report(key), [vcek, milan.chain_pem()], milan) == "evidence.snp.tcb_mismatch"
+    assert code(make_report(key), [vcek, milan.chain_pem(), milan.crl()], milan) == "evidence.snp.tcb_mismatch"
 
 
 def test_hwid_in_der_octet_string_encoding(milan: FakeAmd) -> None:
     key, vcek = milan.vek(chip_id=CHIP, tcb=TCB, hwid=b"\x04\x40" + CHIP)
-    assert code(make_report(key), [vcek, milan.chain_pem()], milan) == "ok"
+    assert code(make_report(key), [vcek, milan.chain_pem(), milan.crl()], milan) == "ok"
     key, vcek = milan.vek(chip_id=CHIP, tcb=TCB, hwid=b"\x04\x20" + CHIP[:32])
-    assert code(make_report(key), [vcek, milan.chain_pem()], milan) == "evidence.collateral_invalid"
+    assert code(make_report(key), [vcek, milan.chain_pem(), milan.crl()], milan) == "evidence.collateral_invalid"
 
 
 def test_masked_chip_id_binds_by_signature_only(milan: FakeAmd) -> None:
@@ -98,15 +98,18 @@ def test_masked_chip_id_binds_by_signature_only(milan: FakeAmd) -> None:
     from tests.unit.evidence.snp.fakeamd import sign_body
 
     signed = sign_body(key, bytes(report))
-    r = verify("snp-report", signed, collateral=[vcek, milan.chain_pem()], at=AT, roots=milan.roots)
+    r = verify("snp-report", signed, collateral=[vcek, milan.chain_pem(), milan.crl()], at=AT,
+               roots=milan.roots)
     assert r.claims["hwid_matches_chip_id"] is None and r.claims["mask_chip_key"] is True
 
 
 def test_vlek_is_never_matched_on_chip_id(milan: FakeAmd) -> None:
     key, vlek = milan.vek(chip_id=CHIP, tcb=TCB, vlek=True)
     report = make_report(key, signing_key=1, chip_id=b"\xaa" * 64)
-    r = verify("snp-report", report, collateral=[vlek, milan.chain_pem(vlek=True)], at=AT, roots=milan.roots)
+    r = verify("snp-report", report, collateral=[vlek, milan.chain_pem(vlek=True), milan.crl()], at=AT,
+               roots=milan.roots)
     assert r.claims["signing_key"] == "vlek" and r.claims["hwid_matches_chip_id"] is None
+    assert r.revocation == {"amd_crl": "good"}
     assert r.claims["vek"]["csp_id"] == "CN=csp.example"
     # A VLEK must chain through the ASVK, not the ASK.
     assert code(report, [vlek, milan.chain_pem(vlek=False)], milan) == "evidence.collateral_missing"

@@ -239,14 +239,23 @@ def evidence_needs(policy: Policy) -> dict[str, Any]:
 
 def _runtime_events(kind: str, expected: dict[str, list[str]], ve: VerifiedEvidence) -> list[AppraisalCheck]:
     """``runtime_events``: RTMR3 runtime events (dstack-style, replayed from the event log) pinned by
-    name: the log must hold the named event, and every occurrence's payload must be a listed one."""
+    name: the log must hold the named event, and every occurrence's payload must be a listed one.
+
+    "Every occurrence" needs the whole of RTMR3 accounted for: an RTMR3 event that is not a verified
+    runtime event (its type relabelled, say: types are not measured) could be a hidden occurrence, so
+    while any remains no pin passes (``rtmr3_unverified_events``)."""
     events = ve.claims.get("runtime_events")
+    unverified = ve.claims.get("rtmr3_unverified_events")
     out = []
     for name, allowed in sorted(expected.items()):
-        if not isinstance(events, list):  # no replayed log: unknown, never a pass
+        if not isinstance(events, list) or not isinstance(unverified, int):  # no replayed log: unknown
             out.append(AppraisalCheck(kind, f"runtime_event:{name}", allowed, None, False))
             continue
         payloads = [e.get("payload") for e in events if isinstance(e, dict) and e.get("name") == name]
+        if unverified:
+            out.append(AppraisalCheck(kind, f"runtime_event:{name}", allowed,
+                                      {"payloads": payloads, "rtmr3_unverified_events": unverified}, False))
+            continue
         ok = bool(payloads) and all(p in allowed for p in payloads)
         out.append(AppraisalCheck(kind, f"runtime_event:{name}", allowed, payloads, ok))
     return out

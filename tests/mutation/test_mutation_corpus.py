@@ -38,6 +38,7 @@ KNOWN_FINDINGS = {
     # issue 13 (engineer `eventlog`): a TCG record's event type is not measured, yet the claims believe
     # it: a changed type renames an event, or hides a dstack runtime event from runtime_events, while
     # the replay still matches (the digest is unchanged)
+    # (a policy's runtime_events pins no longer pass then: rtmr3_unverified_events counts such records)
     ("tdx-quote", "event_log", "accepted_claims_changed"): "an event log record's unmeasured type changes claims",
 }
 

@@ -124,6 +124,11 @@ def claims(rep: Replay) -> dict[str, Any]:
         "loaded": loaded,
         "runtime_events": [{"name": e.name, "payload": e.data.hex()} for e in rep.log.events
                            if e.name is not None and e.type_id == DSTACK_RUNTIME_EVENT],
+        # RTMR3 events whose digest is not recomputed from a runtime event's type, name and payload: an
+        # event type is not measured, so relabelling a runtime event hides it from runtime_events while
+        # the replay still matches. A rule over the runtime events as a whole cannot hold while any remain.
+        "rtmr3_unverified_events": sum(1 for e in rep.log.events if e.register == 3
+                                       and not (e.name is not None and e.type_id == DSTACK_RUNTIME_EVENT)),
     }
     if rep.ima is not None:
         out["ima_log"] = {"entries": len(rep.ima.entries), "sha256": rep.ima.sha256}

@@ -112,3 +112,26 @@ def test_runtime_events_rule_is_validated(bad: str):
     end = doc.index("certificate:")
     with pytest.raises(PolicyError):
         load_policy(doc[:start] + f"    runtime_events: {bad}\n" + doc[end:])
+
+
+def test_a_relabelled_runtime_event_cannot_hide_an_occurrence():
+    """Event types are not measured: relabelling a runtime event (here the last compose-hash's type
+    to EV_IPL) keeps the replay matching but hides it from runtime_events. The pins then cannot hold."""
+    import json
+
+    v = V["tdx-eventlog/nearmpc-dstack-json"]
+    log = json.loads(v.read("event_log_json"))
+    target = max(i for i, e in enumerate(log) if e["imr"] == 3 and e["event"] == "compose-hash")
+    log[target]["event_type"] = 0x0D
+    dcap = v.expected["dcap"][0]
+    coll = v.dir / dcap["collateral"] if "collateral" in dcap else vectors_dir() / dcap["collateral_ref"]
+    ve = verify("tdx-quote", v.read("quote"), collateral=[v.read("pck_cert_chain"), coll.read_bytes()],
+                at=v.verify_time, event_log=json.dumps(log).encode())
+    assert ve.claims["rtmr3_unverified_events"] == 1  # the replay matched: nothing refused it
+    assert "compose-hash" not in [e["name"] for e in ve.claims["runtime_events"]]
+    result = appraise(DSTACK, [ve], insecure_allowed=False)
+    assert {c.claim for c in result.failed} == RUNTIME
+    assert all(c.actual["rtmr3_unverified_events"] == 1 for c in result.failed)
+    honest = _verified(v)
+    assert honest.claims["rtmr3_unverified_events"] == 0
+    assert appraise(DSTACK, [honest], insecure_allowed=False).passed

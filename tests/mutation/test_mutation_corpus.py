@@ -32,9 +32,6 @@ RUN = [c for c in CASES if c.mutate]
 # Findings owned by another change, each with its reason: the corpus reports them (the script counts
 # them as wrongly accepted), the suite expects them until that change lands, then the entry goes.
 KNOWN_FINDINGS = {
-    # issue 11 section 2 (engineer `revocation`): an AMD CRL whose issuer name is mangled is taken for
-    # another issuer's and ignored ("revocation not checked") instead of refused
-    ("snp-report", "crl", "accepted_signed_changed"): "a corrupted SNP CRL is ignored, not refused (11 section 2)",
     # issue 13 (engineer `eventlog`): a TCG record's event type is not measured, yet the claims believe
     # it: a changed type renames an event, or hides a dstack runtime event from runtime_events, while
     # the replay still matches (the digest is unchanged)

@@ -29,10 +29,15 @@ _MAX_NOTE = 1 << 20
 
 
 def _b64decode(s: str) -> bytes:
+    """Standard base64 in its one canonical form: padding bits that are not zero ("nAM=" vs "nAO=")
+    decode to the same bytes, so a lenient decoder would let two different notes carry one signature."""
     try:
-        return base64.b64decode(s, validate=True)
+        out = base64.b64decode(s, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise CheckpointInvalid("not standard base64") from exc
+    if base64.b64encode(out).decode("ascii") != s:
+        raise CheckpointInvalid("not canonical base64 (non-zero padding bits)")
+    return out
 
 
 def _check_name(name: str) -> None:

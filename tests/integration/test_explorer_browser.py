@@ -118,20 +118,24 @@ def _no_script_ran(driver: Any) -> None:
     assert not errors, errors
 
 
-def _serial_from_db(home: Path) -> str:
+def _serials_from_db(home: Path) -> tuple[str, str]:
+    """The demo's first CVM certificate (covered by its final anchor; the demo revokes it, and so its
+    loader's, in its refusals) and the first certificate still valid (issued after that anchor)."""
     import sqlite3
 
     with sqlite3.connect(home / "ca-service.db") as conn:
-        # the demo revokes its first CVM (and so its loader): browse the first certificate still valid
-        row = conn.execute("SELECT serial FROM certificates WHERE status = 'valid' ORDER BY issued_at LIMIT 1"
-                           ).fetchone()
-    return str(row[0])
+        anchored = conn.execute("SELECT MAX(size) FROM anchors WHERE state = 'final'").fetchone()[0]
+        covered = conn.execute("SELECT serial FROM certificates WHERE log_index < ? AND policy_name = 'sim' "
+                               "ORDER BY log_index LIMIT 1", (anchored,)).fetchone()
+        valid = conn.execute("SELECT serial FROM certificates WHERE status = 'valid' ORDER BY issued_at LIMIT 1"
+                             ).fetchone()
+    return str(covered[0]), str(valid[0])
 
 
 def test_relying_party_browses_the_demo(browser: Any, served: tuple[str, Any], demo_home: Path,
                                         tmp_path: Path) -> None:
     base, svc = served
-    serial = _serial_from_db(demo_home)
+    serial, valid_serial = _serials_from_db(demo_home)
     wait = WebDriverWait(browser, 20)
 
     browser.get(base + "/")
@@ -146,7 +150,7 @@ def test_relying_party_browses_the_demo(browser: Any, served: tuple[str, Any], d
     box.submit()
     wait.until(ec.presence_of_element_located((By.ID, "cert-status")))
     assert browser.current_url.endswith(f"/certificates/{serial}")
-    assert "valid" in browser.find_element(By.ID, "cert-status").text
+    assert "revoked" in browser.find_element(By.ID, "cert-status").text  # by the demo's cascade step
     assert browser.find_element(By.ID, "ear-status").text == "warning"
     assert "sim version 1" in browser.find_element(By.ID, "policy").text
     assert "verified by the server" in browser.find_element(By.ID, "proof-status").text
@@ -182,12 +186,15 @@ def test_relying_party_browses_the_demo(browser: Any, served: tuple[str, Any], d
     env = {**os.environ, "CA_SERVICE_HOME": str(demo_home), "CA_SERVICE_PROFILE": "insecure-dev",
            "PYTHONWARNINGS": "ignore"}
     env.pop("CA_SERVICE_DATABASE_URL", None)
-    out = subprocess.run([*_cli(), "revoke", serial, "--reason", "keyCompromise"], capture_output=True, text=True,
-                         timeout=120, env=env)
+    browser.get(f"{base}/certificates/{valid_serial}")
+    assert "valid" in browser.find_element(By.ID, "cert-status").text
+    assert "No final anchor covers this entry yet" in browser.find_element(By.ID, "anchor-status").text
+    out = subprocess.run([*_cli(), "revoke", valid_serial, "--reason", "superseded"], capture_output=True,
+                         text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
-    browser.get(f"{base}/certificates/{serial}")
+    browser.get(f"{base}/certificates/{valid_serial}")
     status = browser.find_element(By.ID, "cert-status").text
-    assert "revoked" in status and "keyCompromise" in status
+    assert "revoked" in status and "superseded" in status
     _no_script_ran(browser)
 
 

@@ -72,6 +72,15 @@ def test_every_byte_mutation_is_refused(pos: int, flip: int) -> None:
         NoteVerifier.from_vkey(GO_VKEY).verify(mutated)
 
 
+def test_signature_with_non_zero_padding_bits_is_refused() -> None:
+    # the last base64 character of the Go note's signature carries 2 padding bits: flipping one
+    # decodes to the same signature bytes, so only a canonical-form check refuses it
+    raw = bytearray(GO_NOTE.encode())
+    raw[207] ^= 2
+    with pytest.raises(CheckpointInvalid, match="canonical"):
+        NoteVerifier.from_vkey(GO_VKEY).verify(raw.decode())
+
+
 def test_vkey_with_plus_in_base64() -> None:
     # transparency-dev/formats note tests: the base64 of this key contains a '+'.
     v = NoteVerifier.from_vkey("TEST+7997405c+AQcC+FTVKf0jlTdHDY3rbevmnKxxPjigCXlVtGe6RIr6")

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from ca_service.errors import ConfigurationError
 
 PROFILES = ("production", "insecure-dev")
+# trust domains a test root may be added to (CA_SERVICE_INSECURE_TEST_ROOTS; evidence/trust.py TrustRoots)
+TEST_ROOT_DOMAINS = ("intel", "amd", "nvidia_device", "nvidia_rim", "nitro")
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ class Settings:
     trusted_proxies: tuple[str, ...] = ()
     # the bucket table shared by the workers of one host (set by `serve`); "" keeps it per process
     rate_limit_state: str = ""
+    # FOR TESTS ONLY: (trust domain, PEM file) pairs whose certificates are pinned beside the vendor roots
+    # (CA_SERVICE_INSECURE_TEST_ROOTS=intel=/path/root.pem,...), so a test PKI's evidence and collateral
+    # verify end to end; refused in the production profile (services/roots.py)
+    insecure_test_roots: tuple[tuple[str, Path], ...] = ()
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -84,6 +90,14 @@ class Settings:
             raise ConfigurationError("CA_SERVICE_CHALLENGE_PURGE_INTERVAL_SECONDS must be positive")
         if self.challenge_ttl_seconds <= 0 or self.anchor_confirmations < 0:
             raise ConfigurationError("challenge TTL must be positive and confirmations non-negative")
+        if self.insecure_test_roots:
+            if not self.insecure:
+                raise ConfigurationError("CA_SERVICE_INSECURE_TEST_ROOTS pins test roots: it is for tests, "
+                                         "refused in the production profile")
+            bad = sorted({d for d, _ in self.insecure_test_roots} - set(TEST_ROOT_DOMAINS))
+            if bad:
+                raise ConfigurationError(f"CA_SERVICE_INSECURE_TEST_ROOTS: unknown trust domain(s) {', '.join(bad)} "
+                                         f"(one of {', '.join(TEST_ROOT_DOMAINS)})")
 
     @property
     def insecure(self) -> bool:
@@ -155,6 +169,14 @@ class Settings:
             kwargs["collateral_update"] = v
         if (v := get("LOG_ORIGIN")) is not None:
             kwargs["log_origin"] = v
+        if (v := get("INSECURE_TEST_ROOTS")) is not None:
+            pairs = []
+            for part in (p.strip() for p in v.split(",") if p.strip()):
+                domain, sep, path = part.partition("=")
+                if not sep or not path:
+                    raise ConfigurationError("CA_SERVICE_INSECURE_TEST_ROOTS is DOMAIN=PEM_FILE[,DOMAIN=PEM_FILE...]")
+                pairs.append((domain.strip(), Path(path.strip())))
+            kwargs["insecure_test_roots"] = tuple(pairs)
         kwargs.update(overrides)
         return cls(**kwargs)
 

@@ -25,9 +25,11 @@ from ca_service.cli.progress import progress_bar
 from ca_service.collateral.fetchers import RequestsFetcher, dump_bundle
 from ca_service.collateral.store import newest_per_key
 from ca_service.errors import CAServiceError
+from ca_service.evidence.trust import DEFAULT_ROOTS
 from ca_service.policy.model import parse_duration
 from ca_service.services import collateral as service
 from ca_service.services import collateral_bundles as bundles
+from ca_service.services.roots import trust_roots, with_test_roots
 
 
 def _fail(exc: CAServiceError) -> None:
@@ -48,7 +50,7 @@ def import_(bundle: Path, as_json: bool) -> None:
     """Verify every item of an offline BUNDLE and cache it (nothing is cached if one is refused)."""
     svc = open_services()
     try:
-        result = service.import_bundle(svc, bundle.read_bytes())
+        result = service.import_bundle(svc, bundle.read_bytes(), roots=trust_roots(svc))
     except CAServiceError as exc:
         _fail(exc)
         return
@@ -81,7 +83,7 @@ def refresh(within: str, mirrors: tuple[str, ...], as_json: bool) -> None:
     svc = open_services()
     try:
         fetcher = RequestsFetcher(clock=svc.clock, mirrors=_mirrors(mirrors))
-        result = service.refresh(svc, fetcher, within=parse_duration(within))
+        result = service.refresh(svc, fetcher, within=parse_duration(within), roots=trust_roots(svc))
     except CAServiceError as exc:
         _fail(exc)
         return
@@ -162,7 +164,9 @@ def fetch(evidence: tuple[Path, ...], more: tuple[Path, ...], mirrors: tuple[str
         if not f.is_file():
             raise click.BadParameter(f"{f} is not a file", param_hint="--for")
     try:
-        update = update or Settings.from_env().collateral_update
+        settings = Settings.from_env()
+        update = update or settings.collateral_update
+        roots = with_test_roots(DEFAULT_ROOTS, settings)
         fetcher = RequestsFetcher(mirrors=_mirrors(mirrors))
     except CAServiceError as exc:
         _fail(exc)
@@ -170,7 +174,7 @@ def fetch(evidence: tuple[Path, ...], more: tuple[Path, ...], mirrors: tuple[str
     # about four resources per evidence file (Intel: TCB Info, QE Identity, two CRLs; AMD: three)
     with progress_bar("fetch", 4 * len(files)) as step:
         result = bundles.fetch_for([(str(f), f.read_bytes()) for f in files], fetcher, update=update,
-                                   progress=step)
+                                   roots=roots, progress=step)
     out.write_bytes(dump_bundle(result.responses))
     if as_json:
         click.echo(json.dumps(result.to_json() | {"bundle": str(out)}, indent=2))

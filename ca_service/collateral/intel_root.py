@@ -7,7 +7,7 @@ from __future__ import annotations
 from cryptography import x509
 
 from ca_service.errors import RootUntrusted
-from ca_service.evidence.trust import is_pinned
+from ca_service.evidence.trust import TrustRoots, is_pinned
 
 INTEL_SGX_ROOT_CA_PEM = b"""-----BEGIN CERTIFICATE-----
 MIICjzCCAjSgAwIBAgIUImUM1lqdNInzg7SVUr9QGzknBqwwCgYIKoZIzj0EAwIw
@@ -38,3 +38,18 @@ def intel_root(pins: frozenset[str]) -> x509.Certificate:
     if not is_pinned(cert, pins):
         raise RootUntrusted("the Intel SGX Root CA is not pinned")
     return cert
+
+
+def intel_roots(roots: TrustRoots) -> tuple[x509.Certificate, ...]:
+    """Every pinned Intel root certificate known by content: the Intel SGX Root CA and any
+    ``roots.intel_certs`` (a test root, ``TrustRoots.with_test_root``) whose SHA-256 is pinned.
+
+    Raises:
+        RootUntrusted (``evidence.root_untrusted``): none of them is pinned.
+    """
+    known = [x509.load_pem_x509_certificate(INTEL_SGX_ROOT_CA_PEM)]
+    known += [x509.load_der_x509_certificate(der) for der in roots.intel_certs]
+    out = tuple(c for c in known if is_pinned(c, roots.intel))
+    if not out:
+        raise RootUntrusted("the Intel SGX Root CA is not pinned")
+    return out

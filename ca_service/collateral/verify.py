@@ -36,10 +36,10 @@ from ca_service import boundedjson
 from ca_service.collateral.endpoints import Endpoint, Kind
 from ca_service.collateral.errors import FetchFailed
 from ca_service.collateral.fetchers import Response
-from ca_service.collateral.intel_root import intel_root
+from ca_service.collateral.intel_root import intel_roots
 from ca_service.crypto.certs import is_ca
 from ca_service.errors import ChainInvalid, CollateralInvalid, CollateralMismatch, EvidenceError, RootUntrusted
-from ca_service.evidence.intel.collateral import load_verified_crl, verify_raw_signature
+from ca_service.evidence.intel.collateral import Crl, load_verified_crl, verify_raw_signature
 from ca_service.evidence.intel.pck import load_pem_chain, verify_chain
 from ca_service.evidence.intel.tcb import parse_qe_identity, parse_tcb_info
 from ca_service.evidence.snp.certs import PRODUCT_LINES, common_name, parse_vek
@@ -205,9 +205,21 @@ def _intel(ep: Endpoint, resp: Response, roots: TrustRoots) -> VerifiedItem:
         crl = load_verified_crl(crl_der(resp.body, "PCK CRL"), leaf, "PCK CRL")
         return _item(ep, resp, {name: chain_header}, crl.this_update, crl.next_update, None)
     if ep.kind is Kind.ROOT_CA_CRL:
-        crl = load_verified_crl(crl_der(resp.body, "Root CA CRL"), intel_root(roots.intel), "Root CA CRL")
+        crl = _root_ca_crl(crl_der(resp.body, "Root CA CRL"), roots)
         return _item(ep, resp, {}, crl.this_update, crl.next_update, None)
     raise CollateralInvalid(f"not an Intel collateral kind: {ep.kind.value}")
+
+
+def _root_ca_crl(der: bytes, roots: TrustRoots) -> Crl:
+    """(C1) The Root CA CRL comes with no issuer chain: it must be signed by a pinned Intel root whose
+    certificate is known (the Intel SGX Root CA, or a test root pinned with its certificate)."""
+    *others, last = intel_roots(roots)
+    for root in others:
+        try:
+            return load_verified_crl(der, root, "Root CA CRL")
+        except CollateralInvalid:
+            continue
+    return load_verified_crl(der, last, "Root CA CRL")
 
 
 def load_amd_chain(body: bytes, ep_kind: Kind, product: str, roots: TrustRoots) -> tuple[x509.Certificate, ...]:

@@ -38,9 +38,30 @@ class TrustRoots:
     nvidia_rim: frozenset[str] = frozenset({NVIDIA_RIM_ROOT_CA})
     nitro: frozenset[str] = frozenset({AWS_NITRO_ROOT_G1})
     sim: frozenset[str] = field(default_factory=frozenset)
+    # Intel root certificates (DER) known beside the built-in one, for the check that comes with no
+    # chain: the Root CA CRL is signed by the root itself (collateral/intel_root.py). Each is used only
+    # if its SHA-256 is among ``intel``.
+    intel_certs: tuple[bytes, ...] = ()
 
     def with_sim_root(self, root_der: bytes) -> TrustRoots:
         return replace(self, sim=self.sim | {hashlib.sha256(root_der).hexdigest()})
+
+    def with_test_root(self, domain: str, root_der: bytes) -> TrustRoots:
+        """These roots and ``root_der`` pinned in ``domain`` (intel, amd, nvidia_device, nvidia_rim, nitro).
+
+        For tests only: the CA reaches this through ``CA_SERVICE_INSECURE_TEST_ROOTS``, which the
+        production profile refuses (services/roots.py).
+
+        Raises:
+            ValueError: an unknown domain.
+        """
+        if domain not in ("intel", "amd", "nvidia_device", "nvidia_rim", "nitro"):
+            raise ValueError(f"unknown trust domain {domain!r}")
+        pin = hashlib.sha256(root_der).hexdigest()
+        out = replace(self, **{domain: getattr(self, domain) | {pin}})
+        if domain == "intel" and root_der not in self.intel_certs:
+            out = replace(out, intel_certs=(*self.intel_certs, root_der))
+        return out
 
 
 DEFAULT_ROOTS = TrustRoots()

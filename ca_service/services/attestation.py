@@ -20,7 +20,8 @@ from ca_service.services import collateral as collateral_service
 from ca_service.services import policies
 from ca_service.services.collateral_used import used_items
 from ca_service.services.container import Services
-from ca_service.services.issuance import EvidenceItem, refuse_unchecked_revocation, trust_roots, verify_one
+from ca_service.services.issuance import EvidenceItem, refuse_unchecked_revocation, verify_one
+from ca_service.services.roots import trust_roots
 
 MIN_NONCE, MAX_NONCE = 8, 64  # EAT nonce sizes (RFC 9711 section 4.1)
 

@@ -25,7 +25,8 @@ from ca_service.policy.appraise import appraise
 from ca_service.policy.model import Policy, load_policy
 from ca_service.services import audit, policies
 from ca_service.services.container import Services
-from ca_service.services.issuance import normalise_serial, refuse_unchecked_revocation, trust_roots, verify_kwargs
+from ca_service.services.issuance import normalise_serial, refuse_unchecked_revocation, verify_kwargs
+from ca_service.services.roots import trust_roots
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000

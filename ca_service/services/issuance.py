@@ -27,13 +27,14 @@ from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, NotFound
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.binding import check_binding
 from ca_service.evidence.revocation import STRICT, RevocationRule
-from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
+from ca_service.evidence.trust import TrustRoots
 from ca_service.policy.appraise import Appraisal, appraise
 from ca_service.policy.model import Policy, check_applicable
 from ca_service.services import collateral as collateral_service
 from ca_service.services import group_commit, loaders, policies
 from ca_service.services.challenges import consume_challenge_in
 from ca_service.services.container import Services
+from ca_service.services.roots import trust_roots
 from ca_service.tlog import leaves as tlog_leaves
 
 
@@ -81,13 +82,6 @@ class IssuedCertificate:
                        "digest": self.policy.policy.digest, "id": self.policy.id},
             "log_index": self.log_index,
         }
-
-
-def trust_roots(svc: Services) -> TrustRoots:
-    """Vendor pins, plus the sim root's pin in the insecure-dev profile only."""
-    if svc.settings.insecure and svc.keys.has("sim-root"):
-        return DEFAULT_ROOTS.with_sim_root(svc.keys.certificate("sim-root").public_bytes(serialization.Encoding.DER))
-    return DEFAULT_ROOTS
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ from ca_service.policy.appraise import appraise
 from ca_service.services import audit, policies, revocation
 from ca_service.services import collateral as collateral_service
 from ca_service.services.container import Services
-from ca_service.services.issuance import trust_roots, verify_kwargs
+from ca_service.services.issuance import verify_kwargs
+from ca_service.services.roots import trust_roots
 from ca_service.tlog import leaves as tlog_leaves
 from ca_service.tlog.sequencer import append_leaf
 

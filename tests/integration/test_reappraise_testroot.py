@@ -1,0 +1,253 @@
+"""Re-appraisal on collateral updates with a status change (issue 14, Tests), driven as an operator does.
+
+Real collateral has no status change between its dates (test_reappraise.py), so the vendor here is a
+test Intel PKI (tests/collateral/testroot.py) whose root only this CA pins, through the test-only
+setting ``CA_SERVICE_INSECURE_TEST_ROOTS`` (refused in production). The CA is ``ca-service init`` +
+``ca-service serve`` on the session's database (SQLite, or PostgreSQL with CA_SERVICE_TEST_DATABASE);
+the operator's steps are CLI commands (``policy apply``, ``collateral import``, ``reappraise``), the
+requests and reads are HTTP: certificates are really issued (``POST /v1/certificates`` with a TDX quote
+bound to the challenge and the CSR key), and the outcome is read back from ``GET /v1/certificates/{serial}``,
+the CRL and OCSP.
+
+Three hosts: ``old`` and ``patched`` share an FMSPC (00806F050000), ``patched`` with a higher SGX TCB
+(microcode) than ``old``; ``other`` has another FMSPC. Each gets a certificate under three copies of
+policies/tdx-cvm.yaml (UpToDate only) that differ in ``collateral.on_collateral_update``: revoke, warn,
+ignore.
+
+- Scenario A, TCB recovery: TCB Info evaluation 20 has the hosts' level UpToDate; evaluation 21 (both
+  FMSPCs) adds a higher level and makes the old one OutOfDate with INTEL-SA-TEST1. Only ``old`` is worse:
+  the dry run lists "TCB status UpToDate -> OutOfDate, advisories +INTEL-SA-TEST1" for exactly its three
+  certificates and changes nothing; applying revokes, flags or leaves them per policy.
+- Scenario B, PCK revocation: a new PCK CRL lists ``patched``'s PCK certificate. Only its three
+  certificates are judged refused (evidence.certificate_revoked), and acted on per policy; ``old``
+  shares its FMSPC and is not touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from click.testing import CliRunner
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
+
+from ca_service.agent.client import make_csr
+from ca_service.cli.main import cli
+from ca_service.crypto.keys import spki_der
+from ca_service.evidence.binding import binding_value
+from tests.collateral.testroot import REAL_CPU_SVN, Platform, TestIntel
+from tests.integration.test_serve_faults import _free_port, _wait_ready
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "ca_service.cli"]
+ACTIONS = ("revoke", "warn", "ignore")
+OTHER_FMSPC = bytes.fromhex("00906ed50000")
+ADVISORY = "INTEL-SA-TEST1"
+
+
+@pytest.fixture(scope="module")
+def world() -> dict[str, Any]:
+    ti = TestIntel()
+    hosts = {"old": ti.platform("old"), "patched": ti.platform("patched", cpu_svn=(9, 9, *REAL_CPU_SVN[2:])),
+             "other": ti.platform("other", fmspc=OTHER_FMSPC)}
+    n = {f: ti.collateral(f, evaluation=20) for f in (hosts["old"].fmspc, OTHER_FMSPC)}
+    return {"ti": ti, "hosts": hosts, "n": n}
+
+
+def _policy(action: str) -> str:
+    doc = (REPO / "policies" / "tdx-cvm.yaml").read_text()
+    doc = doc.replace("name: tdx-cvm", f"name: tdx-{action}")
+    return doc.replace("collateral:\n", f"collateral:\n  on_collateral_update: {action}\n")
+
+
+class Ca:
+    """``ca-service serve`` with the test root pinned, and the operator's CLI on the same home."""
+
+    def __init__(self, env: dict[str, str], url: str, home: Path) -> None:
+        self.env, self.url, self.home = env, url, home
+
+    def cli(self, *args: str) -> Any:
+        res = CliRunner().invoke(cli, list(args), env=self.env, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    def import_bundle(self, path: Path, data: bytes) -> dict[str, Any]:
+        path.write_bytes(data)
+        out: dict[str, Any] = json.loads(self.cli("collateral", "import", "--json", str(path)))
+        return out
+
+    def issue(self, ti: TestIntel, host: Platform, policy: str) -> requests.Response:
+        ch = requests.post(f"{self.url}/v1/challenges", timeout=30).json()
+        key = ec.generate_private_key(ec.SECP256R1())
+        quote = ti.quote(host, binding_value(bytes.fromhex(ch["nonce"]), spki_der(key.public_key())))
+        return requests.post(f"{self.url}/v1/certificates", timeout=60, json={
+            "challenge_id": ch["id"], "policy": policy,
+            "csr": make_csr(key, (f"{host.name}.cvm.example",)).public_bytes(Encoding.PEM).decode(),
+            "evidence": [{"type": "tdx-quote", "data": base64.b64encode(quote).decode()}]})
+
+    def record(self, serial: str) -> dict[str, Any]:
+        r = requests.get(f"{self.url}/v1/certificates/{serial}", timeout=30)
+        assert r.status_code == 200, r.text
+        out: dict[str, Any] = r.json()
+        return out
+
+    def crl_serials(self) -> set[str]:
+        crl = x509.load_der_x509_crl(requests.get(f"{self.url}/v1/ca/crl", timeout=30).content)
+        return {format(e.serial_number, "x") for e in crl}
+
+    def ocsp(self, pem_chain: str) -> ocsp.OCSPCertStatus:
+        leaf, issuing = x509.load_pem_x509_certificates(pem_chain.encode())[:2]
+        req = ocsp.OCSPRequestBuilder().add_certificate(leaf, issuing, hashes.SHA256()).build()
+        r = requests.post(f"{self.url}/v1/ocsp", data=req.public_bytes(Encoding.DER), timeout=30,
+                          headers={"Content-Type": "application/ocsp-request"})
+        return ocsp.load_der_ocsp_response(r.content).certificate_status
+
+
+@pytest.fixture
+def ca(tmp_path_factory, db_url_factory, world) -> Iterator[Ca]:
+    """A fresh CA with the test root pinned, three policies and the hosts' evaluation-20 collateral."""
+    home = tmp_path_factory.mktemp("testroot-ca")
+    root = world["ti"].write_root(home.parent / f"{home.name}-test-intel-root.pem")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "CA_SERVICE_HOME": str(home), "CA_SERVICE_PROFILE": "insecure-dev",
+           "CA_SERVICE_DATABASE_URL": db_url_factory(), "CA_SERVICE_PUBLIC_URL": url,
+           "CA_SERVICE_INSECURE_TEST_ROOTS": f"intel={root}", "CA_SERVICE_RATE_LIMIT": "off"}
+    init = subprocess.run([*CLI, "init"], env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    c = Ca(env, url, home)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # InsecureTestRootsWarning: what this CA is for
+        for action in ACTIONS:
+            (home / f"{action}.yaml").write_text(_policy(action))
+            c.cli("policy", "apply", "--activate", str(home / f"{action}.yaml"))
+        got = c.import_bundle(home / "n.json", world["ti"].bundle(*world["n"].values()))
+        assert len(got["added"]) == 5  # two TCB Infos, the QE Identity, the PCK CRL and the Root CA CRL
+        proc = subprocess.Popen([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2",
+                                 "--publish-interval", "0"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            _wait_ready(url, proc)
+            yield c
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+def _issue_all(ca: Ca, world: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(host, action) -> the issuance answer, for every host under every policy."""
+    out = {}
+    for host_name, host in world["hosts"].items():
+        for action in ACTIONS:
+            r = ca.issue(world["ti"], host, f"tdx-{action}")
+            assert r.status_code == 201, r.text
+            body = r.json()
+            sub = body["ear"]["submods"]["tdx-quote"]
+            assert (body["ear"]["ear.status"], sub["ca-service.tcb-status"]) == ("affirming", "UpToDate")
+            # judged by the test PKI's collateral the CA holds: TCB Info of this host's FMSPC, evaluation 20
+            used = {u["item"]: u for u in body["appraisal"]["collateral"]["tdx-quote"]}
+            assert used["intel.tcb_info.tdx"]["key"] == host.fmspc.hex()
+            out[(host_name, action)] = body
+    return out
+
+
+def _dry_run(ca: Ca) -> dict[str, dict[str, Any]]:
+    return {r["serial"]: r for r in json.loads(ca.cli("reappraise", "--dry-run", "--json"))}
+
+
+def _check_applied(ca: Ca, issued: dict[tuple[str, str], dict[str, Any]], affected: str, after: str,
+                   reason: str) -> None:
+    """After ``reappraise``: ``affected``'s certificates revoked / flagged / left per policy; every other
+    certificate valid and unflagged; the CRL and OCSP say exactly that."""
+    out = json.loads(ca.cli("reappraise", "--json"))
+    serial = {k: v["serial"] for k, v in issued.items()}
+    assert {(a["serial"], a["action"]) for a in out["actions"]} == {(serial[(affected, act)], act) for act in ACTIONS}
+    assert all((a["before"], a["after"]) == ("affirming", after) for a in out["actions"])
+    for (host, action), body in issued.items():
+        rec = ca.record(body["serial"])
+        hit = host == affected
+        if hit and action == "revoke":
+            assert (rec["status"], rec["revocation_reason"]) == ("revoked", "privilegeWithdrawn")
+        else:
+            assert rec["status"] == "valid", (host, action, rec["status"])
+        flag = rec["appraisal"].get("reappraisal")
+        if hit and action == "warn":
+            assert (flag["before"], flag["after"]) == ("affirming", after)
+            assert any(reason in r for r in flag["reasons"]), flag
+        else:
+            assert flag is None, (host, action, flag)
+        status = ca.ocsp(body["certificate_chain"])
+        assert status == (ocsp.OCSPCertStatus.REVOKED if hit and action == "revoke" else ocsp.OCSPCertStatus.GOOD)
+    assert ca.crl_serials() & set(serial.values()) == {serial[(affected, "revoke")]}
+
+
+def test_tcb_recovery_revokes_or_flags_exactly_the_platforms_it_makes_out_of_date(ca, world, tmp_path):
+    ti, hosts = world["ti"], world["hosts"]
+    issued = _issue_all(ca, world)
+    serial = {k: v["serial"] for k, v in issued.items()}
+    # Intel publishes evaluation 21 for both FMSPCs: a new top level; the former one is OutOfDate
+    later = ti.now - timedelta(minutes=30)
+    recovery = {hosts["old"].fmspc: ti.collateral(hosts["old"].fmspc, evaluation=21, issued=later,
+                                                  levels=ti.tcb_levels(recovery=ADVISORY)),
+                OTHER_FMSPC: ti.collateral(OTHER_FMSPC, evaluation=21, issued=later)}
+    got = ca.import_bundle(tmp_path / "n1.json", ti.bundle(*recovery.values()))
+    # two TCB Infos and the QE Identity at evaluation 21 (the CRLs are the same items again)
+    assert sorted(u.split("?")[0].rsplit("/", 1)[-1] for u in got["added"]) == ["identity", "tcb", "tcb"]
+    # the dry run: exactly old's certificates change, with the reason; nothing is acted on
+    results = _dry_run(ca)
+    assert set(serial.values()) <= set(results)
+    changed = {s for s, r in results.items() if r["changed"]}
+    assert changed == {serial[("old", a)] for a in ACTIONS}
+    for s in changed:
+        r = results[s]
+        assert (r["before"], r["after"]) == ("affirming", "contraindicated")
+        assert "tdx-quote: TCB status UpToDate -> OutOfDate" in r["reasons"]
+        assert f"tdx-quote: advisories +{ADVISORY}" in r["reasons"]
+    for s in set(serial.values()) - changed:
+        assert (results[s]["before"], results[s]["after"], results[s]["reasons"]) == ("affirming", "affirming", [])
+    text = ca.cli("reappraise", "--dry-run")
+    assert f"{serial[('old', 'revoke')]}\ttdx-revoke\taffirming -> contraindicated\tCHANGED" in text
+    assert f"\ttdx-quote: TCB status UpToDate -> OutOfDate\n\ttdx-quote: advisories +{ADVISORY}" in text
+    assert all(ca.record(s)["status"] == "valid" for s in serial.values())  # a dry run changes nothing
+    # apply: each policy's on_collateral_update decides
+    _check_applied(ca, issued, "old", "contraindicated", "TCB status UpToDate -> OutOfDate")
+    # and from now on the CA judges by evaluation 21: old is refused, patched still issues
+    r = ca.issue(ti, hosts["old"], "tdx-warn")
+    assert r.status_code == 403 and r.json()["code"] == "appraisal.failed", r.text
+    assert ca.issue(ti, hosts["patched"], "tdx-warn").status_code == 201
+
+
+def test_a_pck_crl_that_revokes_one_platform_affects_only_its_certificates(ca, world, tmp_path):
+    ti, hosts = world["ti"], world["hosts"]
+    issued = _issue_all(ca, world)
+    serial = {k: v["serial"] for k, v in issued.items()}
+    crl = ti.pck_crl((hosts["patched"],), number=2, issued=ti.now - timedelta(minutes=30))
+    doc = json.loads(world["n"][hosts["old"].fmspc])
+    doc["pck_crl"] = crl.hex()
+    got = ca.import_bundle(tmp_path / "crl.json", ti.bundle(json.dumps(doc).encode()))
+    assert [u.split("?")[0].rsplit("/", 1)[-1] for u in got["added"]] == ["pckcrl"]  # the rest is cached
+    results = _dry_run(ca)
+    changed = {s for s, r in results.items() if r["changed"]}
+    assert changed == {serial[("patched", a)] for a in ACTIONS}  # old shares its FMSPC, not its PCK
+    for s in changed:
+        assert results[s]["after"] == "refused"
+        assert results[s]["reasons"][0].startswith("refused [evidence.certificate_revoked]"), results[s]
+    _check_applied(ca, issued, "patched", "refused", "refused [evidence.certificate_revoked]")
+    r = ca.issue(ti, hosts["patched"], "tdx-ignore")
+    assert r.status_code in (400, 403, 422) and r.json()["code"] == "evidence.certificate_revoked", r.text
+    assert ca.issue(ti, hosts["old"], "tdx-ignore").status_code == 201

@@ -4,7 +4,8 @@ Real collateral has no status change between its dates (test_reappraise.py), so 
 test Intel PKI (tests/collateral/testroot.py) whose root only this CA pins, through the test-only
 setting ``CA_SERVICE_INSECURE_TEST_ROOTS`` (refused in production). The CA is ``ca-service init`` +
 ``ca-service serve`` on the session's database (SQLite, or PostgreSQL with CA_SERVICE_TEST_DATABASE);
-the operator's steps are CLI commands (``policy apply``, ``collateral import``, ``reappraise``), the
+the operator's steps are CLI commands (``policy apply``, ``collateral fetch --for`` against a loopback
+replay of the test vendor, ``collateral import``, ``reappraise``), the
 requests and reads are HTTP: certificates are really issued (``POST /v1/certificates`` with a TDX quote
 bound to the challenge and the CSR key), and the outcome is read back from ``GET /v1/certificates/{serial}``,
 the CRL and OCSP.
@@ -50,6 +51,7 @@ from ca_service.agent.client import make_csr
 from ca_service.cli.main import cli
 from ca_service.crypto.keys import spki_der
 from ca_service.evidence.binding import binding_value
+from tests.collateral.replay import mirror_args, serve
 from tests.collateral.testroot import REAL_CPU_SVN, Platform, TestIntel
 from tests.integration.test_serve_faults import _free_port, _wait_ready
 
@@ -205,7 +207,17 @@ def test_tcb_recovery_revokes_or_flags_exactly_the_platforms_it_makes_out_of_dat
     recovery = {hosts["old"].fmspc: ti.collateral(hosts["old"].fmspc, evaluation=21, issued=later,
                                                   levels=ti.tcb_levels(recovery=ADVISORY)),
                 OTHER_FMSPC: ti.collateral(OTHER_FMSPC, evaluation=21, issued=later)}
-    got = ca.import_bundle(tmp_path / "n1.json", ti.bundle(*recovery.values()))
+    # the operator's air-gapped path: `collateral fetch --for` the fleet's quotes on a connected machine
+    # (the test vendor's PCS behind the loopback replay), then `collateral import` on the CA
+    quotes = []
+    for name in ("old", "other"):
+        quotes += ["--for", str(tmp_path / f"{name}.quote")]
+        (tmp_path / f"{name}.quote").write_bytes(ti.quote(hosts[name], bytes(64)))
+    with serve(json.loads(ti.bundle(*recovery.values()))) as (app, base):
+        fetched = json.loads(ca.cli("collateral", "fetch", *quotes, str(tmp_path / "n1.json"), *mirror_args(base),
+                                    "--json"))
+    assert fetched["refused"] == [] and len(fetched["fetched"]) == 5 and len(app.requests) == 5
+    got = json.loads(ca.cli("collateral", "import", "--json", str(tmp_path / "n1.json")))
     # two TCB Infos and the QE Identity at evaluation 21 (the CRLs are the same items again)
     assert sorted(u.split("?")[0].rsplit("/", 1)[-1] for u in got["added"]) == ["identity", "tcb", "tcb"]
     # the dry run: exactly old's certificates change, with the reason; nothing is acted on

@@ -51,6 +51,7 @@ from ca_service.agent.client import make_csr
 from ca_service.cli.main import cli
 from ca_service.crypto.keys import spki_der
 from ca_service.evidence.binding import binding_value
+from ca_service.tlog.leaves import decode_leaf
 from tests.collateral.replay import mirror_args, serve
 from tests.collateral.testroot import REAL_CPU_SVN, Platform, TestIntel
 from tests.integration.test_serve_faults import _free_port, _wait_ready
@@ -111,6 +112,23 @@ class Ca:
     def crl_serials(self) -> set[str]:
         crl = x509.load_der_x509_crl(requests.get(f"{self.url}/v1/ca/crl", timeout=30).content)
         return {format(e.serial_number, "x") for e in crl}
+
+    def leaves_from(self, index: int) -> list[Any]:
+        """Every log leaf from ``index`` on, read over HTTP until the log has no more."""
+        out = []
+        while (r := requests.get(f"{self.url}/v1/log/entries/{index}", timeout=30)).status_code == 200:
+            out.append(decode_leaf(base64.b64decode(r.json()["leaf"])))
+            index += 1
+        assert r.status_code == 404 and r.json()["code"] == "log.entry_not_found", r.text
+        return out
+
+    def audit(self) -> list[dict[str, Any]]:
+        token = json.loads(self.cli("token", "create", "--role", "auditor", "--json"))
+        r = requests.get(f"{self.url}/v1/audit", params={"limit": 500}, timeout=30,
+                         headers={"Authorization": f"Bearer {token['token']}"})
+        assert r.status_code == 200, r.text
+        events: list[dict[str, Any]] = r.json()["events"]
+        return events
 
     def ocsp(self, pem_chain: str) -> ocsp.OCSPCertStatus:
         leaf, issuing = x509.load_pem_x509_certificates(pem_chain.encode())[:2]
@@ -196,6 +214,16 @@ def _check_applied(ca: Ca, issued: dict[tuple[str, str], dict[str, Any]], affect
         status = ca.ocsp(body["certificate_chain"])
         assert status == (ocsp.OCSPCertStatus.REVOKED if hit and action == "revoke" else ocsp.OCSPCertStatus.GOOD)
     assert ca.crl_serials() & set(serial.values()) == {serial[(affected, "revoke")]}
+    # the log says so, one leaf per action (GET /v1/log/entries/{i} after the issuances' own leaves)
+    first = max(v["log_index"] for v in issued.values()) + 1
+    assert [(lf.type, lf.body["serial"]) for lf in ca.leaves_from(first) if lf.type in ("revocation", "reappraisal")] \
+        == [("revocation", serial[(affected, "revoke")]), ("reappraisal", serial[(affected, "warn")])]
+    # and so does the audit log (GET /v1/audit, auditor token from the CLI)
+    audit = {(e["action"], e["target"]) for e in ca.audit()}
+    assert {(a, t) for a, t in audit if t in serial.values()} >= {("certificate.revoke", serial[(affected, "revoke")]),
+                                                                  ("certificate.reappraised", serial[(affected, "warn")])}
+    assert not {t for a, t in audit if a in ("certificate.revoke", "certificate.reappraised")} - {
+        serial[(affected, "revoke")], serial[(affected, "warn")]}
 
 
 def test_tcb_recovery_revokes_or_flags_exactly_the_platforms_it_makes_out_of_date(ca, world, tmp_path):

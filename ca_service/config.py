@@ -29,6 +29,8 @@ class Settings:
     anchor_confirmations: int = 2
     anchor_interval_seconds: float = 60.0
     anchor_max_leaves: int = 1000
+    # the read side serves an anchor as final only if the chain showed its block this recently
+    anchor_confirm_ttl_seconds: float = 2.0
     challenge_ttl_seconds: int = 120
     # how often `serve` deletes expired challenges (services/challenges.py purge_expired)
     challenge_purge_interval_seconds: float = 60.0
@@ -88,6 +90,8 @@ class Settings:
             raise ConfigurationError("CA_SERVICE_TRUSTED_PROXIES must be IP addresses or CIDRs") from exc
         if self.challenge_purge_interval_seconds <= 0:
             raise ConfigurationError("CA_SERVICE_CHALLENGE_PURGE_INTERVAL_SECONDS must be positive")
+        if self.anchor_confirm_ttl_seconds < 0:
+            raise ConfigurationError("CA_SERVICE_ANCHOR_CONFIRM_TTL_SECONDS must be >= 0 (0: every read asks)")
         if self.challenge_ttl_seconds <= 0 or self.anchor_confirmations < 0:
             raise ConfigurationError("challenge TTL must be positive and confirmations non-negative")
         if self.insecure_test_roots:
@@ -137,6 +141,8 @@ class Settings:
                 kwargs["anchor_interval_seconds"] = float(v)
             if (v := get("ANCHOR_MAX_LEAVES")) is not None:
                 kwargs["anchor_max_leaves"] = int(v)
+            if (v := get("ANCHOR_CONFIRM_TTL_SECONDS")) is not None:
+                kwargs["anchor_confirm_ttl_seconds"] = float(v)
             if (v := get("CHALLENGE_TTL_SECONDS")) is not None:
                 kwargs["challenge_ttl_seconds"] = int(v)
             if (v := get("CHALLENGE_PURGE_INTERVAL_SECONDS")) is not None:

@@ -477,6 +477,12 @@ def embedded_chain(private_key: str | None = None) -> ChainClient:
         return _embedded[private_key]
 
 
+def existing_embedded_chain(private_key: str | None = None) -> ChainClient | None:
+    """This process's embedded chain, None when it has none (the chain of another process is gone)."""
+    with _embedded_lock:
+        return _embedded.get(private_key)
+
+
 def client_for(rpc: str, *, private_key: str | None, chain_id: int | None) -> ChainClient:
     if rpc == EMBEDDED:
         return embedded_chain(private_key)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
 
-from ca_service.anchor.chain import ChainClient, client_for
+from ca_service.anchor.chain import EMBEDDED, ChainClient, client_for, existing_embedded_chain
 from ca_service.anchor.worker import AnchorPolicy, AnchorWorker, Checkpoint, CheckpointSource
+from ca_service.config import Settings
 from ca_service.db.models.anchor import Anchor, AnchorContract
 from ca_service.db.models.tlog import TlogCheckpoint
 from ca_service.db.session import Database
 from ca_service.errors import AnchorNotFound, ChainError, RequestError
+from ca_service.services.anchor_confirm import WINDOW, AnchorConfirmer, Confirmation
 from ca_service.services.container import Services
+
+READ_TIMEOUT_SECONDS = 3.0
 
 
 class DbCheckpointSource:
@@ -32,7 +37,11 @@ class DbCheckpointSource:
 
 @dataclass(frozen=True)
 class AnchorView:
-    """What relying parties get: enough to find and check the anchor on chain themselves."""
+    """What relying parties get: enough to find and check the anchor on chain themselves.
+
+    ``state`` is the row's, except that a final anchor the chain has not shown present within the
+    confirmation TTL is ``unconfirmed`` (``detail`` says why; ``confirmed_at`` when it last was).
+    """
 
     chain_id: int
     contract: str
@@ -42,21 +51,34 @@ class AnchorView:
     root: str
     checkpoint_hash: str
     state: str
+    confirmed_at: str | None = None
+    detail: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"chain_id": self.chain_id, "contract": self.contract, "tx_hash": self.tx_hash,
                 "block_number": self.block_number, "size": self.size, "root": self.root,
-                "checkpoint_hash": self.checkpoint_hash, "state": self.state}
+                "checkpoint_hash": self.checkpoint_hash, "state": self.state,
+                "confirmed_at": self.confirmed_at, "detail": self.detail}
 
 
 def _hex(b: bytes | None) -> str | None:
     return None if b is None else "0x" + bytes(b).hex()
 
 
-def _view(a: Anchor, c: AnchorContract) -> AnchorView:
+def _view(a: Anchor, c: AnchorContract, conf: Confirmation | None = None) -> AnchorView:
+    state, at, detail = a.state, None, None
+    if a.state == "final":
+        if conf is not None and conf.covers(a):
+            at = conf.confirmed_at(a)
+        else:
+            state = "unconfirmed"
+            at = conf.confirmed_at(a) if conf is not None else None
+            detail = conf.detail if conf is not None else "not checked on the chain"
     return AnchorView(chain_id=c.chain_id, contract=c.address, tx_hash=_hex(a.tx_hash),
                       block_number=a.block_number, size=a.size, root="0x" + bytes(a.root).hex(),
-                      checkpoint_hash="0x" + bytes(a.checkpoint_hash).hex(), state=a.state)
+                      checkpoint_hash="0x" + bytes(a.checkpoint_hash).hex(), state=state,
+                      confirmed_at=at.isoformat().replace("+00:00", "Z") if at is not None else None,
+                      detail=detail or (a.last_error if a.state == "failed" else None))
 
 
 def policy_from_settings(services: Services, **overrides: Any) -> AnchorPolicy:
@@ -86,7 +108,43 @@ def make_worker(services: Services, *, chain: ChainClient | None = None,
 # --- read side (API, proof bundles) -------------------------------------------------------------------
 
 
-def list_anchors(db: Database, *, limit: int = 100, before_size: int | None = None) -> list[AnchorView]:
+def chain_reader(settings: Settings) -> Callable[[], ChainClient | None]:
+    """How the read side reaches the configured chain: a read-only RPC client with a short timeout
+    (an API request must not hang on a black-holed node), or this process's embedded chain (None
+    when it is gone)."""
+    def make() -> ChainClient | None:
+        if settings.chain_rpc == EMBEDDED:
+            return existing_embedded_chain(settings.chain_private_key)
+        return ChainClient.reader(settings.chain_rpc, chain_id=settings.chain_id, timeout=READ_TIMEOUT_SECONDS)
+
+    return make
+
+
+def confirmer(services: Services) -> AnchorConfirmer:
+    """The process's AnchorConfirmer (made on first use)."""
+    if services.anchor_confirmer is None:
+        services.anchor_confirmer = AnchorConfirmer(chain_reader(services.settings), services.clock,
+                                                    services.settings.anchor_confirm_ttl_seconds)
+    return cast(AnchorConfirmer, services.anchor_confirmer)
+
+
+def _confirmations(services: Services, contracts: dict[int, AnchorContract]) -> dict[int, Confirmation]:
+    out = {}
+    for cid, c in contracts.items():
+        with services.db.read() as s:
+            finals = list(s.scalars(select(Anchor).where(Anchor.contract_id == cid, Anchor.state == "final")
+                                    .order_by(Anchor.size.desc()).limit(WINDOW)))
+        out[cid] = confirmer(services).confirm(c, finals)
+    return out
+
+
+def _views(services: Services, rows: list[tuple[Anchor, AnchorContract]]) -> list[AnchorView]:
+    final_contracts = {c.id: c for a, c in rows if a.state == "final"}
+    confs = _confirmations(services, final_contracts)
+    return [_view(a, c, confs.get(c.id)) for a, c in rows]
+
+
+def list_anchors(services: Services, *, limit: int = 100, before_size: int | None = None) -> list[AnchorView]:
     """Anchors of the active contracts, newest first (every state; ``state`` says which)."""
     if not 1 <= limit <= 1000:
         raise RequestError("limit must be 1..1000")
@@ -94,12 +152,14 @@ def list_anchors(db: Database, *, limit: int = 100, before_size: int | None = No
          .where(AnchorContract.retired_at.is_(None)).order_by(Anchor.size.desc()).limit(limit))
     if before_size is not None:
         q = q.where(Anchor.size < before_size)
-    with db.read() as s:
-        return [_view(a, c) for a, c in s.execute(q).all()]
+    with services.db.read() as s:
+        rows = [(a, c) for a, c in s.execute(q).all()]
+    return _views(services, rows)
 
 
-def latest_anchor(db: Database) -> AnchorView:
-    """The newest final anchor.
+def latest_anchor(services: Services) -> AnchorView:
+    """The newest final anchor the chain shows present; when none is confirmed, the newest final
+    row, as ``unconfirmed``.
 
     Raises:
         AnchorNotFound (``anchor.not_found``): nothing final yet.
@@ -107,15 +167,22 @@ def latest_anchor(db: Database) -> AnchorView:
     q = (select(Anchor, AnchorContract).join(AnchorContract, Anchor.contract_id == AnchorContract.id)
          .where(AnchorContract.retired_at.is_(None), Anchor.state == "final")
          .order_by(Anchor.size.desc()).limit(1))
-    with db.read() as s:
+    with services.db.read() as s:
         row = s.execute(q).first()
     if row is None:
         raise AnchorNotFound("no final anchor yet")
-    return _view(row[0], row[1])
+    a, c = row[0], row[1]
+    conf = _confirmations(services, {c.id: c})[c.id]
+    if conf.size is not None and conf.size != a.size:  # the newest went with a reorg: the newest present
+        with services.db.read() as s:
+            a = s.scalars(select(Anchor).where(Anchor.contract_id == c.id, Anchor.state == "final",
+                                               Anchor.size == conf.size)).one()
+    return _view(a, c, conf)
 
 
-def anchor_covering(db: Database, index: int) -> AnchorView | None:
-    """The smallest final anchor whose tree contains leaf ``index`` (size > index), or None.
+def anchor_covering(services: Services, index: int) -> AnchorView | None:
+    """The smallest final anchor whose tree contains leaf ``index`` (size > index), or None;
+    ``unconfirmed`` when the chain does not show it present now.
 
     For the certificate proof route: the inclusion proof to that anchor's size plus this anchor
     let a relying party check the entry against the chain.
@@ -125,14 +192,14 @@ def anchor_covering(db: Database, index: int) -> AnchorView | None:
     q = (select(Anchor, AnchorContract).join(AnchorContract, Anchor.contract_id == AnchorContract.id)
          .where(AnchorContract.retired_at.is_(None), Anchor.state == "final", Anchor.size > index)
          .order_by(Anchor.size).limit(1))
-    with db.read() as s:
+    with services.db.read() as s:
         row = s.execute(q).first()
-    return None if row is None else _view(row[0], row[1])
+    return None if row is None else _views(services, [(row[0], row[1])])[0]
 
 
-def require_anchor_covering(db: Database, index: int) -> AnchorView:
+def require_anchor_covering(services: Services, index: int) -> AnchorView:
     """Raises AnchorNotFound (``anchor.not_found``) when no final anchor covers ``index`` yet."""
-    view = anchor_covering(db, index)
+    view = anchor_covering(services, index)
     if view is None:
         raise AnchorNotFound("no final anchor covers this log entry yet", index=index)
     return view
@@ -160,7 +227,7 @@ def anchor_now(services: Services, *, chain: ChainClient | None = None, max_step
             raise ChainError(r.detail)
         if r.action in TERMINAL and r.action != "final":
             break
-    return latest_anchor(services.db)
+    return latest_anchor(services)
 
 
 def anchor_matches_chain(chain: ChainClient, view: AnchorView) -> bool:

@@ -23,6 +23,8 @@ class Services:
     collateral_fetcher: Any = None
     # batches the final issuance transaction of concurrent requests (services/group_commit.py)
     group_commit: GroupCommitter = field(default_factory=GroupCommitter)
+    # the read side's check that final anchors are on chain (services/anchor_confirm.py), made on first use
+    anchor_confirmer: Any = None
 
     @classmethod
     def create(cls, settings: Settings, clock: Clock | None = None) -> Services:

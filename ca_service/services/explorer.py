@@ -295,7 +295,7 @@ def certificate_view(svc: Services, serial: str) -> CertificateView:
     submods = {str(k): v for k, v in (ear.get("submods") or {}).items() if isinstance(v, dict)}
     anchor = None
     if row.log_index is not None:
-        view = anchor_covering(svc.db, row.log_index)
+        view = anchor_covering(svc, row.log_index)
         anchor = view.to_json() if view is not None else None
     entry = None
     if row.log_index is not None:

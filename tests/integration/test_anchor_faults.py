@@ -150,3 +150,78 @@ def test_cli_anchor_once_anchors_now_and_says_what_it_waits_for(anvil, tmp_path)
         assert r["action"] == "waiting" and r["size"] == 5 and r["detail"] == "0 of 2 confirmations"
     finally:
         svc.close()
+
+
+@pytest.mark.parametrize("ttl", [0.0, 1.0])
+def test_api_never_serves_final_an_anchor_a_deep_reorg_took_away(anchor_db, anvil, tmp_path, ttl) -> None:
+    """Between an evm_revert of depth 4 (confirmations 3) and the re-anchor, GET /v1/anchors,
+    /v1/anchors/latest, the covering anchor of the proof route and the explorer never say final:
+    the read side asks the chain (TTL 0: on every read; else at most ``ttl`` seconds after the revert).
+    A chain that cannot be asked is not final either."""
+    import time
+
+    from ca_service.api.app import create_app
+    from ca_service.config import Settings
+    from ca_service.services.anchoring import anchor_covering
+    from ca_service.services.container import Services
+
+    from .anchor_fixtures import CHAIN_ID, DEV_KEY
+
+    svc = Services.create(Settings(home=tmp_path, profile="insecure-dev", chain_rpc=anvil.url, chain_id=CHAIN_ID,
+                                   chain_private_key=DEV_KEY, anchor_confirm_ttl_seconds=ttl,
+                                   database_url=anchor_db.engine.url.render_as_string(hide_password=False)))
+    http = create_app(services=svc).test_client()
+
+    def served() -> set[str]:
+        listed = http.get("/v1/anchors").get_json()["anchors"]
+        latest = http.get("/v1/anchors/latest").get_json()      # 404 anchor.not_found: nothing final
+        page = http.get("/anchors").get_data(as_text=True)
+        covering = anchor_covering(svc, 0)
+        states = {a["state"] for a in listed} | {latest.get("state", latest.get("code")),
+                                                 covering.state if covering else "none"}
+        assert ("badge final" in page) == ("final" in states), (page, states)
+        return states
+
+    source, clock = ListSource(), StepClock()
+    w = worker(anchor_db, anvil, source, clock, confirmations=3)
+    try:
+        w.tick()
+        snap = anvil.rpc("evm_snapshot")
+        source.publish(6)
+        _drive(w, anvil)
+        first = http.get("/v1/anchors/latest").get_json()
+        assert first["state"] == "final" and first["confirmed_at"] and first["detail"] is None
+        assert served() == {"final"}
+        assert anvil.rpc("evm_revert", snap) is True       # depth confirmations + 1: the anchor is gone
+        reverted = time.monotonic()
+        (row,) = _rows(anchor_db)
+        assert row.state == "final"                        # the worker has not looked yet
+        while time.monotonic() - reverted < ttl:           # within the TTL the cached answer may stand
+            time.sleep(0.1)
+        latest = http.get("/v1/anchors/latest").get_json()
+        assert latest["state"] == "unconfirmed" and "not on the chain now" in latest["detail"], latest
+        assert latest["confirmed_at"] >= first["confirmed_at"]  # when the chain last showed it
+        assert "final" not in served()
+        seen = []
+        for _ in range(12):                                # the re-anchor: never final until it is again
+            r = w.tick()
+            seen.append(r.action)
+            (row,) = _rows(anchor_db)
+            states = served()
+            assert "final" not in states or row.state == "final", (seen, states)
+            if r.action == "final":
+                break
+            if r.action == "waiting":
+                anvil.rpc("anvil_mine", "0x1")
+        assert seen[0] == "reorg" and seen[-1] == "final", seen
+        time.sleep(ttl)
+        again = http.get("/v1/anchors/latest").get_json()
+        assert again["state"] == "final" and again["confirmed_at"] > first["confirmed_at"], (first, again)
+        assert anchored_sizes(client(anvil), again["contract"]) == {6: 1}
+        anvil.stop()                                       # the chain cannot be asked: not final
+        time.sleep(ttl)
+        down = http.get("/v1/anchors/latest").get_json()
+        assert down["state"] == "unconfirmed" and "anchor.chain_unavailable" in down["detail"], down
+        assert down["confirmed_at"] is not None
+    finally:
+        svc.close()

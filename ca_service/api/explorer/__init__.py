@@ -97,8 +97,8 @@ def home() -> ResponseReturnValue:
 
     svc = services()
     cp = _try(get_checkpoint, svc)
-    anchors = _try(list_anchors, svc.db, limit=1) or []
-    final = _try(latest_anchor, svc.db)
+    anchors = _try(list_anchors, svc, limit=1) or []
+    final = _try(latest_anchor, svc)
     policies = [p for p in list_policies(svc) if p["active_version"] is not None]
     recent = ex.recent_entries(svc, limit=10)
     return render_template("explorer/home.html", cp=cp, cp_age=_age(cp.created_at) if cp else None,
@@ -225,7 +225,7 @@ def anchors() -> ResponseReturnValue:
     from ca_service.services.anchoring import list_anchors
 
     svc = services()
-    return render_template("explorer/anchors.html", anchors=list_anchors(svc.db, limit=100),
+    return render_template("explorer/anchors.html", anchors=list_anchors(svc, limit=100),
                            confirmations=svc.settings.anchor_confirmations, rpc=svc.settings.chain_rpc)
 
 

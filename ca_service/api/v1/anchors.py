@@ -27,14 +27,14 @@ def _int_arg(name: str, default: int | None) -> int | None:
 def index() -> dict[str, Any]:
     """Anchors of the active contract, newest first; ``?limit=`` (1..1000), ``?before=SIZE`` to page."""
     limit = _int_arg("limit", 100)
-    views = list_anchors(services().db, limit=limit or 0, before_size=_int_arg("before", None))
+    views = list_anchors(services(), limit=limit or 0, before_size=_int_arg("before", None))
     return {"anchors": [v.to_json() for v in views]}
 
 
 @bp.get("/latest")
 def latest() -> dict[str, Any]:
     """The newest final anchor (404 ``anchor.not_found`` before the first one)."""
-    return latest_anchor(services().db).to_json()
+    return latest_anchor(services()).to_json()
 
 
 def anchor_for_log_index(index: int) -> dict[str, Any] | None:
@@ -42,5 +42,5 @@ def anchor_for_log_index(index: int) -> dict[str, Any] | None:
 
     ``{chain_id, contract, tx_hash, block_number, size, root, checkpoint_hash, state}``.
     """
-    view: AnchorView | None = anchor_covering(services().db, index)
+    view: AnchorView | None = anchor_covering(services(), index)
     return None if view is None else view.to_json()

@@ -94,7 +94,7 @@ def get_proof(serial: str) -> ResponseReturnValue:
         try:
             from ca_service.services.anchoring import anchor_covering
 
-            view = anchor_covering(svc.db, row.log_index)
+            view = anchor_covering(svc, row.log_index)
             anchor = view.to_json() if view is not None else None
         except ImportError:
             anchor = None

@@ -291,3 +291,15 @@ def test_a_pck_crl_that_revokes_one_platform_affects_only_its_certificates(ca, w
     r = ca.issue(ti, hosts["patched"], "tdx-ignore")
     assert r.status_code in (400, 403, 422) and r.json()["code"] == "evidence.certificate_revoked", r.text
     assert ca.issue(ti, hosts["old"], "tdx-ignore").status_code == 201
+
+
+def test_a_production_ca_refuses_to_start_with_test_roots(tmp_path, world):
+    """The setting is not reachable in production by accident: serve and every command refuse it."""
+    root = world["ti"].write_root(tmp_path / "root.pem")
+    env = {**os.environ, "CA_SERVICE_HOME": str(tmp_path / "home"), "CA_SERVICE_PROFILE": "production",
+           "CA_SERVICE_INSECURE_TEST_ROOTS": f"intel={root}"}
+    for args in (["serve", "--bind", f"127.0.0.1:{_free_port()}"], ["init"], ["collateral", "list"]):
+        res = subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=120)
+        assert res.returncode != 0 and "error [config.invalid]" in res.stderr, (args, res.stderr)
+        assert "refused in the production profile" in res.stderr
+    assert not (tmp_path / "home" / "ca-service.db").exists()

@@ -6,6 +6,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +42,15 @@ class Settings:
     # Intel PCS v4 ``update=`` for TCB Info and QE Identity: "standard" (the PCS default) or "early"
     # (the TCB recovery data Intel publishes ahead of the standard date)
     collateral_update: str = "standard"
+    # PCCS-like mirrors of the allowlisted vendor hosts (CA_SERVICE_COLLATERAL_MIRRORS=HOST=URL,...):
+    # the resource is still named by its vendor URL, only the transport goes to the mirror
+    collateral_mirrors: tuple[tuple[str, str], ...] = ()
+    # the collateral duty under `serve` (services/collateral_duty.py): refresh what expires within
+    # `within` (online mode only) and re-appraise the certificates a changed resource concerns, every
+    # `interval` seconds in one process of all replicas (CA_SERVICE_COLLATERAL_REFRESH=on|off)
+    collateral_refresh: bool = True
+    collateral_refresh_interval_seconds: float = 3600.0
+    collateral_refresh_within: timedelta = timedelta(days=30)
     # policies whose certificates may sign integrity reports: comma-separated names, "*" for any;
     # None (unset): any in insecure-dev, none in production
     integrity_policies: str | None = None
@@ -88,6 +98,9 @@ class Settings:
                 ipaddress.ip_network(proxy, strict=False)
         except ValueError as exc:
             raise ConfigurationError("CA_SERVICE_TRUSTED_PROXIES must be IP addresses or CIDRs") from exc
+        if self.collateral_refresh_interval_seconds <= 0 or self.collateral_refresh_within < timedelta(0):
+            raise ConfigurationError("CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS must be positive and "
+                                     "CA_SERVICE_COLLATERAL_REFRESH_WITHIN a duration like 30d")
         if self.challenge_purge_interval_seconds <= 0:
             raise ConfigurationError("CA_SERVICE_CHALLENGE_PURGE_INTERVAL_SECONDS must be positive")
         if self.anchor_confirm_ttl_seconds < 0:
@@ -173,6 +186,19 @@ class Settings:
             kwargs["explorer"] = v.lower() in ("on", "true", "1")
         if (v := get("COLLATERAL_UPDATE")) is not None:
             kwargs["collateral_update"] = v
+        if (v := get("COLLATERAL_MIRRORS")) is not None:
+            kwargs["collateral_mirrors"] = _mirrors(v)
+        if (v := get("COLLATERAL_REFRESH")) is not None:
+            if v.lower() not in ("on", "off", "true", "false", "1", "0"):
+                raise ConfigurationError("CA_SERVICE_COLLATERAL_REFRESH must be on or off")
+            kwargs["collateral_refresh"] = v.lower() in ("on", "true", "1")
+        if (v := get("COLLATERAL_REFRESH_INTERVAL_SECONDS")) is not None:
+            try:
+                kwargs["collateral_refresh_interval_seconds"] = float(v)
+            except ValueError as exc:
+                raise ConfigurationError("CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS is not a number") from exc
+        if (v := get("COLLATERAL_REFRESH_WITHIN")) is not None:
+            kwargs["collateral_refresh_within"] = _duration(v, "CA_SERVICE_COLLATERAL_REFRESH_WITHIN")
         if (v := get("LOG_ORIGIN")) is not None:
             kwargs["log_origin"] = v
         if (v := get("INSECURE_TEST_ROOTS")) is not None:
@@ -188,3 +214,21 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+
+def _mirrors(value: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        host, sep, url = part.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise ConfigurationError("CA_SERVICE_COLLATERAL_MIRRORS must be HOST=URL,... (an http(s) URL each)")
+        out.append((host.strip(), url.strip()))
+    return tuple(out)
+
+
+def _duration(value: str, name: str) -> timedelta:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = value[:-1], value[-1:]
+    if unit not in units or not number.isdigit():
+        raise ConfigurationError(f"{name} must be a duration like 30d, 12h, 90m")
+    return timedelta(seconds=int(number) * units[unit])

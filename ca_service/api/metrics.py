@@ -93,6 +93,9 @@ class StateCollector(Collector):
         yield gauge("ca_service_anchor_lag_seconds", "Age of the oldest checkpoint no final anchor covers",
                     st.anchor_lag_seconds)
         yield gauge("ca_service_challenges", "Rows in the challenge table", st.challenges)
+        yield gauge("ca_service_collateral_duty_last_run_age_seconds",
+                    "Seconds since the collateral duty (refresh + re-appraisal) last ran",
+                    st.collateral_duty_age_seconds)
         exp = GaugeMetricFamily("ca_service_collateral_expiry_seconds",
                                 "Seconds until each cached collateral item's next update (negative: past)",
                                 labels=["kind", "key"])

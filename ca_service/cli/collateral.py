@@ -17,10 +17,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from ca_service.cli.common import open_services
+from ca_service.cli.common import actor, open_services
 from ca_service.cli.progress import progress_bar
 from ca_service.collateral.fetchers import RequestsFetcher, dump_bundle
 from ca_service.collateral.store import newest_per_key
@@ -45,21 +46,59 @@ def collateral() -> None:
 
 @collateral.command("import")
 @click.argument("bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--no-reappraise", is_flag=True,
+              help="only cache: do not re-appraise the certificates a changed resource concerns")
 @click.option("--json", "as_json", is_flag=True)
-def import_(bundle: Path, as_json: bool) -> None:
-    """Verify every item of an offline BUNDLE and cache it (nothing is cached if one is refused)."""
+def import_(bundle: Path, no_reappraise: bool, as_json: bool) -> None:
+    """Verify every item of an offline BUNDLE and cache it (nothing is cached if one is refused); then
+    re-appraise the valid certificates whose evidence needs a resource that changed, and revoke, flag
+    or leave each as its policy version's collateral.on_collateral_update says."""
+    from ca_service.collateral.changes import high_water
+
     svc = open_services()
     try:
+        with svc.db.read() as session:
+            mark = high_water(session)
         result = service.import_bundle(svc, bundle.read_bytes(), roots=trust_roots(svc))
+        duty = None
+        if result.changed and not no_reappraise:
+            from ca_service.services import collateral_duty
+
+            duty = collateral_duty.run(svc, trigger="import", actor=actor(), since=mark, wait_seconds=DUTY_WAIT)
     except CAServiceError as exc:
         _fail(exc)
         return
     finally:
         svc.close()
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps(result.to_json() | {"reappraisal": duty.to_json() if duty else None}, indent=2))
         return
     click.echo(f"imported {len(result.added)} item(s); {len(result.already_cached)} already cached")
+    _echo_changes(result.changed, duty, no_reappraise)
+
+
+# a CLI run waits this long for the duty's lock (serve's duty may hold it during its own run)
+DUTY_WAIT = 300.0
+
+
+def _echo_changes(changed: list[Any], duty: Any, skipped: bool) -> None:
+    for c in changed:
+        click.echo(f"changed\t{c.kind}\t{c.key}\t{c.reason}")
+    if not changed:
+        click.echo("no resource changed in a way that can change a verdict")
+        return
+    if skipped:
+        click.echo("not re-appraised (--no-reappraise): run `ca-service reappraise`")
+        return
+    if duty.outcome == "locked":
+        click.echo("not re-appraised: another process holds the re-appraisal lock; serve's duty judges these "
+                   "changes on its next run, or run `ca-service reappraise`", err=True)
+        return
+    counts = duty.counts()
+    click.echo(f"re-appraised {len(duty.reappraised)} certificate(s): revoked {counts['revoke']}, "
+               f"flagged {counts['warn']}, ignored {counts['ignore']}")
+    for a in duty.actions:
+        click.echo(f"{a['action']}\t{a['serial']}\t{a['before']} -> {a['after']}")
 
 
 def _mirrors(values: tuple[str, ...]) -> dict[str, str]:
@@ -76,26 +115,43 @@ def _mirrors(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--within", default="7d", show_default=True,
               help="refresh what expires within this window (e.g. 24h, 7d)")
 @click.option("--mirror", "mirrors", multiple=True, metavar="HOST=URL",
-              help="fetch an allowlisted vendor host's resources from URL (a PCCS-like mirror)")
+              help="fetch an allowlisted vendor host's resources from URL (a PCCS-like mirror) "
+                   "[default: CA_SERVICE_COLLATERAL_MIRRORS]")
+@click.option("--no-reappraise", is_flag=True,
+              help="only refresh: do not re-appraise the certificates a changed resource concerns")
 @click.option("--json", "as_json", is_flag=True)
-def refresh(within: str, mirrors: tuple[str, ...], as_json: bool) -> None:
-    """Fetch again, verify and cache every resource that is about to expire. Exit 1 if any was refused."""
+def refresh(within: str, mirrors: tuple[str, ...], no_reappraise: bool, as_json: bool) -> None:
+    """Fetch again, verify and cache every resource that is about to expire; then re-appraise what a
+    changed resource concerns (as `import`). Exit 1 if any was refused."""
     svc = open_services()
+    duty = None
     try:
-        fetcher = RequestsFetcher(clock=svc.clock, mirrors=_mirrors(mirrors))
-        result = service.refresh(svc, fetcher, within=parse_duration(within), roots=trust_roots(svc))
+        fetcher = RequestsFetcher(clock=svc.clock,
+                                  mirrors=_mirrors(mirrors) if mirrors else dict(svc.settings.collateral_mirrors))
+        if no_reappraise:
+            result = service.refresh(svc, fetcher, within=parse_duration(within), roots=trust_roots(svc))
+        else:
+            from ca_service.services import collateral_duty
+
+            duty = collateral_duty.run(svc, trigger="refresh", actor=actor(), fetcher=fetcher,
+                                       within=parse_duration(within), wait_seconds=DUTY_WAIT)
+            if duty.refresh is None:  # the lock stayed taken: refresh without judging
+                result = service.refresh(svc, fetcher, within=parse_duration(within), roots=trust_roots(svc))
+            else:
+                result = duty.refresh
     except CAServiceError as exc:
         _fail(exc)
         return
     finally:
         svc.close()
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        click.echo(json.dumps(result.to_json() | {"reappraisal": duty.to_json() if duty else None}, indent=2))
     else:
         click.echo(f"refreshed {len(result.refreshed)}, unchanged {len(result.unchanged)}, "
                    f"refused {len(result.refused)}")
         for r in result.refused:
             click.echo(f"refused [{r['code']}] {r['url']}: {r['detail']}", err=True)
+        _echo_changes(result.changed if duty is None or duty.refresh is None else duty.changes, duty, no_reappraise)
     if not result.ok:
         sys.exit(1)
 

@@ -37,13 +37,17 @@ log = logging.getLogger("ca_service.serve")
                    "[default: CA_SERVICE_RATE_LIMIT_BURST or 50]")
 @click.option("--anchor/--no-anchor", "anchor", default=None,
               help="run the anchor worker (default: on when CA_SERVICE_CHAIN_RPC is a real RPC URL)")
+@click.option("--collateral-refresh/--no-collateral-refresh", "collateral_refresh", default=None,
+              help="run the collateral duty: refresh due collateral (CA_SERVICE_COLLATERAL=online) and "
+                   "re-appraise what a change concerns, every CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS "
+                   "[default: CA_SERVICE_COLLATERAL_REFRESH or on]")
 def serve(bind: str, workers: int, threads: int, worker_class: str, request_timeout: float, worker_timeout: int,
           graceful_timeout: int, keep_alive: int, publish_interval: float, rate_limit: float | None,
-          rate_limit_burst: int | None, anchor: bool | None) -> None:
+          rate_limit_burst: int | None, anchor: bool | None, collateral_refresh: bool | None) -> None:
     """Run the HTTP API with gunicorn.
 
-    Every worker runs the checkpoint publisher and (optionally) the anchor worker in background
-    threads; both take a database lock per step, so one of them does the work at a time. Workers
+    Every worker runs the checkpoint publisher, the collateral duty and (optionally) the anchor worker
+    in background threads; each takes a database lock per step, so one of them does the work at a time. Workers
     die with their master (PR_SET_PDEATHSIG). GUNICORN_CMD_ARGS is honoured and wins over these
     options, as with the gunicorn command.
     """
@@ -60,6 +64,8 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, request_time
     run_anchor = anchor if anchor is not None else settings.chain_rpc != "embedded"
     if run_anchor and settings.chain_rpc == "embedded":
         raise click.UsageError("the embedded chain lives in one process; anchor with a real RPC under serve")
+    if collateral_refresh is not None:
+        settings = settings.with_(collateral_refresh=collateral_refresh)
     os.environ["CA_SERVICE_REQUEST_TIMEOUT_SECONDS"] = str(request_timeout)
     _check_replica(settings)
 
@@ -89,6 +95,11 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, request_time
             from ca_service.cli.anchor import serve_background
 
             serve_background(svc)
+        if svc.settings.collateral_refresh:
+            from ca_service.services.collateral_duty import start_duty
+
+            start_duty(svc, interval=svc.settings.collateral_refresh_interval_seconds,
+                       within=svc.settings.collateral_refresh_within)
 
     class _App(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:

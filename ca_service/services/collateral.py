@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.orm import Session
 
 from ca_service.clock import require_aware
-from ca_service.collateral import endpoints
+from ca_service.collateral import changes, endpoints
+from ca_service.collateral.changes import Change
 from ca_service.collateral.endpoints import AmdTcb, Endpoint, Kind
 from ca_service.collateral.errors import FetchFailed, RollbackRefused
 from ca_service.collateral.fetchers import Fetcher, Response, load_bundle
@@ -466,9 +467,12 @@ def _rank(ep: Endpoint) -> int:
 class ImportResult:
     added: list[str] = field(default_factory=list)
     already_cached: list[str] = field(default_factory=list)
+    # resources whose new items can change a verdict (collateral/changes.py): what re-appraisal looks at
+    changed: list[Change] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"added": self.added, "already_cached": self.already_cached}
+        return {"added": self.added, "already_cached": self.already_cached,
+                "changed": [c.to_json() for c in self.changed]}
 
 
 def import_bundle(svc: Services, data: bytes, roots: TrustRoots = DEFAULT_ROOTS) -> ImportResult:
@@ -485,9 +489,11 @@ def import_bundle(svc: Services, data: bytes, roots: TrustRoots = DEFAULT_ROOTS)
     result = ImportResult()
     now = svc.clock.now()
     with svc.db.transaction() as session:
+        mark = changes.high_water(session)
         for ep, resp in parsed:
             item = verify_response(ep, resp, roots, _amd_chains(session, ep))
             (result.added if insert(session, item, now) else result.already_cached).append(ep.url)
+        result.changed = changes.since(session, mark)
     return result
 
 
@@ -496,13 +502,15 @@ class RefreshResult:
     refreshed: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     refused: list[dict[str, str]] = field(default_factory=list)
+    changed: list[Change] = field(default_factory=list)  # as ImportResult.changed
 
     @property
     def ok(self) -> bool:
         return not self.refused
 
     def to_json(self) -> dict[str, Any]:
-        return {"refreshed": self.refreshed, "unchanged": self.unchanged, "refused": self.refused}
+        return {"refreshed": self.refreshed, "unchanged": self.unchanged, "refused": self.refused,
+                "changed": [c.to_json() for c in self.changed]}
 
 
 def refresh(svc: Services, fetcher: Fetcher, *, within: timedelta,
@@ -515,6 +523,7 @@ def refresh(svc: Services, fetcher: Fetcher, *, within: timedelta,
     now = svc.clock.now()
     with svc.db.read() as session:
         due = [(row.url, row.next_update) for row in newest_per_key(session) if row.next_update <= now + within]
+        mark = changes.high_water(session)
     result = RefreshResult()
     for url, _ in due:
         ep = endpoints.parse_url(url)
@@ -524,4 +533,7 @@ def refresh(svc: Services, fetcher: Fetcher, *, within: timedelta,
             result.refused.append({"url": ep.url, "code": exc.code, "detail": exc.detail})
             continue
         (result.refreshed if added else result.unchanged).append(ep.url)
+    if result.refreshed:
+        with svc.db.read() as session:
+            result.changed = changes.since(session, mark)
     return result

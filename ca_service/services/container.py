@@ -36,7 +36,7 @@ class Services:
         if settings.collateral_mode == "online":
             from ca_service.collateral.fetchers import RequestsFetcher
 
-            fetcher = RequestsFetcher()
+            fetcher = RequestsFetcher(mirrors=dict(settings.collateral_mirrors))
         return cls(settings=settings, db=db, clock=clock or SystemClock(), keys=KeyStore(settings, db),
                    collateral_fetcher=fetcher)
 

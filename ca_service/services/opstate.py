@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from ca_service.db.models.anchor import Anchor, AnchorContract
-from ca_service.db.models.collateral import CollateralItem
+from ca_service.db.models.collateral import CollateralItem, DutyState
 from ca_service.db.models.core import Challenge
 from ca_service.db.models.tlog import TlogCheckpoint
 from ca_service.services.container import Services
@@ -22,6 +22,7 @@ from ca_service.tlog.store import stored_size
 # a checkpoint is due every few seconds under `serve`; an anchor every T (60 s) or N leaves
 CHECKPOINT_STUCK_SECONDS = 120.0
 ANCHOR_STUCK_FACTOR = 5.0
+DUTY_STUCK_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,12 @@ class OpsState:
     anchor_lag_seconds: float | None     # age of the oldest checkpoint no final anchor covers
     challenges: int
     collateral_expiry_seconds: dict[tuple[str, str], float] = field(default_factory=dict)
+    # the collateral duty's last run (services/collateral_duty.py): when, and its error if it failed
+    collateral_duty_age_seconds: float | None = None
+    collateral_duty_error: str | None = None
 
-    def degraded(self, anchor_interval_seconds: float, anchoring: bool) -> list[str]:
+    def degraded(self, anchor_interval_seconds: float, anchoring: bool,
+                 collateral_duty_interval: float | None = None) -> list[str]:
         out = []
         if (self.log_size > self.checkpoint_size and self.checkpoint_age_seconds is not None
                 and self.checkpoint_age_seconds > CHECKPOINT_STUCK_SECONDS):
@@ -45,6 +50,11 @@ class OpsState:
         stuck = max(60.0, ANCHOR_STUCK_FACTOR * anchor_interval_seconds)
         if anchoring and self.anchor_lag_seconds is not None and self.anchor_lag_seconds > stuck:
             out.append(f"anchoring: {self.anchor_lag_leaves} leaves unanchored for {self.anchor_lag_seconds:.0f} s")
+        if collateral_duty_interval is not None and self.collateral_duty_age_seconds is not None:
+            if self.collateral_duty_error is not None:
+                out.append(f"collateral duty: the last run failed ({self.collateral_duty_error})")
+            elif self.collateral_duty_age_seconds > DUTY_STUCK_FACTOR * collateral_duty_interval + 300:
+                out.append(f"collateral duty: last run {self.collateral_duty_age_seconds:.0f} s ago")
         return out
 
 
@@ -72,7 +82,11 @@ def operational_state(svc: Services) -> OpsState:
         expiry = {(k, key): (nu - now).total_seconds() for k, key, nu in s.execute(
             select(CollateralItem.kind, CollateralItem.key, func.max(CollateralItem.next_update))
             .group_by(CollateralItem.kind, CollateralItem.key))}
+        duty = s.get(DutyState, "collateral")
+        last_run = (duty.state.get("last_run") or {}) if duty is not None else {}
+    duty_at = datetime.fromisoformat(last_run["at"].replace("Z", "+00:00")) if "at" in last_run else None
     return OpsState(now=now, log_size=size, checkpoint_size=latest.size if latest is not None else 0,
                     checkpoint_age_seconds=_age(now, latest.created_at if latest is not None else None),
                     anchored_size=anchored, anchor_lag_leaves=lag_leaves, anchor_lag_seconds=lag_seconds,
-                    challenges=challenges, collateral_expiry_seconds=expiry)
+                    challenges=challenges, collateral_expiry_seconds=expiry,
+                    collateral_duty_age_seconds=_age(now, duty_at), collateral_duty_error=last_run.get("error"))

@@ -31,7 +31,7 @@ from sqlalchemy import select
 from ca_service import evidence as evidence_mod
 from ca_service.collateral.endpoints import endpoint_for
 from ca_service.db.models import Certificate, EvidenceBlob
-from ca_service.errors import CAServiceError, RequestError
+from ca_service.errors import CAServiceError, Conflict, RequestError
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.needs import SUPPLIED_KINDS, needs_for
 from ca_service.policy.appraise import appraise
@@ -175,20 +175,32 @@ def apply(svc: Services, results: list[Reappraised], *, actor: str) -> list[dict
             continue
         action = on_collateral_update(svc, r.policy, versions[r.serial])
         if action == "revoke":
-            revocation.revoke(svc, r.serial, reason="privilegeWithdrawn", actor=actor)
-        elif action == "warn":
-            _warn(svc, r, actor)
+            try:
+                revocation.revoke(svc, r.serial, reason="privilegeWithdrawn", actor=actor)
+            except Conflict:
+                continue  # revoked meanwhile: by an admin, or with its CVM certificate (loader cascade)
+        elif action == "warn" and not _warn(svc, r, actor):
+            continue  # flagged for this finding already
         REAPPRAISED.labels(policy=r.policy, action=action).inc()
         out.append({"serial": r.serial, "action": action, "before": r.before, "after": r.after})
     return out
 
 
-def _warn(svc: Services, r: Reappraised, actor: str) -> None:
+def _finding(after: object, reasons: Collection[str]) -> tuple[object, tuple[str, ...]]:
+    """What a flag says, for comparing two runs: the status and the reasons, a refusal by its code only
+    (its detail names the time of the run)."""
+    return after, tuple(r.split("]", 1)[0] + "]" if r.startswith("refused [") else r for r in reasons)
+
+
+def _warn(svc: Services, r: Reappraised, actor: str) -> bool:
     now = svc.clock.now()
     with svc.db.transaction() as session:
         cert = session.scalars(select(Certificate).where(Certificate.serial == r.serial).with_for_update()).one()
         if cert.status != "valid":
-            return
+            return False
+        flag = (cert.appraisal or {}).get("reappraisal") or {}
+        if _finding(flag.get("after"), flag.get("reasons") or []) == _finding(r.after, r.reasons):
+            return False  # flagged already for the same finding: a second run (worker, CLI) adds nothing
         cert.appraisal = {**cert.appraisal, "reappraisal": {"at": now.isoformat(), "before": r.before,
                                                             "after": r.after, "reasons": list(r.reasons)}}
         audit.record(session, at=now, actor=actor, action="certificate.reappraised", target=r.serial,
@@ -196,3 +208,4 @@ def _warn(svc: Services, r: Reappraised, actor: str) -> None:
         session.flush()
         append_leaf(session, tlog_leaves.reappraisal_leaf(at=now, serial=r.serial, before=r.before,
                                                            after=r.after, action="warn"))
+    return True

@@ -97,10 +97,11 @@ def test_refresh_before_expiry(svc, vendor, bundle_entries):
     svc.clock = FixedClock(june_next - timedelta(days=10))
     fetcher = RequestsFetcher(clock=svc.clock, mirrors=_mirrors(base))
     assert cs.refresh(svc, fetcher, within=timedelta(days=7)).to_json() == \
-        {"refreshed": [], "unchanged": [], "refused": []}
+        {"refreshed": [], "unchanged": [], "refused": [], "changed": []}
     app.set(october)
     result = cs.refresh(svc, fetcher, within=timedelta(days=30))
     assert result.refreshed == [url] and result.ok
+    assert result.changed == []  # Intel's re-issue of evaluation 17: no verdict can change
     with svc.db.read() as session:
         [row] = newest_per_key(session, [Kind.TDX_TCB_INFO])
     assert row.next_update > june_next

@@ -6,25 +6,19 @@ dry run reports the refusal, never a pass."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import uuid
 from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
 
-from ca_service.ca.ear import build_ear
 from ca_service.cli.main import cli
-from ca_service.db.models import Certificate, EvidenceBlob
-from ca_service.evidence import verify
-from ca_service.policy.appraise import appraise
 from ca_service.services import collateral as cs
 from ca_service.services import policies
 from ca_service.services.reappraisal import reappraise
 from tests.collateral.fixtures import fresh_services
 from tests.collateral.make_bundle import intel_entries
-from tests.vectors.manifest import load_manifest
+from tests.collateral.recorded import record, vector
 
 POLICY = """
 name: tdx-fleet
@@ -41,47 +35,11 @@ QUOTES = ("tdx/gcp-c3-v4-uptodate", "tdx/automata-v4-outofdate")
 
 
 def _v(path, date):
-    return next(v for v in load_manifest() if v.path == path and v.files.get("collateral", "").startswith(date))
-
-
-def _der(svc, serial: str, at) -> bytes:
-    """The certificate body under the row's serial, signed by the CA's issuing key and valid until a day
-    from now (the CRL lists only what that key issued and has not expired)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.hazmat.primitives.serialization import Encoding
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test")])
-    issuer = svc.keys.certificate("issuing")
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer.subject).public_key(key.public_key())
-            .serial_number(int(serial, 16)).not_valid_before(at).not_valid_after(svc.clock.now() + timedelta(hours=24))
-            .sign(svc.keys.private_key("issuing"), hashes.SHA256()))
-    return cert.public_bytes(Encoding.DER)
+    return vector(path, date)
 
 
 def _record(svc, ref, v) -> str:
-    """A certificate row as issuance records it for this quote, judged by its own 2025-06 collateral at
-    its time (real quotes cannot be bound to a fresh challenge, so the row is written directly)."""
-    ve = verify("tdx-quote", v.read("quote"), collateral=[v.read("collateral")], at=v.verify_time)
-    result = appraise(ref.policy, [ve], insecure_allowed=False)
-    assert result.passed
-    ear = build_ear([ve], result, policy_id=ref.id, issued_at=v.verify_time)
-    serial = uuid.uuid4().hex.lstrip("0")
-    digest = hashlib.sha256(v.read("quote")).hexdigest()
-    der = _der(svc, serial, v.verify_time)
-    with svc.db.transaction() as session:
-        if session.get(EvidenceBlob, digest) is None:
-            session.add(EvidenceBlob(sha256=digest, kind="tdx-quote", data=v.read("quote"), created_at=v.verify_time))
-        session.add(Certificate(serial=serial, issued_at=v.verify_time, not_before=v.verify_time,
-                                not_after=svc.clock.now() + timedelta(hours=24), subject="CN=test",
-                                spki_sha256="0" * 64, evidence=[{"type": "tdx-quote", "sha256": digest}],
-                                policy_name=ref.policy.name, policy_version=ref.version,
-                                policy_digest=ref.policy.digest, appraisal=result.to_json() | {"ear": ear},
-                                der=der, status="valid"))
-    return serial
+    return record(svc, ref, v)
 
 
 @pytest.fixture(scope="module")

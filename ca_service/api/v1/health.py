@@ -26,8 +26,10 @@ def readyz() -> ResponseReturnValue:
         svc.keys.certificate("issuing")
         from ca_service.services.opstate import operational_state
 
-        degraded = operational_state(svc).degraded(svc.settings.anchor_interval_seconds,
-                                                   anchoring=svc.settings.chain_rpc != "embedded")
+        degraded = operational_state(svc).degraded(
+            svc.settings.anchor_interval_seconds, anchoring=svc.settings.chain_rpc != "embedded",
+            collateral_duty_interval=svc.settings.collateral_refresh_interval_seconds
+            if svc.settings.collateral_refresh else None)
     except (SQLAlchemyError, CAServiceError):
         resp = problem(503, "service.not_ready", "Not ready", "database or CA keys are not available")
         resp.headers["Retry-After"] = "5"

@@ -2,7 +2,7 @@
 
 from ca_service.db.base import Base
 from ca_service.db.models.anchor import Anchor, AnchorContract, AnchorWorkerLease  # noqa: F401
-from ca_service.db.models.collateral import CollateralItem  # noqa: F401
+from ca_service.db.models.collateral import CollateralItem, DutyState  # noqa: F401
 from ca_service.db.models.core import (
     ApiToken,
     AuditEvent,

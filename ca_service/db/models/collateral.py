@@ -10,6 +10,7 @@ number) is what selection and refresh read. Rows are only added: a newer respons
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, Index, Integer, LargeBinary, String, Text
 from sqlalchemy import UniqueConstraint as Unique
@@ -37,3 +38,15 @@ class CollateralItem(Base):
     fetched_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     sha256: Mapped[str] = mapped_column(String(64))  # of body
+
+
+class DutyState(Base):
+    """Where a background duty left off, shared by every process and replica: for the collateral
+    re-appraisal duty (``services/collateral_worker.py``) the collateral high-water mark it has judged
+    and its last run. Written by the lock holder only."""
+
+    __tablename__ = "duty_states"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

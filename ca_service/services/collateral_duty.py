@@ -1,0 +1,269 @@
+"""The collateral duty (issue 14, "Who runs it"): refresh due collateral, then re-appraise the certificates
+whose evidence needs a resource that changed, and act as each one's policy version says.
+
+One run, under a single-replica lock (PostgreSQL: a session advisory lock on a dedicated connection,
+freed by the server if the holder dies; SQLite: a lease row, as the anchor worker takes one):
+
+1. read where the duty left off (``duty_states``): the highest collateral row id it has judged;
+2. when a fetcher is given, refresh every cached resource whose nextUpdate falls within ``within``
+   (``services/collateral.py`` ``refresh``);
+3. the resources changed by every row added since step 1, whatever brought it (this refresh, a
+   ``collateral import``, collateral a request sent, a fetch on a cache miss): ``collateral/changes.py``;
+4. re-appraise the valid certificates that need one of them, and :func:`~ca_service.services.reappraisal.apply`
+   (revoke | warn | ignore per policy version);
+5. record the new high-water mark and the run. A run that fails before that is retried whole.
+
+``serve`` runs it in the background (:func:`start_duty`) every ``CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS``
+in whichever process gets the lock (every gunicorn worker and replica tries; the last run's time in the
+shared state keeps them from running it again before the interval). ``collateral import`` and
+``collateral refresh`` run it after a change, waiting for the lock. The first run of a CA with no
+recorded state starts from the collateral held then (``since``): ``ca-service reappraise`` judges
+everything on demand.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from prometheus_client import Counter
+from sqlalchemy import text, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from ca_service.collateral import changes
+from ca_service.collateral.changes import Change
+from ca_service.collateral.fetchers import Fetcher
+from ca_service.db.models.anchor import AnchorWorkerLease
+from ca_service.db.models.collateral import DutyState
+from ca_service.services.collateral import RefreshResult, attached_fetcher, refresh
+from ca_service.services.container import Services
+from ca_service.services.reappraisal import Reappraised, apply, reappraise
+from ca_service.services.roots import trust_roots
+
+log = logging.getLogger("ca_service.collateral_duty")
+
+DUTY = "collateral"
+LOCK_KEY = 0x6361_7376_636F_6C6C  # "casvcoll"
+LEASE_SECONDS = 900.0  # SQLite: a holder that died frees the lease after this long
+MISSING_TTL = timedelta(minutes=10)  # an id not visible this long was rolled back, not in flight
+DEFAULT_WITHIN = timedelta(days=30)  # Intel TCB Info and CRLs (30 days); not VCEKs or AMD chains (years)
+
+RUNS = Counter("ca_service_collateral_duty_runs_total", "Runs of the collateral duty, by trigger and outcome",
+               ["trigger", "outcome"])
+CHANGES = Counter("ca_service_collateral_changes_total",
+                  "Collateral resources found changed (a verdict may change), by kind", ["kind"])
+
+
+@dataclass
+class DutyRun:
+    trigger: str  # worker | import | refresh
+    outcome: str  # done | locked (another holder) | recent (ran less than the interval ago)
+    refresh: RefreshResult | None = None
+    changes: list[Change] = field(default_factory=list)
+    reappraised: list[Reappraised] = field(default_factory=list)
+    actions: list[dict[str, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out = {"revoke": 0, "warn": 0, "ignore": 0}
+        for a in self.actions:
+            out[a["action"]] = out.get(a["action"], 0) + 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"trigger": self.trigger, "outcome": self.outcome,
+                "refresh": self.refresh.to_json() if self.refresh is not None else None,
+                "changed": [c.to_json() for c in self.changes],
+                "reappraised": [r.to_json() for r in self.reappraised], "actions": self.actions}
+
+
+# --- the lock ----------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def exclusive(svc: Services, *, wait_seconds: float = 0.0, holder: str | None = None) -> Iterator[bool]:
+    """Hold the duty's lock for the block (True), or do not get it within ``wait_seconds`` (False)."""
+    deadline = time.monotonic() + wait_seconds
+    if svc.db.is_postgres:
+        with svc.db.engine.connect() as conn:
+            while True:
+                got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar())
+                conn.commit()
+                if got or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.25)
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                    conn.commit()
+        return
+    holder = holder or uuid.uuid4().hex
+    while True:
+        got = _take_lease(svc, holder)
+        if got or time.monotonic() >= deadline:
+            break
+        time.sleep(0.25)
+    try:
+        yield got
+    finally:
+        if got:
+            with svc.db.transaction() as s:
+                s.execute(update(AnchorWorkerLease).where(AnchorWorkerLease.name == "collateral-duty",
+                                                          AnchorWorkerLease.holder == holder)
+                          .values(expires_at=svc.clock.now()))
+
+
+def _take_lease(svc: Services, holder: str) -> bool:
+    now = svc.clock.now()
+    with svc.db.transaction() as s:
+        lease = s.get(AnchorWorkerLease, "collateral-duty")
+        if lease is None:
+            s.add(AnchorWorkerLease(name="collateral-duty", holder=holder,
+                                    expires_at=now + timedelta(seconds=LEASE_SECONDS)))
+            return True
+        if lease.holder != holder and lease.expires_at > now:
+            return False
+        lease.holder = holder
+        lease.expires_at = now + timedelta(seconds=LEASE_SECONDS)
+        return True
+
+
+# --- state ----------------------------------------------------------------------------------------------
+
+
+def last_state(svc: Services) -> dict[str, Any] | None:
+    """The duty's recorded state (``high_water``, ``missing``, ``last_run``), or None before its first run."""
+    with svc.db.read() as s:
+        row = s.get(DutyState, DUTY)
+        return dict(row.state) if row is not None else None
+
+
+def _save(svc: Services, state: dict[str, Any]) -> None:
+    with svc.db.transaction() as s:
+        row = s.get(DutyState, DUTY)
+        if row is None:
+            s.add(DutyState(name=DUTY, state=state, updated_at=svc.clock.now()))
+        else:
+            row.state = state
+            row.updated_at = svc.clock.now()
+
+
+def _iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
+
+
+def _parse(t: str) -> datetime:
+    return datetime.fromisoformat(t.replace("Z", "+00:00"))
+
+
+# --- one run --------------------------------------------------------------------------------------------
+
+
+def run(svc: Services, *, trigger: str, actor: str, fetcher: Fetcher | None = None,
+        within: timedelta = DEFAULT_WITHIN, since: int | None = None, min_interval: timedelta | None = None,
+        wait_seconds: float = 0.0) -> DutyRun:
+    """One run of the duty (module docstring). ``since``: the high-water mark to start from when the
+    duty has no recorded state (default: the collateral held now, before any refresh).
+    ``min_interval``: do nothing (outcome ``recent``) if any holder ran it less than this ago."""
+    with exclusive(svc, wait_seconds=wait_seconds) as got:
+        if not got:
+            RUNS.labels(trigger=trigger, outcome="locked").inc()
+            return DutyRun(trigger, "locked")
+        state = last_state(svc) or {}
+        now = svc.clock.now()
+        last = state.get("last_run") or {}
+        if min_interval is not None and "at" in last and now - _parse(last["at"]) < min_interval:
+            return DutyRun(trigger, "recent")
+        try:
+            out = _run(svc, state, trigger=trigger, actor=actor, fetcher=fetcher, within=within, since=since)
+        except Exception as exc:
+            # recorded, so the interval holds for a failing run too (no vendor hammering), but the
+            # high-water mark stays: the next run judges the same changes again
+            state["last_run"] = {"at": _iso(now), "trigger": trigger, "error": type(exc).__name__}
+            try:
+                _save(svc, state)
+            except Exception:  # recording the failure must not mask it
+                log.exception("could not record the failed collateral duty run")
+            RUNS.labels(trigger=trigger, outcome="failed").inc()
+            raise
+        RUNS.labels(trigger=trigger, outcome="done").inc()
+        return out
+
+
+def _run(svc: Services, state: dict[str, Any], *, trigger: str, actor: str, fetcher: Fetcher | None,
+         within: timedelta, since: int | None) -> DutyRun:
+    now = svc.clock.now()
+    if "high_water" in state:
+        mark = int(state["high_water"])
+    elif since is not None:
+        mark = since
+    else:
+        with svc.db.read() as s:
+            mark = changes.high_water(s)
+    pending = {int(k): _parse(v) for k, v in (state.get("missing") or {}).items()}
+    refreshed = refresh(svc, fetcher, within=within, roots=trust_roots(svc)) if fetcher is not None else None
+    with svc.db.read() as s:
+        scan = changes.scan(s, mark, also=frozenset(pending))
+    results: list[Reappraised] = []
+    actions: list[dict[str, str]] = []
+    if scan.changes:
+        for c in scan.changes:
+            CHANGES.labels(kind=c.kind).inc()
+        results = reappraise(svc, changed={c.resource for c in scan.changes})
+        actions = apply(svc, results, actor=actor)
+    out = DutyRun(trigger, "done", refreshed, scan.changes, results, actions)
+    missing = {i: pending.get(i, now) for i in scan.missing}
+    state = {"high_water": scan.high_water,
+             "missing": {str(i): _iso(t) for i, t in missing.items() if now - t < MISSING_TTL},
+             "last_run": {"at": _iso(now), "trigger": trigger, "changed": len(scan.changes),
+                          "reappraised": len(results), **out.counts(),
+                          "refused": len(refreshed.refused) if refreshed is not None else 0}}
+    _save(svc, state)
+    if scan.changes:
+        log.info("collateral duty: %d resource(s) changed, %d certificate(s) re-appraised, %s",
+                 len(scan.changes), len(results), out.counts(), extra={"trigger": trigger})
+    return out
+
+
+# --- in the background (serve) ------------------------------------------------------------------------------
+
+
+def run_duty(svc: Services, stop: threading.Event, *, interval: float, within: timedelta = DEFAULT_WITHIN,
+             poll: float | None = None) -> None:
+    """Run the duty every ``interval`` seconds (whichever process holds the lock) until ``stop`` is set.
+    Refreshes only when the services have a fetcher (``CA_SERVICE_COLLATERAL=online``); re-appraises
+    in any case. Errors are logged and retried; a database outage backs off."""
+    poll = poll if poll is not None else min(interval, 60.0)
+    delay = 0.0
+    while not stop.wait(delay):
+        try:
+            run(svc, trigger="worker", actor="collateral-duty", fetcher=attached_fetcher(svc), within=within,
+                min_interval=timedelta(seconds=interval) * 0.9)
+            delay = poll
+        except (OperationalError, InterfaceError, PoolTimeout) as exc:
+            delay = min(300.0, max(poll, delay * 2))
+            log.warning("collateral duty: database unavailable (%s); retrying in %.0f s",
+                        type(getattr(exc, "orig", None) or exc).__name__, delay)
+        except Exception:  # the background thread must survive anything
+            log.exception("collateral duty run failed; retrying")
+            delay = poll
+
+
+def start_duty(svc: Services, *, interval: float, within: timedelta = DEFAULT_WITHIN,
+               poll: float | None = None) -> tuple[threading.Thread, threading.Event]:
+    """:func:`run_duty` in a daemon thread (for ``serve``); set the event to stop it."""
+    stop = threading.Event()
+    thread = threading.Thread(target=run_duty, args=(svc, stop), kwargs={"interval": interval, "within": within,
+                                                                          "poll": poll},
+                              name="collateral-duty", daemon=True)
+    thread.start()
+    return thread, stop

@@ -1,0 +1,220 @@
+"""Re-appraisal on collateral updates, triggered the way an operator meets them (issue 14): collateral
+arriving by ``ca-service collateral import`` and ``collateral refresh`` (the loopback replay of Intel PCS)
+is compared with what the CA held; the resources that changed in a way that can change a verdict are
+reported, and exactly the certificates whose evidence needs them are re-appraised and revoked, flagged
+or left as their policy versions say.
+
+The data is real: the TDX quote ``dcapqvl-v4-uptodate`` (FMSPC B0C06F000000) was UpToDate under Intel's
+TCB evaluation 17 (June 2025); the ``nearmpc-dstack-json`` vector carries the collateral Intel published
+for that FMSPC in August 2026, evaluation 20 (a TCB recovery: the same quote is OutOfDate there, with
+INTEL-SA-01192 and three more), QE Identity evaluation 19, and a PCK CRL listing 13 more certificates.
+Judged now, that collateral is past its window: the re-appraisal refuses, a worse verdict, and the
+policies act on it. The quote ``gcp-c3-v4-uptodate`` (FMSPC 00806F050000) is the bystander: judged now
+it would be refused too, so it shows that only the certificates a change concerns are touched.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from cryptography import x509
+from sqlalchemy import select
+
+from ca_service.cli.main import cli
+from ca_service.collateral.changes import _change
+from ca_service.db.models.collateral import CollateralItem
+from ca_service.db.models.tlog import TlogEntry
+from ca_service.services import collateral as cs
+from ca_service.services import policies
+from ca_service.tlog.leaves import decode_leaf
+from tests.collateral import replay
+from tests.collateral.fixtures import fresh_services
+from tests.collateral.make_bundle import intel_entries
+from tests.collateral.recorded import record, vector
+
+RECOVERED = "tdx/dcapqvl-v4-uptodate"  # FMSPC b0c06f000000, TCB evaluation 17 -> 20
+BYSTANDER = "tdx/gcp-c3-v4-uptodate"  # FMSPC 00806f050000
+NEW = vector("tdx-eventlog/nearmpc-dstack-json").dir / "collateral"
+
+POLICY = """
+name: {name}
+description: TDX CVMs, up to date
+evidence:
+  required: [tdx-quote]
+  tdx-quote:
+    tcb_status: [UpToDate]
+    debug: false
+certificate:
+  max_lifetime: 24h
+collateral:
+  on_collateral_update: {action}
+"""
+
+
+def _entries(v) -> list[dict]:
+    return intel_entries(v.dir / v.files["collateral"].split("/")[0])
+
+
+def _tcb_only(entries: list[dict]) -> list[dict]:
+    return [e for e in entries if "/tcb?" in e["url"]]
+
+
+@pytest.fixture
+def ca(tmp_path_factory, db_url_factory, monkeypatch):
+    """A CA holding the June 2025 collateral of both quotes, with certificates: the recovered quote
+    under a revoke policy and under a warn policy, the bystander under the revoke policy."""
+    svc = fresh_services(tmp_path_factory, db_url_factory)
+    refs = {}
+    for name, action in (("tdx-revoke", "revoke"), ("tdx-warn", "warn")):
+        refs[name], _ = policies.apply_policy(svc, POLICY.format(name=name, action=action), actor="test")
+    recovered, bystander = vector(RECOVERED), vector(BYSTANDER, "collateral-2025-06")
+    cs.import_bundle(svc, json.dumps(_entries(recovered) + _entries(bystander)).encode())
+    serials = {"revoked": record(svc, refs["tdx-revoke"], recovered),
+               "flagged": record(svc, refs["tdx-warn"], recovered),
+               "bystander": record(svc, refs["tdx-revoke"], bystander)}
+    monkeypatch.setenv("CA_SERVICE_HOME", str(svc.settings.home))
+    monkeypatch.setenv("CA_SERVICE_DATABASE_URL", svc.settings.database_url)
+    monkeypatch.delenv("CA_SERVICE_COLLATERAL_MIRRORS", raising=False)
+    yield svc, serials
+    svc.close()
+
+
+def _status(svc, serial: str) -> dict:
+    from ca_service.api.app import create_app
+
+    return create_app(services=svc).test_client().get(f"/v1/certificates/{serial}").get_json()
+
+
+def _crl_reasons(svc) -> dict[str, x509.ReasonFlags | None]:
+    from ca_service.api.app import create_app
+
+    crl = x509.load_der_x509_crl(create_app(services=svc).test_client().get("/v1/ca/crl").data)
+    out = {}
+    for e in crl:
+        try:
+            out[format(e.serial_number, "x")] = e.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        except x509.ExtensionNotFound:
+            out[format(e.serial_number, "x")] = None
+    return out
+
+
+def _leaves(svc, serials) -> list[tuple[str, str]]:
+    with svc.db.read() as session:
+        leaves = [decode_leaf(e.leaf) for e in session.scalars(select(TlogEntry))]
+    return [(lf.type, lf.body["serial"]) for lf in leaves if lf.body.get("serial") in serials]
+
+
+def _assert_acted(svc, serials, *, bystander_touched: bool = False) -> None:
+    revoked, flagged, bystander = serials["revoked"], serials["flagged"], serials["bystander"]
+    crl = _crl_reasons(svc)
+    assert _status(svc, revoked)["status"] == "revoked"
+    assert crl[revoked] == x509.ReasonFlags.privilege_withdrawn
+    got = _status(svc, flagged)
+    assert got["status"] == "valid" and flagged not in crl
+    flag = got["appraisal"]["reappraisal"]
+    assert (flag["before"], flag["after"]) == ("affirming", "refused")
+    assert flag["reasons"][0].startswith("refused [evidence.collateral_expired]")
+    expected = [("revocation", revoked), ("reappraisal", flagged)]
+    if not bystander_touched:
+        assert _status(svc, bystander)["status"] == "valid" and bystander not in crl
+        assert "reappraisal" not in _status(svc, bystander)["appraisal"]
+    assert sorted(_leaves(svc, serials.values())) == sorted(expected + ([("revocation", bystander)]
+                                                                        if bystander_touched else []))
+
+
+def test_import_reports_what_changed_on_real_collateral(ca):
+    """Newer collateral with the same evaluation number and the same revocations (Intel's re-issue of
+    June's data in October) is no change; a TCB recovery, a new QE Identity evaluation and a CRL with
+    new entries are."""
+    svc, _ = ca
+    october = _entries(vector(BYSTANDER, "collateral-2025-10"))
+    result = cs.import_bundle(svc, json.dumps(october).encode())
+    assert len(result.added) == 3 and result.changed == []  # TCB Info, QE Identity, PCK CRL re-issued
+    result = cs.import_bundle(svc, json.dumps(intel_entries(NEW)).encode())
+    got = {(c.kind, c.key): c.reason for c in result.changed}
+    assert got == {("intel.tcb_info.tdx", "b0c06f000000"): "tcbEvaluationDataNumber 17 -> 20",
+                   ("intel.qe_identity.tdx", "TD_QE"): "tcbEvaluationDataNumber 17 -> 19",
+                   ("intel.pck_crl", "platform"): "CRL revokes 13 more certificate(s)"}
+    assert cs.import_bundle(svc, json.dumps(intel_entries(NEW)).encode()).changed == []  # all cached now
+
+
+def test_collateral_import_cli_revokes_and_flags_only_what_the_change_concerns(ca):
+    svc, serials = ca
+    bundle = svc.settings.home / "tcb.json"
+    bundle.write_text(json.dumps(_tcb_only(intel_entries(NEW))))
+    res = CliRunner().invoke(cli, ["collateral", "import", str(bundle)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "changed\tintel.tcb_info.tdx\tb0c06f000000\ttcbEvaluationDataNumber 17 -> 20" in res.output
+    assert "re-appraised 2 certificate(s): revoked 1, flagged 1, ignored 0" in res.output
+    assert f"revoke\t{serials['revoked']}\taffirming -> refused" in res.output
+    _assert_acted(svc, serials)
+    # the rest of August 2026: the TDX QE Identity changed, which every TDX certificate needs; the
+    # bystander is judged now, and the flagged one is not flagged twice for the same finding
+    bundle.write_text(json.dumps(intel_entries(NEW)))
+    res = CliRunner().invoke(cli, ["collateral", "import", str(bundle), "--json"], catch_exceptions=False)
+    out = json.loads(res.output)
+    assert {(c["kind"], c["key"]) for c in out["changed"]} == {("intel.qe_identity.tdx", "TD_QE"),
+                                                                ("intel.pck_crl", "platform")}
+    assert {(a["serial"], a["action"]) for a in out["reappraisal"]["actions"]} == {(serials["bystander"], "revoke")}, \
+        [r["reasons"] for r in out["reappraisal"]["reappraised"]]
+    _assert_acted(svc, serials, bystander_touched=True)
+
+
+def test_import_no_reappraise_leaves_certificates_to_the_on_demand_path(ca):
+    svc, serials = ca
+    bundle = svc.settings.home / "tcb.json"
+    bundle.write_text(json.dumps(_tcb_only(intel_entries(NEW))))
+    res = CliRunner().invoke(cli, ["collateral", "import", str(bundle), "--no-reappraise"], catch_exceptions=False)
+    assert res.exit_code == 0 and "not re-appraised (--no-reappraise)" in res.output
+    assert all(_status(svc, s)["status"] == "valid" for s in serials.values())
+    assert _leaves(svc, serials.values()) == []
+
+
+def test_collateral_refresh_against_the_vendor_replay(ca):
+    """``collateral refresh`` fetches from the loopback replay of Intel PCS (serving the August 2026 TCB
+    Info and, unchanged, the rest of what the CA holds) and re-appraises what the change concerns."""
+    svc, serials = ca
+    served = _entries(vector(RECOVERED)) + _entries(vector(BYSTANDER, "collateral-2025-06"))
+    served = [e for e in served if "fmspc=B0C06F000000" not in e["url"]] + _tcb_only(intel_entries(NEW))
+    with replay.serve(served) as (app, base):
+        res = CliRunner().invoke(cli, ["collateral", "refresh", "--within", "3650d", *replay.mirror_args(base)],
+                                 catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "/tdx/certification/v4/tcb?fmspc=B0C06F000000" in app.requests
+    assert "refreshed 1, unchanged" in res.output
+    assert "re-appraised 2 certificate(s): revoked 1, flagged 1, ignored 0" in res.output
+    _assert_acted(svc, serials)
+
+
+def test_a_crl_that_adds_no_entry_is_no_change():
+    """The CRL rule on its own (the rows as the cache holds them; ``_change`` reads only the entries)."""
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CRL issuer")])
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def row(i: int, serials: list[int], days: int) -> CollateralItem:
+        b = x509.CertificateRevocationListBuilder().issuer_name(name).last_update(t0 + timedelta(days=days)) \
+            .next_update(t0 + timedelta(days=days + 30))
+        for s in serials:
+            b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(s)
+                                          .revocation_date(t0).build())
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return CollateralItem(id=i, kind="amd.vcek_crl", key="Milan", url="u", body=b.sign(key, hashes.SHA384())
+                              .public_bytes(Encoding.DER), issue_date=t0 + timedelta(days=days))
+
+    old = [row(1, [1, 2], 0)]
+    assert _change([row(2, [1, 2], 1)], old) is None
+    assert _change([row(2, [2, 1], 1), row(3, [1], 2)], old) is None  # fewer entries: nothing newly revoked
+    assert _change([row(2, [1, 2, 3], 1)], old) == "CRL revokes 1 more certificate(s)"
+    assert _change([row(2, [1, 2, 3], -1)], old) is None  # an older CRL arriving late
+    assert _change([row(2, [1], 1)], []) == "first amd.vcek_crl held"

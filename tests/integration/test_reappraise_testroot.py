@@ -91,7 +91,9 @@ class Ca:
 
     def import_bundle(self, path: Path, data: bytes) -> dict[str, Any]:
         path.write_bytes(data)
-        out: dict[str, Any] = json.loads(self.cli("collateral", "import", "--json", str(path)))
+        # --no-reappraise: these tests take the on-demand path (dry run, then `reappraise`);
+        # test_collateral_trigger.py has the import that re-appraises by itself
+        out: dict[str, Any] = json.loads(self.cli("collateral", "import", "--no-reappraise", "--json", str(path)))
         return out
 
     def issue(self, ti: TestIntel, host: Platform, policy: str) -> requests.Response:

@@ -18,14 +18,25 @@ AMD KDS (publication 57230 "VCEK Certificate and KDS Interface Specification", s
   GET /vcek/v1/{product}/{hwid}?blSPL=&teeSPL=&snpSPL=&ucodeSPL=[&fmcSPL=]   VCEK (DER)
   GET /vcek|vlek/v1/{product}/cert_chain                                     ASK|ASVK + ARK (PEM)
   GET /vcek|vlek/v1/{product}/crl                                            CRL from the ARK (DER)
+NVIDIA OCSP (RFC 6960; the responder of the GPU device chains, as nvtrust asks it):
+  POST / with application/ocsp-request: one CertID, SHA-384, no nonce     OCSPResponse (DER)
+  recorded and cached under the request's GET form (RFC 6960 appendix A.1):
+  GET /{url-encoding of base64 of the DER OCSPRequest}
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 
 from ca_service.collateral.errors import HostNotAllowed, UrlNotAllowed
 from ca_service.evidence import needs
@@ -35,7 +46,8 @@ from ca_service.evidence.snp.certs import PRODUCT_LINES
 INTEL_PCS = "api.trustedservices.intel.com"
 INTEL_CERTS = "certificates.trustedservices.intel.com"
 AMD_KDS = "kdsintf.amd.com"
-ALLOWED_HOSTS = frozenset({INTEL_PCS, INTEL_CERTS, AMD_KDS})
+NVIDIA_OCSP = "ocsp.ndis.nvidia.com"
+ALLOWED_HOSTS = frozenset({INTEL_PCS, INTEL_CERTS, AMD_KDS, NVIDIA_OCSP})
 
 ROOT_CA_CRL_PATH = "/IntelSGXRootCA.der"
 
@@ -54,6 +66,7 @@ class Kind(StrEnum):
     VCEK_CRL = "amd.vcek_crl"
     VLEK_CHAIN = "amd.vlek_chain"
     VLEK_CRL = "amd.vlek_crl"
+    NVIDIA_OCSP = "nvidia.ocsp"
 
     @property
     def has_tcb_evaluation_number(self) -> bool:
@@ -89,6 +102,10 @@ class Endpoint:
     host: str
     path: str
     query: tuple[tuple[str, str], ...] = ()
+    # NVIDIA OCSP: the DER OCSPRequest POSTed (the URL is its GET form), and the issuer chain an answer
+    # is verified with before it is cached (not part of the resource's identity)
+    post_body: bytes | None = field(default=None, compare=False, repr=False)
+    issuer_chain: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.host not in ALLOWED_HOSTS:  # every constructor below passes a constant; keep it so
@@ -178,6 +195,38 @@ def amd_crl(product: str, signer: str = "vcek") -> Endpoint:
     return Endpoint(kind, _product(product), AMD_KDS, f"/{signer}/v1/{product}/crl")
 
 
+def nvidia_ocsp(issuer_name_hash: bytes, issuer_key_hash: bytes, serial: int,
+                issuer_chain: tuple[bytes, ...] = ()) -> Endpoint:
+    """The OCSP request for one device certificate: a single SHA-384 CertID, no extensions (no nonce:
+    the answer is kept and judged by its window, docs/nvidia-gpu.md). Cache key ``<issuerKeyHash>/<serial>``."""
+    if len(issuer_name_hash) != 48 or len(issuer_key_hash) != 48:
+        raise UrlNotAllowed("an NVIDIA OCSP CertID carries SHA-384 hashes")
+    if not 0 < serial < 1 << 160:  # RFC 5280 4.1.2.2: positive, at most 20 octets
+        raise UrlNotAllowed("a certificate serial is positive and at most 20 octets")
+    der = (ocsp.OCSPRequestBuilder().add_certificate_by_hash(issuer_name_hash, issuer_key_hash, serial, hashes.SHA384())
+           .build().public_bytes(Encoding.DER))
+    path = "/" + quote(base64.b64encode(der).decode(), safe="")
+    return Endpoint(Kind.NVIDIA_OCSP, f"{issuer_key_hash.hex()}/{serial:x}", NVIDIA_OCSP, path, (), der, issuer_chain)
+
+
+def _nvidia_ocsp_path(path: str) -> Endpoint:
+    try:
+        der = base64.b64decode(unquote(path.removeprefix("/")), validate=True)
+        req = ocsp.load_der_ocsp_request(der)
+        alg, ext = req.hash_algorithm, req.extensions
+        name_hash, key_hash, serial = req.issuer_name_hash, req.issuer_key_hash, req.serial_number
+    except (binascii.Error, ValueError, TypeError, x509.InvalidVersion) as exc:
+        raise UrlNotAllowed("the NVIDIA OCSP path is not a base64 OCSPRequest") from exc
+    except Exception as exc:  # noqa: BLE001 - pyca parses lazily: an unsupported algorithm or field, any type
+        raise UrlNotAllowed("the NVIDIA OCSP request cannot be read") from exc
+    if not isinstance(alg, hashes.SHA384) or len(ext):
+        raise UrlNotAllowed("an NVIDIA OCSP request is one SHA-384 CertID without extensions")
+    ep = nvidia_ocsp(name_hash, key_hash, serial)
+    if ep.path != path:
+        raise UrlNotAllowed("the NVIDIA OCSP path is not in its canonical form")
+    return ep
+
+
 # --- the endpoint table: what a family needs -> where to ask (STYLE.md 16) ---------------------------
 
 
@@ -203,6 +252,8 @@ def endpoint_for(need: Need, *, update: str | None = None) -> Endpoint:
             return amd_cert_chain(product, signer)
         case needs.AmdCrl(product, signer):
             return amd_crl(product, signer)
+        case needs.NvidiaOcsp(name_hash, key_hash, serial, chain):
+            return nvidia_ocsp(name_hash, key_hash, serial, chain)
     raise UrlNotAllowed(f"no endpoint serves {type(need).__name__}")
 
 
@@ -253,6 +304,9 @@ def parse_url(url: str) -> Endpoint:
         raise HostNotAllowed(f"{parts.scheme}://{host} is not an allowed collateral host", host=str(host))
     path, raw = parts.path, parts.query
     try:
+        if host == NVIDIA_OCSP:
+            _query(raw, set(), set())
+            return _nvidia_ocsp_path(path)
         if host == INTEL_CERTS:
             if path == ROOT_CA_CRL_PATH:
                 _query(raw, set(), set())

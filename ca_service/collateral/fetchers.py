@@ -6,7 +6,9 @@ the vendor's HTTP response as recorded bytes.
   HTTP-date, RFC 9110 section 10.2.3), or after an exponential backoff when it gives none, a bounded
   number of times; a wait longer than the cap is not waited for (the 429 is returned). ``mirrors``
   maps an allowlisted host to another base URL (a PCCS-like mirror, or a local test server); it is
-  operator configuration, never derived from evidence.
+  operator configuration, never derived from evidence. An endpoint with a request body (NVIDIA OCSP)
+  is POSTed to the host's root as ``application/ocsp-request`` (RFC 6960 appendix A.1), as NVIDIA's
+  own tools ask; its response is recorded under the request's GET URL.
 - :class:`FakeFetcher`: in memory, for unit tests.
 - :class:`ReplayFetcher`: replays an offline bundle by URL (air-gapped deployments, tests).
 
@@ -134,7 +136,13 @@ class RequestsFetcher:
     def _get(self, endpoint: Endpoint) -> Response:
         url = self._transport_url(endpoint)
         try:
-            with self.session.get(url, timeout=self.timeout, allow_redirects=False, stream=True) as resp:
+            if endpoint.post_body is not None:
+                root = self.mirrors.get(endpoint.host, f"https://{endpoint.host}").rstrip("/") + "/"
+                call = self.session.post(root, data=endpoint.post_body, timeout=self.timeout, allow_redirects=False,
+                                         stream=True, headers={"Content-Type": "application/ocsp-request"})
+            else:
+                call = self.session.get(url, timeout=self.timeout, allow_redirects=False, stream=True)
+            with call as resp:
                 body = resp.raw.read(MAX_BODY_BYTES + 1, decode_content=True)
                 status, headers = resp.status_code, dict(resp.headers)
         except Exception as exc:  # noqa: BLE001 - the IO boundary raises one family (STYLE.md 5)

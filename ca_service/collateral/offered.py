@@ -10,6 +10,7 @@ product line, hwID and SPLs of a VCEK): a forged key is refused by that verifica
 
 Intel: a ``QuoteCollateralV3`` JSON document -> TCB Info, QE Identity, PCK CRL, Root CA CRL.
 AMD: certificates and CRLs (PEM or DER, any grouping) -> cert_chain (ASK/ASVK + ARK), CRL, VCEK.
+NVIDIA: DER OCSP answers -> the OCSP endpoint of the device certificate their CertID names.
 Items that map to no endpoint are not used (the verifier only ever sees what the CA assembled).
 """
 
@@ -23,6 +24,7 @@ from urllib.parse import quote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 
 from ca_service import boundedjson
 from ca_service.collateral import endpoints
@@ -181,3 +183,40 @@ def offered_responses(kind: str, items: Iterable[bytes], now: datetime) -> tuple
     if kind == "snp-report":
         return _amd(items, now)
     return [], []
+
+
+def nvidia_ocsp_responses(eps: Iterable[Endpoint], items: Iterable[bytes], now: datetime
+                          ) -> tuple[list[tuple[Endpoint, Response]], list[bytes]]:
+    """The request's OCSP answers for the device chain's endpoints (``endpoints.nvidia_ocsp``, each with
+    its issuer chain), matched by CertID under whatever hash the answer uses; and every other item
+    (the device chain, RIMs, answers that name none of these certificates or do not parse), which go to
+    the verifier as sent.
+    """
+    from ca_service.evidence.nvidia.ocsp_answer import cert_id
+
+    by_id: dict[tuple[str, bytes, bytes, int], Endpoint] = {}
+    for ep in eps:
+        if ep.post_body is None or not ep.issuer_chain:
+            continue
+        issuer = x509.load_der_x509_certificate(ep.issuer_chain[-1])
+        serial = ocsp.load_der_ocsp_request(ep.post_body).serial_number
+        for alg in ("sha1", "sha256", "sha384", "sha512"):
+            by_id[(alg, *cert_id(issuer, alg), serial)] = ep
+    pairs: list[tuple[Endpoint, Response]] = []
+    rest: list[bytes] = []
+    for item in items:
+        match = None
+        try:
+            resp = ocsp.load_der_ocsp_response(item)
+            if resp.response_status is ocsp.OCSPResponseStatus.SUCCESSFUL:
+                for single in resp.responses:
+                    key = (single.hash_algorithm.name, single.issuer_name_hash, single.issuer_key_hash,
+                           single.serial_number)
+                    match = match or by_id.get(key)
+        except Exception:  # noqa: BLE001 - pyca parses lazily: an item that is no readable answer goes as sent
+            match = None
+        if match is None:
+            rest.append(item)
+        else:
+            pairs.append(_resp(match, item, {}, now))
+    return pairs, rest

@@ -14,6 +14,13 @@ Intel (PCS API v4, and the QVL steps of ``evidence/intel/collateral.py``):
 AMD (KDS, 57230; ``evidence/snp/chain.py``):
   cert_chain: ARK pinned and self-signed, ASK/ASVK signed by it, names of the URL's product line.
   CRL: signed by that ARK (RSASSA-PSS SHA-384). VCEK: chain to the ARK, hwID and SPLs of the URL.
+NVIDIA (OCSP, ``evidence/nvidia/ocsp_answer.py``):
+  an answer for the URL's CertID, signed by the issuer or its designated responder, good or revoked,
+  with a nextUpdate. An OCSP answer cannot be checked without its issuer, which is not in the answer:
+  the issuer chain it was asked for (from the evidence's device chain, root first) is verified to the
+  pinned NVIDIA root and kept with the item in the header ``X-Ca-Service-Issuer-Chain`` (PEM,
+  URL-encoded; ca-service's own, NVIDIA serves no such header), so a refresh, an export and an import
+  check it again the same way.
 """
 
 from __future__ import annotations
@@ -24,13 +31,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 
 from ca_service import boundedjson
 from ca_service.collateral.endpoints import Endpoint, Kind
@@ -42,6 +50,7 @@ from ca_service.errors import ChainInvalid, CollateralInvalid, CollateralMismatc
 from ca_service.evidence.intel.collateral import Crl, load_verified_crl, verify_raw_signature
 from ca_service.evidence.intel.pck import load_pem_chain, verify_chain
 from ca_service.evidence.intel.tcb import parse_qe_identity, parse_tcb_info
+from ca_service.evidence.nvidia.ocsp_answer import check_answer, verify_issuer_chain
 from ca_service.evidence.snp.certs import PRODUCT_LINES, common_name, parse_vek
 from ca_service.evidence.snp.chain import build_chain, verify_pss
 from ca_service.evidence.snp.parse import SigningKey
@@ -50,6 +59,7 @@ from ca_service.evidence.trust import TrustRoots, is_pinned
 TCB_INFO_CHAIN_HEADERS = ("TCB-Info-Issuer-Chain", "SGX-TCB-Info-Issuer-Chain")
 QE_IDENTITY_CHAIN_HEADERS = ("SGX-Enclave-Identity-Issuer-Chain", "Enclave-Identity-Issuer-Chain")
 PCK_CRL_CHAIN_HEADERS = ("SGX-PCK-CRL-Issuer-Chain",)
+NVIDIA_ISSUER_CHAIN_HEADER = "X-Ca-Service-Issuer-Chain"
 _PCK_CA_CN = {"platform": "Intel SGX PCK Platform CA", "processor": "Intel SGX PCK Processor CA"}
 _PSS = padding.PSS(mgf=padding.MGF1(hashes.SHA384()), salt_length=48)
 
@@ -310,6 +320,43 @@ def _amd_crl(ep: Endpoint, resp: Response, product: str, known: list[x509.Certif
     raise CollateralInvalid(f"AMD CRL is not signed by {line.ark_cn}", item=ep.url)
 
 
+def issuer_chain_der(ep: Endpoint, resp: Response) -> tuple[bytes, ...]:
+    """The issuer chain an NVIDIA OCSP answer is checked with: the endpoint's (asked for from evidence),
+    else the one recorded with the response (a cached row, a bundle item).
+
+    Raises:
+        CollateralInvalid: neither, or a recorded one that is not PEM certificates.
+    """
+    if ep.issuer_chain:
+        return ep.issuer_chain
+    recorded = resp.header(NVIDIA_ISSUER_CHAIN_HEADER)
+    if recorded is None:
+        raise CollateralInvalid("an NVIDIA OCSP answer is kept only with the issuer chain it was asked for",
+                                item=resp.url)
+    try:
+        return tuple(c.public_bytes(Encoding.DER) for c in x509.load_pem_x509_certificates(unquote(recorded).encode()))
+    except ValueError as exc:
+        raise CollateralInvalid("the recorded issuer chain of an NVIDIA OCSP answer is not PEM") from exc
+
+
+def _nvidia(ep: Endpoint, resp: Response, roots: TrustRoots) -> VerifiedItem:
+    chain = issuer_chain_der(ep, resp)
+    issuer = verify_issuer_chain(chain, roots.nvidia_device)
+    q = _ocsp_request(ep)
+    answer = check_answer(resp.body, issuer, *q)
+    pem = b"".join(x509.load_der_x509_certificate(c).public_bytes(Encoding.PEM) for c in chain).decode()
+    return _item(ep, resp, {NVIDIA_ISSUER_CHAIN_HEADER: quote(pem, safe="")}, answer.this_update,
+                 answer.next_update, None)
+
+
+def _ocsp_request(ep: Endpoint) -> tuple[bytes, bytes, int]:
+    """(issuerNameHash, issuerKeyHash, serial) of the endpoint's OCSP request."""
+    if ep.post_body is None:
+        raise CollateralInvalid(f"{ep.url} is not an OCSP request")
+    req = ocsp.load_der_ocsp_request(ep.post_body)
+    return req.issuer_name_hash, req.issuer_key_hash, req.serial_number
+
+
 def verify_response(ep: Endpoint, resp: Response, roots: TrustRoots, amd_chains: Iterable[bytes] = ()) -> VerifiedItem:
     """Verify one 200 response for ``ep``.
 
@@ -326,6 +373,8 @@ def verify_response(ep: Endpoint, resp: Response, roots: TrustRoots, amd_chains:
     try:
         if ep.kind.value.startswith("intel."):
             return _intel(ep, resp, roots)
+        if ep.kind is Kind.NVIDIA_OCSP:
+            return _nvidia(ep, resp, roots)
         return _amd(ep, resp, roots, amd_chains)
     except EvidenceError as exc:
         exc.fields.setdefault("url", ep.url)

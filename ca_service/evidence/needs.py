@@ -13,9 +13,14 @@ line): it returns *alternatives*, each a complete set, tried in order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ca_service.errors import EvidenceUnsupported
+
+if TYPE_CHECKING:
+    from ca_service.evidence.trust import TrustRoots
 
 
 @dataclass(frozen=True)
@@ -62,14 +67,32 @@ class AmdCrl:
     signer: str = "vcek"
 
 
-Need = IntelTcbInfo | IntelQeIdentity | IntelPckCrl | IntelRootCaCrl | AmdVcek | AmdCertChain | AmdCrl
+@dataclass(frozen=True)
+class NvidiaOcsp:
+    """NVIDIA's OCSP answer for one certificate of a GPU's device chain (RFC 6960 CertID with SHA-384,
+    as NVIDIA's verifiers ask): the issuer's name and key hashes and the certificate's serial.
+    ``issuer_chain``: the device chain from the pinned root down to the issuer (DER), what the answer
+    is verified with before it is cached (it is not part of the resource's identity)."""
+
+    issuer_name_hash: bytes
+    issuer_key_hash: bytes
+    serial: int
+    issuer_chain: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
+
+
+Need = (IntelTcbInfo | IntelQeIdentity | IntelPckCrl | IntelRootCaCrl | AmdVcek | AmdCertChain | AmdCrl
+        | NvidiaOcsp)
 Alternatives = tuple[tuple[Need, ...], ...]
 
-SUPPLIED_KINDS = ("tdx-quote", "sgx-quote", "snp-report")
+SUPPLIED_KINDS = ("tdx-quote", "sgx-quote", "snp-report")  # the CA finds all their collateral itself
 
 
-def needs_for(kind: str, evidence: bytes) -> Alternatives:
+def needs_for(kind: str, evidence: bytes, collateral: Sequence[bytes] = (), roots: TrustRoots | None = None
+              ) -> Alternatives:
     """The collateral ``kind`` evidence needs: alternatives, each a complete set of resources.
+
+    ``collateral``: what came with the evidence, for a family whose needs are read from it (NVIDIA: the
+    device chain); ``roots``: the pins a chain is ordered to (the vendors' by default).
 
     Raises:
         EvidenceUnsupported (``evidence.unsupported``): a kind whose collateral the CA does not supply.
@@ -83,6 +106,11 @@ def needs_for(kind: str, evidence: bytes) -> Alternatives:
         from ca_service.evidence.snp.needs import needs as snp_needs
 
         return snp_needs(evidence)
+    if kind == "nvidia-gpu":
+        from ca_service.evidence.nvidia.needs import needs as nvidia_needs
+        from ca_service.evidence.trust import DEFAULT_ROOTS
+
+        return (nvidia_needs(evidence, collateral, roots or DEFAULT_ROOTS),)
     raise EvidenceUnsupported(f"the CA supplies no collateral for {kind!r}: send it with the evidence")
 
 

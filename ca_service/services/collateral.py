@@ -13,13 +13,14 @@ Online means a :class:`~ca_service.collateral.fetchers.Fetcher` is attached to t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,12 +31,12 @@ from sqlalchemy.orm import Session
 from ca_service.clock import require_aware
 from ca_service.collateral import changes, endpoints
 from ca_service.collateral.changes import Change
-from ca_service.collateral.endpoints import AmdTcb, Endpoint, Kind
+from ca_service.collateral.endpoints import AmdTcb, Endpoint, Kind, endpoint_for
 from ca_service.collateral.errors import FetchFailed, RollbackRefused
 from ca_service.collateral.fetchers import Fetcher, Response, load_bundle
-from ca_service.collateral.offered import offered_responses
+from ca_service.collateral.offered import nvidia_ocsp_responses, offered_responses
 from ca_service.collateral.store import bodies, insert, newest_per_key, select_at
-from ca_service.collateral.verify import crl_der, top_level_spans, verify_response
+from ca_service.collateral.verify import crl_der, issuer_chain_der, top_level_spans, verify_response
 from ca_service.db.models.collateral import CollateralItem
 from ca_service.errors import (
     CAServiceError,
@@ -49,6 +50,7 @@ from ca_service.errors import (
 from ca_service.evidence.collateral_items import load_collateral
 from ca_service.evidence.intel.parse import TEE_TYPE_TDX, parse_quote
 from ca_service.evidence.intel.pck import load_pem_chain, parse_pck_extension
+from ca_service.evidence.needs import needs_for
 from ca_service.evidence.snp.azure import is_hcl_report, parse_hcl_report
 from ca_service.evidence.snp.certs import PRODUCT_LINES, ProductLine, common_name
 from ca_service.evidence.snp.parse import SigningKey, TcbLayout, TcbVersion, parse_report
@@ -97,8 +99,21 @@ def store_response(svc: Services, ep: Endpoint, resp: Response, roots: TrustRoot
         return insert(session, item, svc.clock.now())
 
 
+def _with_cached_issuer_chain(svc: Services, ep: Endpoint) -> Endpoint:
+    """An NVIDIA OCSP endpoint rebuilt from a URL (a refresh) gets the issuer chain its cached answers
+    were verified with (an answer cannot be checked without its issuer)."""
+    with svc.db.read() as session:
+        row = select_at(session, ep.kind, ep.key, datetime.max.replace(tzinfo=UTC))
+        headers = dict(row.headers) if row is not None else {}
+    chain = issuer_chain_der(ep, Response(ep.url, 200, headers, b"", svc.clock.now()))
+    return dataclasses.replace(ep, issuer_chain=chain)
+
+
 def fetch_and_store(svc: Services, ep: Endpoint, fetcher: Fetcher, roots: TrustRoots = DEFAULT_ROOTS) -> bool:
-    """GET one endpoint and cache the verified response (a VCEK or CRL needs its cert_chain first)."""
+    """GET one endpoint and cache the verified response (a VCEK or CRL needs its cert_chain first;
+    an NVIDIA OCSP answer its issuer chain)."""
+    if ep.kind is Kind.NVIDIA_OCSP and not ep.issuer_chain:
+        ep = _with_cached_issuer_chain(svc, ep)
     if ep.kind in (Kind.VCEK, Kind.VCEK_CRL, Kind.VLEK_CRL):
         product = ep.key.split("/", 1)[0]
         signer = "vlek" if ep.kind is Kind.VLEK_CRL else "vcek"
@@ -346,7 +361,9 @@ def resolve_collateral(svc: Services, kind: str, evidence_bytes: bytes, at: date
     sent) only fills what the cache lacks, after full verification (:func:`_take_offered`), and never
     displaces a newer cached item (the cache's selection: higher tcbEvaluationDataNumber, then later
     issue date / thisUpdate). Other types (NVIDIA, Nitro, sim): the CA keeps no cache of them; the
-    request's items go to the verifier and are recorded with source ``request``.
+    request's items go to the verifier and are recorded with source ``request``. NVIDIA: the device
+    chain and RIMs come with the request; the OCSP answers for the chain are the CA's own, like the
+    CRLs (:func:`_nvidia`).
 
     Raises:
         CollateralMissing (``evidence.collateral_missing``, ``item`` names the kind): not cached, not
@@ -355,10 +372,10 @@ def resolve_collateral(svc: Services, kind: str, evidence_bytes: bytes, at: date
     """
     at = require_aware(at)
     fetcher = fetcher if fetcher is not None else attached_fetcher(svc)
+    if kind == "nvidia-gpu":
+        return _nvidia(svc, evidence_bytes, at, offered, fetcher, roots)
     if kind not in SUPPLIED_KINDS:
-        digests = load_collateral(offered).digests() if offered else {}
-        return Resolved(offered, tuple(CollateralUsed("request", label, d, "request", None)
-                                       for label, d in digests.items()))
+        return _as_sent(offered)
     if kind == "snp-report" and offered and _signed_by_vlek(evidence_bytes):
         # AMD KDS publishes no VLEKs: a VLEK report is judged by what it was sent with (the verifier
         # checks it to the pinned ARK). KDS does publish the ARK's VLEK CRL: the CA adds its own, so
@@ -381,6 +398,50 @@ def resolve_collateral(svc: Services, kind: str, evidence_bytes: bytes, at: date
         out = _snp(look, evidence_bytes)
     _keep_for_dry_runs(svc, out)
     return Resolved(out, tuple(look.used))
+
+
+def _as_sent(offered: tuple[bytes, ...]) -> Resolved:
+    digests = load_collateral(offered).digests() if offered else {}
+    return Resolved(offered, tuple(CollateralUsed("request", label, d, "request", None)
+                                   for label, d in digests.items()))
+
+
+def _nvidia(svc: Services, evidence: bytes, at: datetime, offered: tuple[bytes, ...], fetcher: Fetcher | None,
+            roots: TrustRoots) -> Resolved:
+    """NVIDIA's OCSP answers for the device chain, from the CA's cache (fetched when online), beside the
+    device chain and RIMs the request sent (issue 11 sections 1 and 2).
+
+    The chain's needs (``evidence/nvidia/needs.py``) name one answer per certificate. An answer the
+    request sends fills what the cache lacks: it is verified like a vendor answer and cached (source
+    ``request``), and it never displaces a newer cached one (the cache's selection: latest thisUpdate
+    issued by ``at``). One that does not verify goes to the verifier as sent, which names its state
+    (``revocation.nvidia_ocsp_<state>``) unless a good answer decides. A chain that does not build is
+    the verifier's to refuse: then everything goes as sent.
+    """
+    try:
+        (alternative,) = needs_for("nvidia-gpu", evidence, offered, roots)
+    except EvidenceError:
+        return _as_sent(offered)
+    eps = [endpoint_for(n) for n in alternative]
+    pairs, rest = nvidia_ocsp_responses(eps, offered, svc.clock.now())
+    added: set[str] = set()
+    unverified: list[bytes] = []
+    for ep, resp in pairs:
+        digest = hashlib.sha256(resp.body).hexdigest()
+        with svc.db.read() as session:
+            if any(hashlib.sha256(b).hexdigest() == digest for b in bodies(session, ep.kind, ep.key)):
+                continue
+        try:
+            if store_response(svc, ep, resp, roots):
+                added.add(digest)
+        except CAServiceError as exc:
+            log.info("the request's %s for %s does not verify: %s", ep.kind.value, ep.key, exc.code)
+            unverified.append(resp.body)
+    look = _Lookup(svc, at, fetcher, roots, frozenset(added))
+    answers = tuple(row.body for ep in eps if (row := look.revocation_row(ep)) is not None)
+    _keep_for_dry_runs(svc, answers)
+    sent = _as_sent(tuple(rest) + tuple(unverified))
+    return Resolved(sent.items + answers, sent.used + tuple(look.used))
 
 
 def _vlek_lines(offered: Iterable[bytes]) -> list[str]:

@@ -1,6 +1,8 @@
-"""A loopback stand-in for Intel PCS and AMD KDS: a werkzeug server that replays recorded vendor
-responses by path+query (the latest recording in the list wins; 404 otherwise), and can throttle a
-path like AMD KDS does (429 with Retry-After) a given number of times."""
+"""A loopback stand-in for Intel PCS, AMD KDS and NVIDIA's OCSP responder: a werkzeug server that
+replays recorded vendor responses by path+query (the latest recording in the list wins; 404 otherwise),
+and can throttle a path like AMD KDS does (429 with Retry-After) a given number of times. An OCSP
+request POSTed as ``application/ocsp-request`` (RFC 6960 appendix A.1) is answered by the recording
+of its GET form."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
@@ -34,6 +36,8 @@ class VendorReplay:
     def __call__(self, environ: Any, start_response: Any) -> Any:
         req = Request(environ)
         key = req.path + ("?" + req.query_string.decode() if req.query_string else "")
+        if req.method == "POST" and req.mimetype == "application/ocsp-request":
+            key = "/" + quote(base64.b64encode(req.get_data()).decode(), safe="")
         self.requests.append(key)
         left, after = self.throttle.get(req.path, (0, ""))
         if left > 0:

@@ -3,8 +3,9 @@ and an H100-shaped report both bound to the challenge and key, the GPU's device 
 root (pinned for this test only, as TrustRoots documents), its OCSP answers as collateral.
 
 - good OCSP: issued, the EAR affirms the GPU, notAfter capped at the OCSP answers' nextUpdate;
-- no OCSP: refused revocation.nvidia_ocsp_missing, nothing issued; a policy with
-  revocation.allow_unchecked issues it with the warning in the certificate's EAR;
+- no OCSP (for a GPU whose answers the CA does not hold: the CA keeps what it was sent,
+  tests/integration/test_nvidia_ocsp_cache.py): refused revocation.nvidia_ocsp_missing, nothing issued;
+  a policy with revocation.allow_unchecked issues it with the warning in the certificate's EAR;
 - a dry run of a candidate without allow_unchecked says which recorded issuances it would refuse.
 """
 
@@ -81,13 +82,13 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def _gpu_report(nonce32: bytes) -> bytes:
+def _gpu_report(nonce32: bytes, gpu: FakeNvidia = FAKE) -> bytes:
     """The real report's layout with the requester nonce (bytes 4..36, signed) set, re-signed by the test AK."""
     raw = VECTOR.read("report")
-    return FAKE.report(raw[:4] + nonce32 + raw[36:])
+    return gpu.report(raw[:4] + nonce32 + raw[36:])
 
 
-def _issue(ca: dict[str, Any], policy: str, ocsp: list[bytes]) -> requests.Response:
+def _issue(ca: dict[str, Any], policy: str, ocsp: list[bytes], gpu: FakeNvidia = FAKE) -> requests.Response:
     ch = requests.post(f"{ca['url']}/v1/challenges", timeout=30).json()
     key = ec.generate_private_key(ec.SECP256R1())
     binding = binding_value(bytes.fromhex(ch["nonce"]), spki_der(key.public_key()))
@@ -97,8 +98,8 @@ def _issue(ca: dict[str, Any], policy: str, ocsp: list[bytes]) -> requests.Respo
     body = {"challenge_id": ch["id"], "policy": policy,
             "csr": make_csr(key, ("gpu.cvm.local",)).public_bytes(Encoding.PEM).decode(),
             "evidence": [{"type": "sim", "data": _b64(sim)},
-                         {"type": "nvidia-gpu", "data": _b64(_gpu_report(binding[:32])),
-                          "collateral": [_b64(FAKE.chain_pem()), *(_b64(o) for o in ocsp)]}]}
+                         {"type": "nvidia-gpu", "data": _b64(_gpu_report(binding[:32], gpu)),
+                          "collateral": [_b64(gpu.chain_pem()), *(_b64(o) for o in ocsp)]}]}
     return requests.post(f"{ca['url']}/v1/certificates", json=body, timeout=60)
 
 
@@ -111,18 +112,27 @@ def test_issued_with_good_ocsp_and_capped_by_it(ca):
     gpu = ear_from_certificate(leaf)["submods"]["nvidia-gpu"]
     assert gpu["ear.status"] == "affirming" and "ca-service.warnings" not in gpu
     assert {k for k in gpu["ca-service.collateral-sha256"] if k.startswith("ocsp")} == {"ocsp0", "ocsp1", "ocsp2"}
+    # the CA keeps the answers: the same GPU without any is judged by them, and capped by them again
+    r = _issue(ca, "sim-gpu", [])
+    assert r.status_code == 201, r.text
+    leaf = x509.load_pem_x509_certificates(r.json()["certificate_chain"].encode())[0]
+    assert leaf.not_valid_after_utc <= next_update
+    used = ear_from_certificate(leaf)["submods"]["nvidia-gpu"]["ca-service.collateral"]
+    assert {u["source"] for u in used if u["item"] == "nvidia.ocsp"} == {"cache"} and len(used) >= 4
 
 
 def test_without_ocsp_refused_or_warned_by_policy(ca):
     before = certificate_count(ca["svc"])
-    r = _issue(ca, "sim-gpu", [])
+    r = _issue(ca, "sim-gpu", [], FAKE.other_device())
     assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
     assert r.json()["code"] == "revocation.nvidia_ocsp_missing", r.text
-    expired = FAKE.all_good(this_update=NOW - timedelta(days=9), next_update=NOW - timedelta(days=2))
-    r = _issue(ca, "sim-gpu", expired)
+    gpu = FAKE.other_device()
+    # only the GPU's own BROM answer (the CA may hold good answers for the shared CAs above it, or none)
+    expired = [gpu.ocsp(3, this_update=NOW - timedelta(days=9), next_update=NOW - timedelta(days=2))]
+    r = _issue(ca, "sim-gpu", expired, gpu)
     assert r.status_code == 422 and r.json()["code"] == "revocation.nvidia_ocsp_expired", r.text
     assert certificate_count(ca["svc"]) == before
-    r = _issue(ca, "sim-gpu-lenient", [])
+    r = _issue(ca, "sim-gpu-lenient", [], FAKE.other_device())
     assert r.status_code == 201, r.text
     gpu = ear_from_certificate(x509.load_pem_x509_certificates(r.json()["certificate_chain"].encode())[0])[
         "submods"]["nvidia-gpu"]

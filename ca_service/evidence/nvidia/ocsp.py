@@ -153,7 +153,8 @@ def _delegate_ok(cand: x509.Certificate, issuer: x509.Certificate, at: datetime)
     return ExtendedKeyUsageOID.OCSP_SIGNING in eku and valid
 
 
-def _signed_by_issuer_or_delegate(resp: ocsp.OCSPResponse, issuer: x509.Certificate, at: datetime) -> bool:
+def signed_by_issuer_or_delegate(resp: ocsp.OCSPResponse, issuer: x509.Certificate, at: datetime) -> bool:
+    """Step 3: signed by ``issuer``, or by a certificate the response carries that ``issuer`` designated."""
     try:
         data, signature, hash_alg = resp.tbs_response_bytes, resp.signature, resp.signature_hash_algorithm
         embedded = list(resp.certificates)
@@ -191,7 +192,7 @@ def _status_of(cert: x509.Certificate, issuer: x509.Certificate, responses: Sequ
 
 def _judge(subject: str, serial: str, resp: ocsp.OCSPResponse, single: ocsp.OCSPSingleResponse,
            issuer: x509.Certificate, at: datetime) -> CertStatus:
-    if not _signed_by_issuer_or_delegate(resp, issuer, at):
+    if not signed_by_issuer_or_delegate(resp, issuer, at):
         return CertStatus(subject, serial, BAD_SIGNATURE,
                           "OCSP response is not signed by the issuer or a responder it designated (RFC 6960 4.2.2.2)")
     this_update, next_update = single.this_update_utc, single.next_update_utc

@@ -72,6 +72,17 @@ class FakeNvidia:
             self.certs.append(_cert(cn, self.keys[i], NAMES[parent], self.keys[parent], ca=i < len(NAMES) - 1))
         self.delegates: dict[int, tuple[x509.Certificate, ec.EllipticCurvePrivateKey]] = {}
 
+    def other_device(self) -> FakeNvidia:
+        """Another GPU under the same root, identity and provisioner CAs: its own GSP BROM and attestation key
+        (so its BROM's OCSP answer is one no other test has sent)."""
+        other = FakeNvidia.__new__(FakeNvidia)
+        other.keys = self.keys[:3] + [ec.generate_private_key(ec.SECP384R1()) for _ in NAMES[3:]]
+        other.certs = self.certs[:3]
+        for i in range(3, len(NAMES)):
+            other.certs.append(_cert(NAMES[i], other.keys[i], NAMES[i - 1], other.keys[i - 1], ca=i < len(NAMES) - 1))
+        other.delegates = {}
+        return other
+
     @property
     def roots(self) -> TrustRoots:
         pin = hashlib.sha256(self.certs[0].public_bytes(Encoding.DER)).hexdigest()

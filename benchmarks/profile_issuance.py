@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--sqlite", action="store_true")
     ap.add_argument("--phases", action="store_true", help="thread CPU per step of issue_certificate")
+    ap.add_argument("--no-profile", action="store_true", help="no cProfile (for an outside sampler: py-spy)")
+    ap.add_argument("--cpu", action="store_true", help="profile CPU time (time.process_time), not wall time")
     ap.add_argument("--pg", default=os.environ.get("CA_SERVICE_TEST_POSTGRES_URL",
                                                    "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
     args = ap.parse_args()
@@ -98,9 +100,10 @@ def main() -> None:
         bodies = bodies[20 + args.n // 2:]
         n = len(bodies)
         counts.update(statements=0, commits=0)
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.process_time) if args.cpu else cProfile.Profile()
         t0 = time.perf_counter()
-        prof.enable()
+        if not args.no_profile:
+            prof.enable()
         for b in bodies:
             r = client.post("/v1/certificates", data=b, content_type="application/json")
             if r.status_code != 201:

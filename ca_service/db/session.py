@@ -12,6 +12,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as exc_mod
 from sqlalchemy.orm import Session, sessionmaker
 
+POOL_SIZE = 12
+
 
 @dataclass(frozen=True)
 class DbTimeouts:
@@ -85,7 +87,10 @@ def make_engine(url: str, timeouts: DbTimeouts | None = None, **kwargs: Any) -> 
         "tcp_user_timeout": int(timeouts.client_s * 1000),
         "connection_factory": connection_factory(timeouts.client_s),
     }
-    engine = create_engine(url, pool_size=5, max_overflow=10,
+    # pool_size covers a serve worker's threads (8 by default) plus its publisher, purger and anchor
+    # threads: with SQLAlchemy's default of 5, the overflow connections were closed at every
+    # check-in and opened again (a PostgreSQL backend started per request under load; issue 15)
+    engine = create_engine(url, pool_size=POOL_SIZE, max_overflow=10,
                            pool_timeout=timeouts.pool_timeout_s, connect_args=connect_args, **kwargs)
     _ping_when_idle(engine, timeouts.ping_idle_s)
     statements = timeouts.session_sql()

@@ -27,6 +27,7 @@ from typing import cast
 from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from ca_service.db import rawsql
 from ca_service.db.models.tlog import TlogEntry, TlogTile
 from ca_service.errors import LeafInvalid, LogInconsistent
 from ca_service.tlog.merkle import HASH_SIZE, leaf_hash, root_of_leaf_hashes
@@ -40,6 +41,9 @@ _INSERT_NEXT = (
 )
 # Two statements, one round trip: each statement gets its own snapshot under READ COMMITTED.
 _PG_LOCK_AND_INSERT = "SELECT pg_advisory_xact_lock(:lock_key); " + _INSERT_NEXT
+
+
+_ENTRIES = rawsql.RawInsert(cast(Table, TlogEntry.__table__))
 
 
 def _is_postgres(session: Session) -> bool:
@@ -64,11 +68,8 @@ def lock_and_next_index(session: Session) -> int:
     log index); the lock holds until the caller's transaction ends, so the index cannot move.
     """
     next_sql = "SELECT COALESCE(MAX(idx) + 1, 0) FROM tlog_entries"
-    if _is_postgres(session):
-        # two statements, one round trip; the second sees every commit made before the lock
-        return int(session.execute(text("SELECT pg_advisory_xact_lock(:k); " + next_sql),
-                                   {"k": LOG_LOCK_KEY}).scalar_one())
-    return int(session.execute(text(next_sql)).scalar_one())
+    # on PostgreSQL two statements, one round trip; the second sees every commit made before the lock
+    return int(rawsql.scalar(session, f"SELECT pg_advisory_xact_lock({LOG_LOCK_KEY:d}); " + next_sql, next_sql, ()))
 
 
 def append_leaf(session: Session, leaf: bytes) -> int:
@@ -126,8 +127,8 @@ def append_leaves_at(session: Session, start: int, leaves: Sequence[bytes]) -> N
     if not leaves:
         return
     hashes = [leaf_hash(x) for x in leaves]
-    session.execute(insert(cast(Table, TlogEntry.__table__)), [{"idx": start + i, "leaf": x, "leaf_hash": h}
-                                        for i, (x, h) in enumerate(zip(leaves, hashes, strict=True))])
+    _ENTRIES.execute(session, [{"idx": start + i, "leaf": x, "leaf_hash": h}
+                               for i, (x, h) in enumerate(zip(leaves, hashes, strict=True))])
     _complete_tiles(session, start, hashes)
 
 

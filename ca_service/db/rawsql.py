@@ -1,0 +1,102 @@
+"""Prebuilt statements run on the DBAPI cursor of a session's connection, for the issuance hot path.
+
+A Core ``session.execute(insert(table), rows)`` costs ~0.2-0.4 ms of CPU before the driver sees it
+(statement coercion, cache key, compiled-cache lookup, insertmanyvalues batching, execution
+context, result set-up: 30-40% of an issuance's CPU, issue 15, docs/performance.md). These
+statements are built once per table and dialect; each value goes through the column type's own bind
+processor (the same conversion SQLAlchemy applies: UTC datetimes, JSON, bytes), so rows read back
+through the ORM exactly as if SQLAlchemy had written them. They run in the caller's transaction,
+on the connection the session already holds.
+
+On PostgreSQL a multi-row INSERT is one statement (one round trip); on SQLite, ``executemany``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    columns: tuple[str, ...]
+    defaults: tuple[Any, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+    head: str  # INSERT INTO t (cols) VALUES
+    row: str  # (%s, %s, ...) or (?, ?, ...)
+    tail: str  # ON CONFLICT ... or ""
+
+
+class RawInsert:
+    """``INSERT INTO table (the rows' columns) VALUES ...`` [``ON CONFLICT (key) DO NOTHING``]."""
+
+    def __init__(self, table: Table, *, on_conflict_do_nothing: str | None = None) -> None:
+        self.table = table
+        self.conflict = on_conflict_do_nothing
+        self._prepared: dict[tuple[str, tuple[str, ...]], _Prepared] = {}
+
+    def _prepare(self, dialect: Dialect, keys: tuple[str, ...]) -> _Prepared:
+        cols = [c for c in self.table.columns
+                if c.name in keys or (c.default is not None and getattr(c.default, "is_scalar", False))]
+        unknown = set(keys) - {c.name for c in cols}
+        if unknown:
+            raise KeyError(f"{self.table.name} has no column(s) {sorted(unknown)}")
+        mark = "%s" if dialect.paramstyle in ("format", "pyformat") else "?"
+        quote = dialect.identifier_preparer.quote
+        return _Prepared(
+            columns=tuple(c.name for c in cols),
+            defaults=tuple(c.default.arg if c.default is not None and c.name not in keys  # type: ignore[attr-defined]
+                           else None for c in cols),
+            processors=tuple(c.type.dialect_impl(dialect).bind_processor(dialect) for c in cols),
+            # identifiers from the table's own metadata, values always bound: no input reaches the SQL text
+            head="INSERT INTO " + quote(self.table.name)  # noqa: S608
+                 + " (" + ", ".join(quote(c.name) for c in cols) + ") VALUES ",
+            row="(" + ", ".join([mark] * len(cols)) + ")",
+            tail=f" ON CONFLICT ({quote(self.conflict)}) DO NOTHING" if self.conflict else "",
+        )
+
+    def execute(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` (each with the same keys) in the session's transaction."""
+        if not rows:
+            return
+        conn = session.connection()
+        dialect = conn.dialect
+        keys = tuple(sorted(rows[0]))
+        cache_key = (dialect.name, keys)
+        prep = self._prepared.get(cache_key)
+        if prep is None:
+            prep = self._prepared[cache_key] = self._prepare(dialect, keys)
+        params = []
+        for row in rows:
+            values = []
+            for name, default, proc in zip(prep.columns, prep.defaults, prep.processors, strict=True):
+                value = row.get(name, default)
+                values.append(value if proc is None or value is None else proc(value))
+            params.append(tuple(values))
+        cursor = conn.connection.cursor()
+        try:
+            if dialect.name == "postgresql":
+                flat = [v for p in params for v in p]
+                cursor.execute(prep.head + ", ".join([prep.row] * len(params)) + prep.tail, flat)
+            else:
+                cursor.executemany(prep.head + prep.row + prep.tail, params)
+        finally:
+            cursor.close()
+
+
+def scalar(session: Session, sql_pg: str, sql_other: str, params: Sequence[Any]) -> Any:
+    """The first column of the first row of a textual statement with positional parameters
+    (``%s`` on PostgreSQL, ``?`` elsewhere), on the session's connection, or ``None``."""
+    conn = session.connection()
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(sql_pg if conn.dialect.name == "postgresql" else sql_other, tuple(params))
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    return None if row is None else row[0]

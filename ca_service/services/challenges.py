@@ -14,19 +14,22 @@ import logging
 import secrets
 import threading
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, select, text
+from sqlalchemy import LargeBinary, bindparam, delete, select, text
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from ca_service.db.base import UTCDateTime
 from ca_service.db.models import Challenge
-from ca_service.errors import ChallengeConsumed, ChallengeExpired, ChallengeUnknown
-from ca_service.services.container import Services
+from ca_service.errors import CAServiceError, ChallengeConsumed, ChallengeExpired, ChallengeUnknown
+
+if TYPE_CHECKING:  # the container imports group_commit, which imports this module
+    from ca_service.services.container import Services
 
 log = logging.getLogger("ca_service.challenges")
 
@@ -39,6 +42,10 @@ _CONSUME = text(
     "UPDATE challenges SET consumed_at = :now "
     "WHERE id = :id AND consumed_at IS NULL AND expires_at > :now RETURNING nonce"
 ).bindparams(bindparam("now", type_=UTCDateTime()))
+
+
+_READ = text("SELECT nonce, consumed_at, expires_at FROM challenges WHERE id = :id").columns(
+    nonce=LargeBinary(), consumed_at=UTCDateTime(), expires_at=UTCDateTime())
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,25 @@ def create_challenge(svc: Services) -> IssuedChallenge:
     return ch
 
 
+def _valid_id(challenge_id: str) -> None:
+    try:
+        uuid.UUID(challenge_id)
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise ChallengeUnknown("challenge id is not a known challenge") from exc
+
+
+def _why_not(session: Session, challenge_id: str) -> CAServiceError:
+    """The refusal for a challenge that could not be used: unknown, used, or else expired."""
+    row = session.execute(
+        select(Challenge.consumed_at, Challenge.expires_at).where(Challenge.id == challenge_id)
+    ).one_or_none()
+    if row is None:
+        return ChallengeUnknown("challenge id is not a known challenge")
+    if row.consumed_at is not None:
+        return ChallengeConsumed("challenge was already used")
+    return ChallengeExpired("challenge expired; ask for a new one")
+
+
 def consume_challenge_in(session: Session, challenge_id: str, now: datetime) -> bytes:
     """Atomically mark the challenge used, in the caller's transaction, and return its nonce.
 
@@ -66,21 +92,94 @@ def consume_challenge_in(session: Session, challenge_id: str, now: datetime) -> 
     Raises:
         ChallengeUnknown, ChallengeExpired, ChallengeConsumed (``challenge.*``).
     """
-    try:
-        uuid.UUID(challenge_id)
-    except (ValueError, AttributeError, TypeError) as exc:
-        raise ChallengeUnknown("challenge id is not a known challenge") from exc
+    _valid_id(challenge_id)
     nonce = session.execute(_CONSUME, {"id": challenge_id, "now": now}).scalar_one_or_none()
     if nonce is not None:
         return bytes(nonce)
-    row = session.execute(
-        select(Challenge.consumed_at, Challenge.expires_at).where(Challenge.id == challenge_id)
-    ).one_or_none()
+    raise _why_not(session, challenge_id)
+
+
+def read_challenge(session: Session, challenge_id: str, now: datetime) -> bytes:
+    """The nonce of a challenge that is usable at ``now`` (known, unused, unexpired), without using
+    it: the issuance uses it in its final transaction (:func:`consume_challenges_in`), which is
+    what enforces single use; this read only lets a request verify its evidence against the nonce.
+
+    Raises:
+        ChallengeUnknown, ChallengeExpired, ChallengeConsumed (``challenge.*``).
+    """
+    _valid_id(challenge_id)
+    row = session.execute(_READ, {"id": challenge_id}).one_or_none()
     if row is None:
         raise ChallengeUnknown("challenge id is not a known challenge")
     if row.consumed_at is not None:
         raise ChallengeConsumed("challenge was already used")
-    raise ChallengeExpired("challenge expired; ask for a new one")
+    if row.expires_at <= now:
+        raise ChallengeExpired("challenge expired; ask for a new one")
+    return bytes(row.nonce)
+
+
+def use_up(svc: Services, challenge_id: str, now: datetime) -> None:
+    """Mark a challenge used for a request refused before its final transaction (bad evidence,
+    failed appraisal...): a refused request uses its challenge up too. Already used, expired or
+    unknown: nothing to do."""
+    try:
+        with svc.db.transaction() as session:
+            consume_challenge_in(session, challenge_id, now)
+    except CAServiceError:
+        pass
+
+
+def consume_challenges_in(session: Session, claims: Sequence[tuple[str, datetime]]) -> list[CAServiceError | None]:
+    """Use up each ``(challenge id, as of)`` in the caller's transaction (an issuance batch,
+    services/group_commit.py): per claim, ``None`` when this transaction used it, else the refusal.
+
+    Exactly one claim of any challenge succeeds, across batches and processes: on PostgreSQL the
+    rows are locked in id order (``FOR UPDATE``; two batches that share a challenge cannot deadlock)
+    and updated only where still unused and unexpired, in one round trip; a claim whose row did
+    not change is refused. A second claim of the same id within ``claims`` is refused as used.
+    """
+    out: list[CAServiceError | None] = [None] * len(claims)
+    first: dict[str, int] = {}
+    for i, (cid, _at) in enumerate(claims):
+        try:
+            _valid_id(cid)
+        except ChallengeUnknown as exc:
+            out[i] = exc
+            continue
+        if cid in first:
+            out[i] = ChallengeConsumed("challenge was already used")
+        else:
+            first[cid] = i
+    if not first:
+        return out
+    if session.get_bind().dialect.name != "postgresql":
+        # SQLite: the transaction began IMMEDIATE (db/session.py), writers are serialised already
+        for cid, i in first.items():
+            try:
+                consume_challenge_in(session, cid, claims[i][1])
+            except CAServiceError as exc:
+                out[i] = exc
+        return out
+    ids = sorted(first)
+    # only placeholders are joined into the text; every id and time is a bound parameter
+    marks = ", ".join(["%s"] * len(ids))
+    lock = f"SELECT id FROM challenges WHERE id IN ({marks}) ORDER BY id FOR UPDATE; "  # noqa: S608
+    values = ", ".join(["(%s, %s::timestamptz)"] * len(ids))
+    sql = lock + ("UPDATE challenges AS c SET consumed_at = v.at FROM (VALUES " + values  # noqa: S608
+                  + ") AS v(id, at) WHERE c.id = v.id AND c.consumed_at IS NULL AND c.expires_at > v.at RETURNING c.id")
+    params: list[Any] = [*ids]
+    for cid in ids:
+        params += [cid, claims[first[cid]][1].astimezone(UTC)]
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.execute(sql, params)
+        used = {row[0] for row in cursor.fetchall()}
+    finally:
+        cursor.close()
+    for cid, i in first.items():
+        if cid not in used:
+            out[i] = _why_not(session, cid)
+    return out
 
 
 def purge_expired(svc: Services, *, now: datetime | None = None, batch: int = PURGE_BATCH) -> int:
@@ -91,7 +190,9 @@ def purge_expired(svc: Services, *, now: datetime | None = None, batch: int = PU
     total = 0
     while True:
         with svc.db.transaction() as session:
-            ids = select(Challenge.id).where(Challenge.expires_at <= at).limit(batch).scalar_subquery()
+            # SKIP LOCKED: never wait for (or deadlock with) an issuance batch holding a row
+            ids = (select(Challenge.id).where(Challenge.expires_at <= at).limit(batch)
+                   .with_for_update(skip_locked=True).scalar_subquery())
             result: CursorResult[Any] = session.execute(delete(Challenge).where(Challenge.id.in_(ids)))  # type: ignore[assignment]
             deleted = result.rowcount or 0
         total += deleted

@@ -27,14 +27,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, insert
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from ca_service.db.models import Certificate, EvidenceBlob
+from ca_service.db.rawsql import RawInsert
 from ca_service.db.session import Database
+from ca_service.services.challenges import consume_challenges_in
 from ca_service.tlog.sequencer import append_leaves_at, lock_and_next_index
 
 # Enough to absorb every thread of a worker (gunicorn --threads) and bound one transaction.
@@ -56,12 +58,15 @@ Build = Callable[[int], Built]
 # Run in the batch's transaction before the log lock: an item's row locks (a loader's CVM
 # certificate, services/loaders.py); raising refuses that item only.
 Hold = Callable[[Session], None]
+# A single-use challenge an item uses up in the batch's transaction, as of a time (its request's).
+Claim = tuple[str, datetime]
 
 
 @dataclass(eq=False)
 class _Slot:
     build: Build
     hold: Hold | None = None
+    claim: Claim | None = None
     done: bool = False
     result: Any = None
     error: BaseException | None = None
@@ -78,13 +83,15 @@ class GroupCommitter:
     batches: int = 0  # statistics, for tests and benchmarks
     batched: int = 0
 
-    def submit(self, db: Database, build: Build, *, hold: Hold | None = None) -> Any:
-        """Run ``build(log_index)`` in a batch, commit, and return its ``result``. ``hold(session)``
-        runs first, in the same transaction, before the log lock.
+    def submit(self, db: Database, build: Build, *, hold: Hold | None = None, claim: Claim | None = None) -> Any:
+        """Run ``build(log_index)`` in a batch, commit, and return its ``result``. In the same
+        transaction, before the log lock: ``claim``, a challenge this item uses up (refused when
+        used or expired: then it is not built), and ``hold(session)``.
 
-        Raises whatever ``build`` raised for this item, or the batch transaction's error.
+        Raises the claim's refusal, whatever ``hold`` or ``build`` raised for this item, or the batch
+        transaction's error.
         """
-        slot = _Slot(build, hold)
+        slot = _Slot(build, hold, claim)
         with self._cond:
             self._queue.append(slot)
         while True:
@@ -111,10 +118,17 @@ class GroupCommitter:
         built: list[tuple[_Slot, Built]] = []
         try:
             with db.transaction() as session:
+                # Single use of each challenge, enforced here: the UPDATE commits with the
+                # certificate, or (a refused build) with the others; one round trip for all.
+                claimed = [slot for slot in batch if slot.claim is not None]
+                if claimed:
+                    refusals = consume_challenges_in(session, [cast(Claim, slot.claim) for slot in claimed])
+                    for slot, refusal in zip(claimed, refusals, strict=True):
+                        slot.error = refusal
                 # Row locks before the log lock, the order revocation takes them in (certificate row,
                 # then log lock), so an issuance and a revocation never wait on each other in a cycle.
                 for slot in batch:
-                    if slot.hold is not None:
+                    if slot.hold is not None and slot.error is None:
                         try:
                             slot.hold(session)
                         except Exception as exc:  # handed to that caller's thread, re-raised there
@@ -144,16 +158,18 @@ class GroupCommitter:
                 self.batched += len(built)
 
 
+_EVIDENCE = RawInsert(cast(Table, EvidenceBlob.__table__), on_conflict_do_nothing="sha256")
+_CERTIFICATES = RawInsert(cast(Table, Certificate.__table__))
+
+
 def _insert(session: Session, start: int, items: list[Built]) -> None:
     """The batch's rows: evidence blobs (content-addressed, shared ones once), certificates, leaves."""
     blobs: dict[str, dict[str, Any]] = {}
     for b in items:
         for row in b.evidence:
             blobs.setdefault(row["sha256"], row)
-    if blobs:
-        dialect: Any = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(cast(Table, EvidenceBlob.__table__)).on_conflict_do_nothing(index_elements=["sha256"])
-        session.execute(stmt, list(blobs.values()))
-    # Core tables, not the mapped classes: the ORM's bulk-insert bookkeeping is CPU on the hot path
-    session.execute(insert(cast(Table, Certificate.__table__)), [b.certificate for b in items])
+    # prebuilt statements on the session's DBAPI cursor, not Core inserts: SQLAlchemy's statement
+    # handling was most of this function's CPU (db/rawsql.py)
+    _EVIDENCE.execute(session, list(blobs.values()))
+    _CERTIFICATES.execute(session, [b.certificate for b in items])
     append_leaves_at(session, start, [b.leaf for b in items])

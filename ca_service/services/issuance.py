@@ -1,9 +1,10 @@
 """Flow 1: evidence + CSR in, certificate out. Owns its transactions.
 
-Order (DESIGN.md flow 1): parse the CSR, consume the challenge (its own short transaction: a
-refused request still uses it up), verify every evidence item, check each binding, appraise
-against the active policy version, apply the policy's certificate rules, then in ONE transaction
-append the log leaf, sign, and insert the certificate with its appraisal and evidence digests.
+Order (DESIGN.md flow 1): parse the CSR, read the challenge and the active policy (one read),
+verify every evidence item, check each binding, appraise against the active policy version, apply
+the policy's certificate rules, then in ONE transaction use the challenge up, append the log leaf,
+sign, and insert the certificate with its appraisal and evidence digests (a refused request uses
+its challenge up in a short transaction of its own; docs/adr/0006-challenge-used-in-the-issuance-transaction.md).
 """
 
 from __future__ import annotations
@@ -21,9 +22,16 @@ from ca_service import evidence as evidence_mod
 from ca_service.ca.ear import build_ear
 from ca_service.ca.lifetime import cap_lifetime
 from ca_service.ca.profile import build_end_entity, check_request, leaf_not_after
-from ca_service.crypto.keys import KEY_TYPES, parse_csr
+from ca_service.crypto.keys import KEY_TYPES, ParsedCSR, parse_csr
 from ca_service.db.models import Certificate
-from ca_service.errors import AppraisalFailed, InsecureEvidenceRefused, NotFound, PolicyError, evidence_error_for
+from ca_service.errors import (
+    AppraisalFailed,
+    CAServiceError,
+    InsecureEvidenceRefused,
+    NotFound,
+    PolicyError,
+    evidence_error_for,
+)
 from ca_service.evidence.base import VerifiedEvidence
 from ca_service.evidence.binding import check_binding
 from ca_service.evidence.revocation import STRICT, RevocationRule
@@ -32,7 +40,7 @@ from ca_service.policy.appraise import Appraisal, appraise
 from ca_service.policy.model import Policy, check_applicable
 from ca_service.services import collateral as collateral_service
 from ca_service.services import group_commit, loaders, policies
-from ca_service.services.challenges import consume_challenge_in
+from ca_service.services.challenges import read_challenge, use_up
 from ca_service.services.container import Services
 from ca_service.services.roots import trust_roots
 from ca_service.tlog import leaves as tlog_leaves
@@ -184,20 +192,37 @@ def _evidence_rows(items: tuple[EvidenceItem, ...], now: datetime) -> tuple[list
 
 
 def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertificate:
-    """Issue a certificate for an attested key, or raise a CAServiceError naming what failed."""
+    """Issue a certificate for an attested key, or raise a CAServiceError naming what failed.
+
+    The challenge is read first (a used, expired or unknown one is refused before any work) and
+    used up in the final transaction with the certificate (services/group_commit.py): of
+    concurrent requests for one challenge only one is issued. A request refused before that
+    transaction uses its challenge up in a short transaction of its own.
+    """
     now = svc.clock.now()
     csr = parse_csr(req.csr_pem, allowed=KEY_TYPES)
-    # One short transaction: use up the challenge and read the active policy. A policy error is
-    # raised only after the commit, so a refused request still uses the challenge up.
+    # One read: the challenge's nonce and the active policy
     policy_error: PolicyError | None = None
-    with svc.db.transaction() as session:
-        nonce = consume_challenge_in(session, req.challenge_id, now)
+    with svc.db.read() as session:
+        nonce = read_challenge(session, req.challenge_id, now)
         try:
             ref = policies.active_policy(session, req.policy)
         except PolicyError as exc:
             policy_error = exc
-    if policy_error is not None:
-        raise policy_error
+    try:
+        if policy_error is not None:
+            raise policy_error
+        build, hold = _prepare(svc, req, now, csr, nonce, ref)
+    except CAServiceError:
+        use_up(svc, req.challenge_id, now)
+        raise
+    result: IssuedCertificate = svc.group_commit.submit(svc.db, build, hold=hold, claim=(req.challenge_id, now))
+    return result
+
+
+def _prepare(svc: Services, req: CertificateRequest, now: datetime, csr: ParsedCSR, nonce: bytes,
+             ref: policies.PolicyRef) -> tuple[group_commit.Build, group_commit.Hold | None]:
+    """Verify, bind and appraise; the final transaction's build step and row hold (or a refusal)."""
     check_applicable(ref.policy)  # an older stored GPU-only version admits nothing (policy.gpu_only)
     checked = verify_all(svc, req.evidence, now, ref.policy.revocation_rule)
     verified = checked.evidence
@@ -257,8 +282,7 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
 
     # a loader's CVM certificate is held (and re-checked) in the same transaction, before the log lock
     hold = None if loader.link is None else (lambda session: loader.hold(session, now))
-    result: IssuedCertificate = svc.group_commit.submit(svc.db, build, hold=hold)
-    return result
+    return build, hold
 
 
 def normalise_serial(serial: str) -> str:

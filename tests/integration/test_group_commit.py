@@ -23,10 +23,10 @@ from ca_service.agent.client import make_csr
 from ca_service.crypto.keys import spki_der
 from ca_service.db.models import Certificate
 from ca_service.db.models.tlog import TlogEntry
-from ca_service.errors import LeafInvalid
+from ca_service.errors import BindingMismatch, ChallengeConsumed, LeafInvalid
 from ca_service.evidence.binding import binding_value
 from ca_service.services import group_commit
-from ca_service.services.challenges import create_challenge
+from ca_service.services.challenges import consume_challenge_in, consume_challenges_in, create_challenge
 from ca_service.services.issuance import CertificateRequest, EvidenceItem, IssuedCertificate, issue_certificate
 from tests.conftest import make_settings
 
@@ -186,3 +186,59 @@ def test_many_threads_issue_once_each(ca):
     certs = _check_dense_one_leaf_each(svc)
     assert sorted(c.serial for c in certs) == sorted(r.serial for r in results)
     assert len({r.log_index for r in results}) == 16
+
+
+def test_one_challenge_twice_in_a_batch_issues_once(ca):
+    """Two requests for one challenge queued into the same batch: the challenge is used up in the
+    batch's transaction, so exactly one is issued and the other is refused challenge.consumed."""
+    svc, tee = ca["svc"], ca["tee"]
+    committer = svc.group_commit
+    req = _request(svc, tee)
+    twin = CertificateRequest(req.challenge_id, req.csr_pem, req.policy, req.evidence)
+    held = _HeldDb(svc.db)
+    leader, _ = _in_thread(lambda: committer.submit(held, _refused))
+    assert held.entered.wait(30)
+    workers = [_in_thread(lambda r=r: issue_certificate(svc, r)) for r in (req, twin)]
+    _wait_queued(committer, 2)
+    held.release.set()
+    for t, _ in [(leader, None), *workers]:
+        t.join(30)
+    outs = [out for _, out in workers]
+    assert sum("result" in out for out in outs) == 1
+    errors = [out["error"] for out in outs if "error" in out]
+    assert len(errors) == 1 and isinstance(errors[0], ChallengeConsumed)
+    assert len(_check_dense_one_leaf_each(svc)) == 1
+
+
+def test_a_refused_request_uses_its_challenge_up(ca):
+    """Evidence bound to another key is refused before the final transaction; the challenge is
+    used up all the same, so the right evidence cannot be sent with it afterwards."""
+    svc, tee = ca["svc"], ca["tee"]
+    key = ec.generate_private_key(ec.SECP256R1())
+    other = ec.generate_private_key(ec.SECP256R1())
+    ch = create_challenge(svc)
+    csr = make_csr(key, ()).public_bytes(Encoding.PEM).decode()
+    wrong = tee.report(binding_value(ch.nonce, spki_der(other.public_key())))
+    with pytest.raises(BindingMismatch):
+        issue_certificate(svc, CertificateRequest(ch.id, csr, "sim", (EvidenceItem("sim", wrong),)))
+    right = tee.report(binding_value(ch.nonce, spki_der(key.public_key())))
+    with pytest.raises(ChallengeConsumed):
+        issue_certificate(svc, CertificateRequest(ch.id, csr, "sim", (EvidenceItem("sim", right),)))
+    assert _check_dense_one_leaf_each(svc) == []
+
+
+def test_consume_challenges_in_refuses_each_bad_claim(ca):
+    svc = ca["svc"]
+    now = svc.clock.now()
+    fresh, used, old = create_challenge(svc), create_challenge(svc), create_challenge(svc)
+    with svc.db.transaction() as s:
+        consume_challenge_in(s, used.id, now)
+    claims = [(fresh.id, now), (used.id, now), (old.id, old.expires_at), (fresh.id, now),
+              ("00000000-0000-4000-8000-000000000000", now), ("not-a-uuid", now)]
+    with svc.db.transaction() as s:
+        out = consume_challenges_in(s, claims)
+    assert out[0] is None
+    assert [type(e).__name__ for e in out[1:]] == ["ChallengeConsumed", "ChallengeExpired", "ChallengeConsumed",
+                                                  "ChallengeUnknown", "ChallengeUnknown"]
+    with svc.db.transaction() as s:  # committed: the fresh one is used now
+        assert isinstance(consume_challenges_in(s, [(fresh.id, now)])[0], ChallengeConsumed)

@@ -32,8 +32,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -140,16 +142,19 @@ class Ca:
         return ocsp.load_der_ocsp_response(r.content).certificate_status
 
 
-@pytest.fixture
-def ca(tmp_path_factory, db_url_factory, world) -> Iterator[Ca]:
-    """A fresh CA with the test root pinned, three policies and the hosts' evaluation-20 collateral."""
+@contextmanager
+def _running_ca(tmp_path_factory: Any, db_url: str, world: dict[str, Any], duty_interval: str | None) -> Iterator[Ca]:
+    """A fresh CA with the test root pinned, three policies and the hosts' evaluation-20 collateral;
+    ``serve``'s collateral duty runs every ``duty_interval`` seconds, or not at all (None)."""
     home = tmp_path_factory.mktemp("testroot-ca")
     root = world["ti"].write_root(home.parent / f"{home.name}-test-intel-root.pem")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "CA_SERVICE_HOME": str(home), "CA_SERVICE_PROFILE": "insecure-dev",
-           "CA_SERVICE_DATABASE_URL": db_url_factory(), "CA_SERVICE_PUBLIC_URL": url,
+           "CA_SERVICE_DATABASE_URL": db_url, "CA_SERVICE_PUBLIC_URL": url,
            "CA_SERVICE_INSECURE_TEST_ROOTS": f"intel={root}", "CA_SERVICE_RATE_LIMIT": "off"}
+    if duty_interval is not None:
+        env["CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS"] = duty_interval
     init = subprocess.run([*CLI, "init"], env=env, capture_output=True, text=True, timeout=120)
     assert init.returncode == 0, init.stderr
     c = Ca(env, url, home)
@@ -160,8 +165,9 @@ def ca(tmp_path_factory, db_url_factory, world) -> Iterator[Ca]:
             c.cli("policy", "apply", "--activate", str(home / f"{action}.yaml"))
         got = c.import_bundle(home / "n.json", world["ti"].bundle(*world["n"].values()))
         assert len(got["added"]) == 5  # two TCB Infos, the QE Identity, the PCK CRL and the Root CA CRL
+        duty = ["--collateral-refresh"] if duty_interval is not None else ["--no-collateral-refresh"]
         proc = subprocess.Popen([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-                                 "--publish-interval", "0"],
+                                 "--publish-interval", "0", *duty],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         try:
             _wait_ready(url, proc)
@@ -169,6 +175,13 @@ def ca(tmp_path_factory, db_url_factory, world) -> Iterator[Ca]:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+@pytest.fixture
+def ca(tmp_path_factory, db_url_factory, world) -> Iterator[Ca]:
+    """The on-demand path: serve runs no collateral duty, the operator runs ``reappraise``."""
+    with _running_ca(tmp_path_factory, db_url_factory(), world, None) as c:
+        yield c
 
 
 def _issue_all(ca: Ca, world: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
@@ -194,49 +207,70 @@ def _dry_run(ca: Ca) -> dict[str, dict[str, Any]]:
 
 def _check_applied(ca: Ca, issued: dict[tuple[str, str], dict[str, Any]], affected: str, after: str,
                    reason: str) -> None:
-    """After ``reappraise``: ``affected``'s certificates revoked / flagged / left per policy; every other
-    certificate valid and unflagged; the CRL and OCSP say exactly that."""
+    """``reappraise``: exactly ``affected``'s certificates are acted on, each as its policy says."""
     out = json.loads(ca.cli("reappraise", "--json"))
     serial = {k: v["serial"] for k, v in issued.items()}
     assert {(a["serial"], a["action"]) for a in out["actions"]} == {(serial[(affected, act)], act) for act in ACTIONS}
     assert all((a["before"], a["after"]) == ("affirming", after) for a in out["actions"])
+    _check_state(ca, issued, {affected: (after, reason)})
+
+
+def _check_state(ca: Ca, issued: dict[tuple[str, str], dict[str, Any]],
+                 affected: dict[str, tuple[str, str]]) -> None:
+    """``affected`` hosts' certificates (host -> (status after, a reason)) revoked under the revoke
+    policy, flagged under warn, left under ignore; every other certificate valid and unflagged; the CRL,
+    OCSP, the log (one leaf per action, in the order of ``affected``) and the audit log say exactly that."""
+    serial = {k: v["serial"] for k, v in issued.items()}
     for (host, action), body in issued.items():
         rec = ca.record(body["serial"])
-        hit = host == affected
+        hit = host in affected
         if hit and action == "revoke":
             assert (rec["status"], rec["revocation_reason"]) == ("revoked", "privilegeWithdrawn")
         else:
             assert rec["status"] == "valid", (host, action, rec["status"])
         flag = rec["appraisal"].get("reappraisal")
         if hit and action == "warn":
-            assert (flag["before"], flag["after"]) == ("affirming", after)
-            assert any(reason in r for r in flag["reasons"]), flag
+            assert (flag["before"], flag["after"]) == ("affirming", affected[host][0])
+            assert any(affected[host][1] in r for r in flag["reasons"]), flag
         else:
             assert flag is None, (host, action, flag)
         status = ca.ocsp(body["certificate_chain"])
         assert status == (ocsp.OCSPCertStatus.REVOKED if hit and action == "revoke" else ocsp.OCSPCertStatus.GOOD)
-    assert ca.crl_serials() & set(serial.values()) == {serial[(affected, "revoke")]}
+    revoked = {serial[(h, "revoke")] for h in affected}
+    flagged = {serial[(h, "warn")] for h in affected}
+    assert ca.crl_serials() & set(serial.values()) == revoked
     # the log says so, one leaf per action (GET /v1/log/entries/{i} after the issuances' own leaves)
     first = max(v["log_index"] for v in issued.values()) + 1
     assert [(lf.type, lf.body["serial"]) for lf in ca.leaves_from(first) if lf.type in ("revocation", "reappraisal")] \
-        == [("revocation", serial[(affected, "revoke")]), ("reappraisal", serial[(affected, "warn")])]
+        == [leaf for h in affected for leaf in (("revocation", serial[(h, "revoke")]),
+                                                ("reappraisal", serial[(h, "warn")]))]
     # and so does the audit log (GET /v1/audit, auditor token from the CLI)
-    audit = {(e["action"], e["target"]) for e in ca.audit()}
-    assert {(a, t) for a, t in audit if t in serial.values()} >= {("certificate.revoke", serial[(affected, "revoke")]),
-                                                                  ("certificate.reappraised", serial[(affected, "warn")])}
-    assert not {t for a, t in audit if a in ("certificate.revoke", "certificate.reappraised")} - {
-        serial[(affected, "revoke")], serial[(affected, "warn")]}
+    audit = {(e["action"], e["target"]) for e in ca.audit() if e["target"] in serial.values()}
+    assert {t for a, t in audit if a == "certificate.revoke"} == revoked
+    assert {t for a, t in audit if a == "certificate.reappraised"} == flagged
+
+
+def _recovery(world: dict[str, Any]) -> dict[bytes, bytes]:
+    """Intel publishes evaluation 21 for both FMSPCs: a new top level; the former one is OutOfDate."""
+    ti, later = world["ti"], world["ti"].now - timedelta(minutes=30)
+    return {world["hosts"]["old"].fmspc: ti.collateral(world["hosts"]["old"].fmspc, evaluation=21, issued=later,
+                                                       levels=ti.tcb_levels(recovery=ADVISORY)),
+            OTHER_FMSPC: ti.collateral(OTHER_FMSPC, evaluation=21, issued=later)}
+
+
+def _revoking_crl(world: dict[str, Any]) -> bytes:
+    """The evaluation-20 collateral with a new PCK CRL that lists the patched host's PCK certificate."""
+    ti = world["ti"]
+    doc = json.loads(world["n"][world["hosts"]["old"].fmspc])
+    doc["pck_crl"] = ti.pck_crl((world["hosts"]["patched"],), number=2, issued=ti.now - timedelta(minutes=30)).hex()
+    return ti.bundle(json.dumps(doc).encode())
 
 
 def test_tcb_recovery_revokes_or_flags_exactly_the_platforms_it_makes_out_of_date(ca, world, tmp_path):
     ti, hosts = world["ti"], world["hosts"]
     issued = _issue_all(ca, world)
     serial = {k: v["serial"] for k, v in issued.items()}
-    # Intel publishes evaluation 21 for both FMSPCs: a new top level; the former one is OutOfDate
-    later = ti.now - timedelta(minutes=30)
-    recovery = {hosts["old"].fmspc: ti.collateral(hosts["old"].fmspc, evaluation=21, issued=later,
-                                                  levels=ti.tcb_levels(recovery=ADVISORY)),
-                OTHER_FMSPC: ti.collateral(OTHER_FMSPC, evaluation=21, issued=later)}
+    recovery = _recovery(world)
     # the operator's air-gapped path: `collateral fetch --for` the fleet's quotes on a connected machine
     # (the test vendor's PCS behind the loopback replay), then `collateral import` on the CA
     quotes = []
@@ -278,10 +312,7 @@ def test_a_pck_crl_that_revokes_one_platform_affects_only_its_certificates(ca, w
     ti, hosts = world["ti"], world["hosts"]
     issued = _issue_all(ca, world)
     serial = {k: v["serial"] for k, v in issued.items()}
-    crl = ti.pck_crl((hosts["patched"],), number=2, issued=ti.now - timedelta(minutes=30))
-    doc = json.loads(world["n"][hosts["old"].fmspc])
-    doc["pck_crl"] = crl.hex()
-    got = ca.import_bundle(tmp_path / "crl.json", ti.bundle(json.dumps(doc).encode()))
+    got = ca.import_bundle(tmp_path / "crl.json", _revoking_crl(world))
     assert [u.split("?")[0].rsplit("/", 1)[-1] for u in got["added"]] == ["pckcrl"]  # the rest is cached
     results = _dry_run(ca)
     changed = {s for s, r in results.items() if r["changed"]}
@@ -293,6 +324,32 @@ def test_a_pck_crl_that_revokes_one_platform_affects_only_its_certificates(ca, w
     r = ca.issue(ti, hosts["patched"], "tdx-ignore")
     assert r.status_code in (400, 403, 422) and r.json()["code"] == "evidence.certificate_revoked", r.text
     assert ca.issue(ti, hosts["old"], "tdx-ignore").status_code == 201
+
+
+def _wait_for(what: str, check: Any, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"serve's collateral duty did not {what} within {timeout:.0f}s"
+        time.sleep(0.5)
+
+
+def test_serves_collateral_duty_acts_on_what_an_import_changed(tmp_path_factory, db_url_factory, world, tmp_path):
+    """Who runs it: ``serve``'s collateral duty (every second here, in whichever worker holds its lock)
+    judges the changes an import brought (imported with --no-reappraise, so nothing else does): first
+    the TCB recovery, then the PCK CRL; each time only what the change makes worse is acted on, and a
+    certificate flagged before is not flagged again for the same finding."""
+    with _running_ca(tmp_path_factory, db_url_factory(), world, "1") as ca:
+        issued = _issue_all(ca, world)
+        serial = {k: v["serial"] for k, v in issued.items()}
+        old = {"old": ("contraindicated", "TCB status UpToDate -> OutOfDate")}
+        ca.import_bundle(tmp_path / "n1.json", world["ti"].bundle(*_recovery(world).values()))
+        _wait_for("revoke and flag", lambda: ca.record(serial[("old", "revoke")])["status"] == "revoked"
+                  and "reappraisal" in ca.record(serial[("old", "warn")])["appraisal"])
+        _check_state(ca, issued, old)
+        ca.import_bundle(tmp_path / "crl.json", _revoking_crl(world))
+        _wait_for("revoke and flag", lambda: ca.record(serial[("patched", "revoke")])["status"] == "revoked"
+                  and "reappraisal" in ca.record(serial[("patched", "warn")])["appraisal"])
+        _check_state(ca, issued, old | {"patched": ("refused", "refused [evidence.certificate_revoked]")})
 
 
 def test_a_production_ca_refuses_to_start_with_test_roots(tmp_path, world):

@@ -9,6 +9,8 @@ then are compared, per resource (kind, key), with the rows the CA held before. A
   number is a TCB recovery, "Intel SGX and Intel TDX TCB Recovery", and may turn UpToDate into OutOfDate);
 - a CRL (Intel PCK and Root CA CRL, AMD VCEK and VLEK CRL): it revokes a serial the newest CRL held before
   did not (a re-issued CRL with the same entries judges nothing differently);
+- an NVIDIA OCSP answer: the certificate's status differs from the newest answer held (answers are
+  re-issued every few hours with a new producedAt: that is no change, a revocation is);
 - anything else (a VCEK, an AMD cert_chain, other vendors' items): any new content;
 - any kind: the CA held nothing for it before (evidence judged without it, e.g. with a CRL missing and
   the policy accepting that, is judged again now that it exists).
@@ -86,7 +88,19 @@ def _change(new: list[CollateralItem], old: list[CollateralItem]) -> str | None:
             return "CRL replaced"
         added = after_set - before_set
         return f"CRL revokes {len(added)} more certificate(s)" if added else None
+    if kind == Kind.NVIDIA_OCSP.value:
+        before_status, after_status = _ocsp_status(_newest(old)), _ocsp_status(_newest(new))
+        return None if before_status == after_status else f"OCSP status {before_status} -> {after_status}"
     return "new content"
+
+
+def _ocsp_status(row: CollateralItem) -> str:
+    from cryptography.x509 import ocsp
+
+    try:
+        return str(ocsp.load_der_ocsp_response(row.body).certificate_status.name).lower()
+    except ValueError:  # cached rows were verified; an unreadable one counts as changed
+        return f"unreadable#{row.id}"
 
 
 @dataclass(frozen=True)

@@ -218,3 +218,128 @@ def test_a_crl_that_adds_no_entry_is_no_change():
     assert _change([row(2, [1, 2, 3], 1)], old) == "CRL revokes 1 more certificate(s)"
     assert _change([row(2, [1, 2, 3], -1)], old) is None  # an older CRL arriving late
     assert _change([row(2, [1], 1)], []) == "first amd.vcek_crl held"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_the_duty_serve_runs_refreshes_and_acts(ca):
+    """``ca-service serve`` (two gunicorn workers, each with the duty thread; one holds the lock at a
+    time), online with the replay as its PCS mirror: the duty refreshes, finds the TCB recovery, and
+    the certificates are revoked and flagged over HTTP, with CRL, OCSP and metrics saying so."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import requests
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509 import ocsp
+
+    from ca_service.db.models import Certificate
+
+    svc, serials = ca
+    served = _entries(vector(RECOVERED)) + _entries(vector(BYSTANDER, "collateral-2025-06"))
+    served = [e for e in served if "fmspc=B0C06F000000" not in e["url"]] + _tcb_only(intel_entries(NEW))
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    with replay.serve(served) as (app, base):
+        env = {**os.environ, "CA_SERVICE_HOME": str(svc.settings.home), "CA_SERVICE_PROFILE": "insecure-dev",
+               "CA_SERVICE_DATABASE_URL": svc.settings.database_url, "CA_SERVICE_PUBLIC_URL": svc.settings.public_url,
+               "CA_SERVICE_COLLATERAL": "online",
+               "CA_SERVICE_COLLATERAL_MIRRORS": ",".join(f"{h}={base}" for h in sorted(replay.ALLOWED_HOSTS)),
+               "CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS": "2", "CA_SERVICE_COLLATERAL_REFRESH_WITHIN": "3650d"}
+        env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        proc = subprocess.Popen([sys.executable, "-m", "ca_service.cli", "serve", "--bind", f"127.0.0.1:{port}",
+                                 "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        try:
+            deadline = time.time() + 90
+            status = None
+            while time.time() < deadline and status != "revoked":
+                try:
+                    status = requests.get(f"{url}/v1/certificates/{serials['revoked']}", timeout=5).json()["status"]
+                except requests.RequestException:
+                    pass
+                time.sleep(0.5)
+            assert status == "revoked", "the duty did not revoke within 90 s"
+            assert "/tdx/certification/v4/tcb?fmspc=B0C06F000000" in app.requests
+            time.sleep(1)  # the flag is written in the same run, just after
+            flagged = requests.get(f"{url}/v1/certificates/{serials['flagged']}", timeout=5).json()
+            assert flagged["status"] == "valid"
+            assert flagged["appraisal"]["reappraisal"]["after"] == "refused"
+            bystander = requests.get(f"{url}/v1/certificates/{serials['bystander']}", timeout=5).json()
+            assert bystander["status"] == "valid" and "reappraisal" not in bystander["appraisal"]
+            crl = x509.load_der_x509_crl(requests.get(f"{url}/v1/ca/crl", timeout=5).content)
+            assert {format(e.serial_number, "x") for e in crl} & set(serials.values()) == {serials["revoked"]}
+            with svc.db.read() as session:
+                der = {c.serial: c.der for c in session.query(Certificate)}
+            issuing = svc.keys.certificate("issuing")
+            for name, want in (("revoked", ocsp.OCSPCertStatus.REVOKED), ("bystander", ocsp.OCSPCertStatus.GOOD)):
+                req = ocsp.OCSPRequestBuilder().add_certificate(x509.load_der_x509_certificate(der[serials[name]]),
+                                                                issuing, hashes.SHA256()).build()
+                r = requests.post(f"{url}/v1/ocsp", data=req.public_bytes(Encoding.DER), timeout=5,
+                                  headers={"Content-Type": "application/ocsp-request"})
+                assert ocsp.load_der_ocsp_response(r.content).certificate_status == want
+            metrics = requests.get(f"{url}/metrics", timeout=5).text
+
+            def metric(name: str, labels: str) -> float:
+                m = re.search(rf"^{re.escape(name)}{re.escape('{' + labels + '}' if labels else '')} (\S+)$", metrics,
+                              re.M)
+                assert m is not None, (name, labels)
+                return float(m.group(1))
+
+            assert metric("ca_service_collateral_duty_runs_total", 'outcome="done",trigger="worker"') >= 1
+            assert metric("ca_service_reappraisals_total", 'action="revoke",policy="tdx-revoke"') == 1
+            assert metric("ca_service_reappraisals_total", 'action="warn",policy="tdx-warn"') == 1
+            assert metric("ca_service_collateral_changes_total", 'kind="intel.tcb_info.tdx"') == 1
+            assert metric("ca_service_collateral_duty_last_run_age_seconds", "") < 60
+            assert requests.get(f"{url}/readyz", timeout=5).json()["status"] == "ready"
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    # one run judged the change: every later run (every 2 s, in either worker) found nothing new
+    assert sorted(_leaves(svc, serials.values())) == sorted([("revocation", serials["revoked"]),
+                                                             ("reappraisal", serials["flagged"])])
+
+
+def test_an_nvidia_ocsp_answer_changes_only_when_the_status_does():
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509 import ocsp
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP384R1())
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def cert(cn: str, serial: int) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(serial).not_valid_before(t0).not_valid_after(t0 + timedelta(days=365))
+                .sign(key, hashes.SHA384()))
+
+    issuer, device = cert("test GPU CA", 1), cert("test GPU", 2)
+
+    def row(i: int, status: ocsp.OCSPCertStatus, hours: int) -> CollateralItem:
+        at = t0 + timedelta(hours=hours)
+        revoked = (at, None) if status is ocsp.OCSPCertStatus.REVOKED else (None, None)
+        resp = (ocsp.OCSPResponseBuilder().add_response(device, issuer, hashes.SHA384(), status, at,
+                                                        at + timedelta(days=1), *revoked)
+                .responder_id(ocsp.OCSPResponderEncoding.HASH, issuer).sign(key, hashes.SHA384()))
+        return CollateralItem(id=i, kind="nvidia.ocsp", key="k/2", url="u", body=resp.public_bytes(Encoding.DER),
+                              issue_date=at)
+
+    old = [row(1, ocsp.OCSPCertStatus.GOOD, 0)]
+    assert _change([row(2, ocsp.OCSPCertStatus.GOOD, 6)], old) is None  # re-issued every few hours
+    assert _change([row(2, ocsp.OCSPCertStatus.REVOKED, 6)], old) == "OCSP status good -> revoked"

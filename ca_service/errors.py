@@ -800,6 +800,16 @@ class ChainUnavailable(ChainError):
     title = "Chain RPC endpoint is unreachable"
 
 
+class EmbeddedChainGone(ChainUnavailable):
+    """No embedded chain file in CA_SERVICE_HOME (never made, or deleted): its anchors are gone."""
+
+
+class EmbeddedChainInvalid(ChainError):
+    code = "anchor.embedded_chain_invalid"
+    status = 500
+    title = "The embedded chain file in CA_SERVICE_HOME does not rebuild"
+
+
 class ChainIdMismatch(ChainError):
     code = "anchor.chain_id_mismatch"
     status = 500

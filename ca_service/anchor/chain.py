@@ -4,9 +4,11 @@ Transactions are signed locally with the publisher key (``CA_SERVICE_CHAIN_PRIVA
 never holds it. Every web3 / RPC / transport exception is wrapped here into a :class:`ChainError`
 leaf (``from exc``), so callers handle one family.
 
-The embedded chain is web3's ``EthereumTesterProvider`` (py-evm), in memory: it persists nothing
-across processes, mines one block per transaction and cannot reorg. It proves nothing to a third
-party; it exists so that ``ca-service demo`` and development run with nothing to start.
+The embedded chain is web3's ``EthereumTesterProvider`` (py-evm), kept in ``CA_SERVICE_HOME``
+(``anchor/embedded.py``): every process rebuilds it from the same blocks, so a contract and its
+anchors survive across processes. It mines one block per transaction and cannot reorg. It is local
+and proves nothing to a third party; it exists so that ``ca-service demo`` and development run with
+nothing to start. ``ChainClient.in_process`` is a throwaway in-memory chain (tests, benchmarks).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ T = TypeVar("T")
 
 
 class InsecureEmbeddedChainWarning(UserWarning):
-    """Anchors on the in-process chain vanish with the process and prove nothing to anyone else."""
+    """Anchors on the embedded chain are local (a file in CA_SERVICE_HOME) and prove nothing to anyone else."""
 
 
 @dataclass(frozen=True)
@@ -148,13 +150,15 @@ class ChainClient:
     """The anchor contract's operations, one RPC endpoint, one publisher key."""
 
     def __init__(self, w3: Web3, account: LocalAccount, *, embedded: bool,
-                 expected_chain_id: int | None = None) -> None:
+                 expected_chain_id: int | None = None, lock: Any = None) -> None:
         self.w3 = w3
         self.account = account
         self.embedded = embedded
         self._expected_chain_id = expected_chain_id
         self._chain_id: int | None = None
-        self._lock = threading.RLock()  # eth-tester is not thread safe; RPC users share a session
+        # eth-tester is not thread safe; RPC users share a session. The kept embedded chain's lock
+        # is its file's (anchor/embedded.py ChainFile): it also syncs with other processes.
+        self._lock = lock if lock is not None else threading.RLock()
         self._contract = w3.eth.contract(abi=artifact().abi)
 
     # --- construction ---------------------------------------------------------------------------
@@ -187,16 +191,52 @@ class ChainClient:
 
     @classmethod
     def in_process(cls, *, private_key: str | None = None) -> ChainClient:
-        """A fresh in-process chain (py-evm). The publisher is funded from the tester's account."""
-        warnings.warn("the embedded chain is in-process and ephemeral: its anchors prove nothing to "
+        """A fresh throwaway in-process chain (py-evm), gone with the process (tests, benchmarks).
+        The publisher is funded from the tester's account."""
+        warnings.warn("the in-process chain is ephemeral: its anchors prove nothing to "
                       "third parties; use CA_SERVICE_CHAIN_RPC for a real chain",
                       InsecureEmbeddedChainWarning, stacklevel=2)
         w3 = Web3(EthereumTesterProvider())
-        funder = w3.eth.accounts[0]
         account = _account(private_key) if private_key else Account.create()
-        tx = w3.eth.send_transaction({"from": funder, "to": account.address, "value": Wei(10**21)})
-        w3.eth.wait_for_transaction_receipt(tx)
-        return cls(w3, account, embedded=True)
+        client = cls(w3, account, embedded=True)
+        client._fund()
+        return client
+
+    @classmethod
+    def embedded_in(cls, home: Path, *, private_key: str | None = None, create: bool = True) -> ChainClient:
+        """The embedded chain kept in ``home`` (``anchor/embedded.py``). ``create``: make the chain
+        and the publisher key when missing and fund the publisher (the worker); otherwise a reader.
+
+        Raises:
+            EmbeddedChainGone (``anchor.chain_unavailable``): a reader and no chain in ``home``.
+            EmbeddedChainInvalid (``anchor.embedded_chain_invalid``): the chain file does not rebuild.
+        """
+        from ca_service.anchor.embedded import chain_file, publisher_key
+
+        warnings.warn("the embedded chain is local (kept in CA_SERVICE_HOME): its anchors prove nothing to "
+                      "third parties; use CA_SERVICE_CHAIN_RPC for a real chain",
+                      InsecureEmbeddedChainWarning, stacklevel=2)
+        cf = chain_file(home, create=create)
+        with cf:
+            if not create:
+                account = Account.create()  # a reader never sends
+            else:
+                account = _account(private_key or publisher_key(home))
+            client = cls(Web3(cf.provider), account, embedded=True, lock=cf)
+            if create:
+                client._fund()
+        return client
+
+    def _fund(self) -> None:
+        """Development chains only: give the publisher ether from the tester's first account."""
+        def go() -> None:
+            if self.w3.eth.get_balance(self.account.address) >= 10**20:
+                return
+            tx = self.w3.eth.send_transaction({"from": self.w3.eth.accounts[0], "to": self.account.address,
+                                               "value": Wei(10**21)})
+            self.w3.eth.wait_for_transaction_receipt(tx)
+
+        self._rpc("fund", go)
 
     # --- plumbing -------------------------------------------------------------------------------
 
@@ -466,24 +506,37 @@ def _revert_name(text: str) -> str:
 
 
 _embedded_lock = threading.Lock()
-_embedded: dict[str | None, ChainClient] = {}
+_embedded: dict[tuple[Path, str | None, bool], ChainClient] = {}
 
 
-def embedded_chain(private_key: str | None = None) -> ChainClient:
-    """The process-wide embedded chain: the demo deploys, anchors and verifies on one instance."""
+def embedded_chain(home: Path, private_key: str | None = None) -> ChainClient:
+    """The process-wide client of the embedded chain kept in ``home`` (made when missing)."""
+    key = (Path(home).resolve(), private_key, True)
     with _embedded_lock:
-        if private_key not in _embedded:
-            _embedded[private_key] = ChainClient.in_process(private_key=private_key)
-        return _embedded[private_key]
+        if key not in _embedded:
+            _embedded[key] = ChainClient.embedded_in(home, private_key=private_key, create=True)
+        return _embedded[key]
 
 
-def existing_embedded_chain(private_key: str | None = None) -> ChainClient | None:
-    """This process's embedded chain, None when it has none (the chain of another process is gone)."""
+def existing_embedded_chain(home: Path) -> ChainClient | None:
+    """A reader of the embedded chain kept in ``home``; None when there is none (never made, or gone).
+
+    Raises:
+        EmbeddedChainInvalid (``anchor.embedded_chain_invalid``): the chain file does not rebuild.
+    """
+    from ca_service.errors import EmbeddedChainGone
+
+    key = (Path(home).resolve(), None, False)
     with _embedded_lock:
-        return _embedded.get(private_key)
+        if key not in _embedded:
+            try:
+                _embedded[key] = ChainClient.embedded_in(home, create=False)
+            except EmbeddedChainGone:
+                return None
+        return _embedded[key]
 
 
-def client_for(rpc: str, *, private_key: str | None, chain_id: int | None) -> ChainClient:
+def client_for(rpc: str, *, private_key: str | None, chain_id: int | None, home: Path) -> ChainClient:
     if rpc == EMBEDDED:
-        return embedded_chain(private_key)
+        return embedded_chain(home, private_key)
     return ChainClient.connect(rpc, private_key=private_key, chain_id=chain_id)

@@ -389,9 +389,8 @@ class AnchorWorker:
         """A reorg deeper than the confirmations can take away a "final" anchor. Check the newest
         final anchors' blocks are still canonical; when some vanished, the newest goes back to
         planned (re-anchored next tick; its checkpoint covers the older ones) and the older ones
-        are marked failed, so none of them is served as final while absent."""
-        if self.chain.embedded:
-            return None
+        are marked failed, so none of them is served as final while absent. (The embedded chain
+        cannot reorg, but a block mined by a process that died before writing it is lost.)"""
         with self.db.read() as s:
             finals = list(s.scalars(select(Anchor).where(Anchor.contract_id == contract.id,
                                                          Anchor.state == "final")

@@ -1,6 +1,6 @@
 """``ca-service demo``: the three-party story on the embedded default, printing each step.
 
-A fresh CA (insecure-dev profile, SQLite, in-process chain) serves on a loopback port; then the
+A fresh CA (insecure-dev profile, SQLite, the embedded chain kept in its home) serves on a loopback port; then the
 story of ``demo_story.py`` (vendor, CVM, loader, lab and clinic, CA, auditor) and the refusals of
 ``demo_refusals.py``. Exit 0 iff every step held.
 """

@@ -158,7 +158,8 @@ def explain() -> None:
     click.echo("  - ear.status is 'warning' for every sim certificate: the sim TEE is software, no hardware vouches\n"
                "    for it (AR4SI hardware claim 32), and its certificates say INSECURE-DEV. A relying party accepts\n"
                "    them only with --accept-insecure; production refuses sim evidence outright.")
-    click.echo("  - the anchor is on an embedded chain that lives in this process: it shows the CA committed to this\n"
-               "    log checkpoint in a contract that only grows, and the auditor's proof matches it. Nobody outside\n"
-               "    saw that chain and it is gone when the demo exits; on a real chain (CA_SERVICE_CHAIN_RPC) the\n"
-               "    same check shows the log state was public by that block. An anchor never proves the evidence true.")
+    click.echo("  - the anchor is on the embedded chain, a local chain kept in the CA's home (chain/): it shows\n"
+               "    the CA committed to this log checkpoint in a contract that only grows, and the auditor's proof\n"
+               "    matches it. Nobody outside saw that chain and whoever holds the file could rewrite it; on a real\n"
+               "    chain (CA_SERVICE_CHAIN_RPC) the same check shows the log state was public by that block. An\n"
+               "    anchor never proves the evidence true.")

@@ -27,7 +27,17 @@ def check_proof(report: Any, leaf: x509.Certificate, bundle_text: str | None, vk
         from ca_service.anchor.chain import ChainClient
 
         try:
-            chain = ChainClient.reader(rpc)
+            if rpc == "embedded":  # the CA's local chain in CA_SERVICE_HOME (demo and development only)
+                from ca_service.anchor.chain import existing_embedded_chain
+                from ca_service.config import Settings
+
+                home = Settings.from_env().home
+                chain = existing_embedded_chain(home)
+                if chain is None:
+                    report.add("anchor", False, f"no embedded chain in {home} (CA_SERVICE_HOME)")
+                    return
+            else:
+                chain = ChainClient.reader(rpc)
         except CAServiceError as exc:
             report.add("anchor", False, f"[{exc.code}] {exc.detail}")
             return

@@ -36,7 +36,8 @@ log = logging.getLogger("ca_service.serve")
               help="requests a client may send at once before the rate applies "
                    "[default: CA_SERVICE_RATE_LIMIT_BURST or 50]")
 @click.option("--anchor/--no-anchor", "anchor", default=None,
-              help="run the anchor worker (default: on when CA_SERVICE_CHAIN_RPC is a real RPC URL)")
+              help="run the anchor worker (default: on when CA_SERVICE_CHAIN_RPC is a real RPC URL, off on the "
+                   "embedded chain)")
 @click.option("--collateral-refresh/--no-collateral-refresh", "collateral_refresh", default=None,
               help="run the collateral duty: refresh due collateral (CA_SERVICE_COLLATERAL=online) and "
                    "re-appraise what a change concerns, every CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS "
@@ -61,9 +62,8 @@ def serve(bind: str, workers: int, threads: int, worker_class: str, request_time
     _metrics_dir(settings)
     from ca_service.api.app import create_app
 
+    # the embedded chain is kept in CA_SERVICE_HOME and shared by processes: --anchor works on it too
     run_anchor = anchor if anchor is not None else settings.chain_rpc != "embedded"
-    if run_anchor and settings.chain_rpc == "embedded":
-        raise click.UsageError("the embedded chain lives in one process; anchor with a real RPC under serve")
     if collateral_refresh is not None:
         settings = settings.with_(collateral_refresh=collateral_refresh)
     os.environ["CA_SERVICE_REQUEST_TIMEOUT_SECONDS"] = str(request_timeout)

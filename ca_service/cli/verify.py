@@ -52,7 +52,8 @@ def _verify_options(f: Any) -> Any:
         click.option("--log-vkey", help="the log's note verifier key (name+id+key, from GET /v1/log/vkey, kept by "
                                         "you): check the certificate's log inclusion"),
         click.option("--rpc", help="EVM JSON-RPC URL: check the on-chain anchor covering the certificate "
-                                   "(needs --log-vkey)"),
+                                   "(needs --log-vkey); 'embedded': the CA's local chain in CA_SERVICE_HOME "
+                                   "(demo and development only)"),
         click.option("--contract", envvar="CA_SERVICE_ANCHOR_CONTRACT",
                      help="pin the anchor contract address (default: $CA_SERVICE_ANCHOR_CONTRACT, else asked of the "
                           "CA and reported as a warning)"),

@@ -96,7 +96,7 @@ def chain_for(services: Services) -> ChainClient:
         ConfigurationError (``config.invalid``): RPC URL without a publisher key.
     """
     s = services.settings
-    return client_for(s.chain_rpc, private_key=s.chain_private_key, chain_id=s.chain_id)
+    return client_for(s.chain_rpc, private_key=s.chain_private_key, chain_id=s.chain_id, home=s.home)
 
 
 def make_worker(services: Services, *, chain: ChainClient | None = None,
@@ -110,11 +110,11 @@ def make_worker(services: Services, *, chain: ChainClient | None = None,
 
 def chain_reader(settings: Settings) -> Callable[[], ChainClient | None]:
     """How the read side reaches the configured chain: a read-only RPC client with a short timeout
-    (an API request must not hang on a black-holed node), or this process's embedded chain (None
-    when it is gone)."""
+    (an API request must not hang on a black-holed node), or a reader of the embedded chain kept in
+    CA_SERVICE_HOME (None when it is gone)."""
     def make() -> ChainClient | None:
         if settings.chain_rpc == EMBEDDED:
-            return existing_embedded_chain(settings.chain_private_key)
+            return existing_embedded_chain(settings.home)
         return ChainClient.reader(settings.chain_rpc, chain_id=settings.chain_id, timeout=READ_TIMEOUT_SECONDS)
 
     return make

@@ -254,6 +254,7 @@ def endpoint_for(need: Need, *, update: str | None = None) -> Endpoint:
             return amd_crl(product, signer)
         case needs.NvidiaOcsp(name_hash, key_hash, serial, chain):
             return nvidia_ocsp(name_hash, key_hash, serial, chain)
+    # NvidiaRim: sent with the evidence, not fetched yet (evidence/needs.py)
     raise UrlNotAllowed(f"no endpoint serves {type(need).__name__}")
 
 

@@ -111,7 +111,7 @@ class VerifiedEvidence:
 
     @property
     def earliest_expiry(self) -> tuple[str, datetime] | None:
-        """The item that expires first, and when; None when nothing was judged against (sim, Nitro)."""
+        """The item that expires first, and when; None when nothing was judged against (sim)."""
         if not self.expires_at:
             return None
         name = min(self.expires_at, key=lambda k: (self.expires_at[k], k))

@@ -1,8 +1,11 @@
 """What collateral a piece of evidence needs, as typed vendor resources (STYLE.md 16).
 
 Each family states its own needs beside its verifier (``evidence/intel/needs.py``,
-``evidence/snp/needs.py``): a pure function of the evidence bytes that reads only what picks the
-resources (the FMSPC and PCK CA of a quote; the product line, chip id and reported TCB of a report).
+``evidence/snp/needs.py``, ``evidence/nvidia/needs.py``, ``evidence/nitro/needs.py``): a pure function
+of the evidence bytes (and, for a GPU, of the device chain sent with it) that reads only what picks the
+resources (the FMSPC and PCK CA of a quote; the product line, chip id and reported TCB of a report; the
+certificates of a device chain; nothing for Nitro, whose root is pinned and whose chain is in the
+document).
 Nothing here is trusted: the verifier later checks that the collateral belongs to the evidence. The
 IO edge maps each resource to an allowlisted vendor URL (``collateral/endpoints.py``, ``endpoint_for``);
 no URL ever comes from evidence.
@@ -80,8 +83,22 @@ class NvidiaOcsp:
     issuer_chain: tuple[bytes, ...] = field(default=(), compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class NvidiaRim:
+    """A reference integrity manifest the GPU's measurements are compared with, by its RIM service id
+    (``NV_GPU_DRIVER_GH100_<driver version>``, ``NV_GPU_VBIOS_<project>_<project SKU>_<chip SKU>_<VBIOS
+    version without dots>``, as nvtrust names them). Sent with the evidence: the CA does not fetch RIMs
+    yet, so no endpoint serves this need (``collateral/endpoints.endpoint_for`` refuses it)."""
+
+    rim_id: str
+    role: str  # "driver" | "vbios"
+
+
 Need = (IntelTcbInfo | IntelQeIdentity | IntelPckCrl | IntelRootCaCrl | AmdVcek | AmdCertChain | AmdCrl
-        | NvidiaOcsp)
+        | NvidiaOcsp | NvidiaRim)
+# the needs that are revocation sources: one the CA cannot get is left out, and the verifier reports it
+# missing for the policy's rule to judge (docs/revocation.md), instead of the request being refused here
+REVOCATION_NEEDS = (IntelPckCrl, IntelRootCaCrl, AmdCrl, NvidiaOcsp)
 Alternatives = tuple[tuple[Need, ...], ...]
 
 SUPPLIED_KINDS = ("tdx-quote", "sgx-quote", "snp-report")  # the CA finds all their collateral itself
@@ -111,6 +128,10 @@ def needs_for(kind: str, evidence: bytes, collateral: Sequence[bytes] = (), root
         from ca_service.evidence.trust import DEFAULT_ROOTS
 
         return (nvidia_needs(evidence, collateral, roots or DEFAULT_ROOTS),)
+    if kind == "nitro":
+        from ca_service.evidence.nitro.needs import needs as nitro_needs
+
+        return (nitro_needs(evidence),)
     raise EvidenceUnsupported(f"the CA supplies no collateral for {kind!r}: send it with the evidence")
 
 

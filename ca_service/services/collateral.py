@@ -50,7 +50,7 @@ from ca_service.errors import (
 from ca_service.evidence.collateral_items import load_collateral
 from ca_service.evidence.intel.parse import TEE_TYPE_TDX, parse_quote
 from ca_service.evidence.intel.pck import load_pem_chain, parse_pck_extension
-from ca_service.evidence.needs import needs_for
+from ca_service.evidence.needs import NvidiaOcsp, needs_for
 from ca_service.evidence.snp.azure import is_hcl_report, parse_hcl_report
 from ca_service.evidence.snp.certs import PRODUCT_LINES, ProductLine, common_name
 from ca_service.evidence.snp.parse import SigningKey, TcbLayout, TcbVersion, parse_report
@@ -422,7 +422,7 @@ def _nvidia(svc: Services, evidence: bytes, at: datetime, offered: tuple[bytes, 
         (alternative,) = needs_for("nvidia-gpu", evidence, offered, roots)
     except EvidenceError:
         return _as_sent(offered)
-    eps = [endpoint_for(n) for n in alternative]
+    eps = [endpoint_for(n) for n in alternative if isinstance(n, NvidiaOcsp)]  # RIMs: the request's
     pairs, rest = nvidia_ocsp_responses(eps, offered, svc.clock.now())
     added: set[str] = set()
     unverified: list[bytes] = []

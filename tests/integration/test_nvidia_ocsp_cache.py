@@ -32,7 +32,7 @@ from ca_service.api.app import create_app
 from ca_service.collateral.endpoints import endpoint_for
 from ca_service.collateral.fetchers import RequestsFetcher, dump_bundle
 from ca_service.db.models.collateral import CollateralItem
-from ca_service.evidence.needs import needs_for
+from ca_service.evidence.needs import NvidiaOcsp, needs_for
 from ca_service.services import collateral, collateral_bundles, dryrun, issuance, policies
 from ca_service.services.bootstrap import load_sim_tee
 from tests.collateral.fixtures import fresh_services
@@ -198,7 +198,7 @@ def test_a_revoked_answer_is_kept_and_the_device_stays_refused(ca):
 def test_online_the_ca_asks_the_responder_and_a_refresh_asks_again(ca):
     svc, gpu = ca["svc"], ROOT.other_device()
     (alternative,) = needs_for("nvidia-gpu", gpu.report(VECTOR.read("report")), [gpu.chain_pem()], ROOT.roots)
-    eps = [endpoint_for(n) for n in alternative]
+    eps = [endpoint_for(n) for n in alternative if isinstance(n, NvidiaOcsp)]
 
     def entries(answers: list[bytes]) -> list[dict[str, Any]]:
         return [{"url": ep.url, "status": 200, "headers": {"Content-Type": "application/ocsp-response"},

@@ -125,3 +125,20 @@ def test_unprotected_header_is_not_signed_but_harmless() -> None:
     arr = cbor2.loads(v.read("cose_sign1"))
     arr[1] = {4: b"kid"}
     assert code_of(cbor2.dumps(arr), v.verify_time) == "ok"
+
+
+@pytest.mark.parametrize("vector", NITRO, ids=IDS)
+def test_expiries_are_the_chains_and_nothing_is_fetched(vector: Vector):
+    """issue 14: what a certificate issued on Nitro evidence never outlives: the attestation certificate's
+    notAfter and the cabundle's earliest; the family needs no fetched collateral (the root is pinned)."""
+    from ca_service.evidence.needs import needs_for
+
+    doc = vector.read("cose_sign1")
+    result = verify_genuine(doc, Collateral(), vector.verify_time, DEFAULT_ROOTS)
+    parsed = parse_evidence(doc).document
+    leaf = x509.load_der_x509_certificate(parsed.certificate)
+    bundle = [x509.load_der_x509_certificate(c) for c in parsed.cabundle]
+    assert dict(result.expires_at) == {"nitro.certificate": leaf.not_valid_after_utc,
+                                       "nitro.cabundle": min(c.not_valid_after_utc for c in bundle)}
+    assert result.earliest_expiry == ("nitro.certificate", leaf.not_valid_after_utc)  # the NSM's hours-long one
+    assert needs_for("nitro", doc) == ((),)

@@ -23,6 +23,11 @@ is where an agent puts it. ``nonce`` and ``public_key`` are reported as claims f
 relying parties that use them; an absent ``user_data`` gives empty report data, which no binding
 or nonce check accepts. Revocation: AWS publishes CRLs for the intermediates online only; none are
 checked offline (recorded in ``checks``).
+
+Collateral: none is fetched (``needs.py``): the root is pinned and the document carries its chain.
+Expiries (``expires_at``, what a certificate issued on this evidence never outlives):
+``nitro.certificate`` = the attestation certificate's notAfter (the NSM's, hours long), and
+``nitro.cabundle`` = the earliest notAfter in the cabundle (root and intermediates).
 """
 
 from __future__ import annotations
@@ -134,6 +139,8 @@ def verify_genuine(evidence: bytes, collateral: Collateral, at: datetime, roots:
         evidence_sha256=sha256_hex(evidence),
         tcb_status=None,
         collateral_sha256={f"cert{i}": fp for i, fp in enumerate(chain.fingerprints)},
+        expires_at={"nitro.certificate": chain.certificates[-1].not_valid_after_utc,
+                    "nitro.cabundle": min(c.not_valid_after_utc for c in chain.certificates[:-1])},
     )
 
 

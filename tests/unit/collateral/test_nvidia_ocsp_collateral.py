@@ -19,12 +19,13 @@ from ca_service.collateral.errors import HostNotAllowed, UrlNotAllowed
 from ca_service.collateral.fetchers import RequestsFetcher, Response
 from ca_service.collateral.verify import NVIDIA_ISSUER_CHAIN_HEADER, verify_response
 from ca_service.errors import CollateralInvalid, CollateralMismatch, EvidenceError, RootUntrusted
-from ca_service.evidence.needs import NvidiaOcsp, needs_for
+from ca_service.evidence.needs import NvidiaOcsp, NvidiaRim, needs_for
 from tests.unit.evidence.nvidia.fakenvidia import AT, FakeNvidia
 from tests.vectors.manifest import vectors_for
 
 FAKE = FakeNvidia()
-NEEDS = needs_for("nvidia-gpu", FAKE.report(), [FAKE.chain_pem()], FAKE.roots)[0]
+NEEDS = tuple(n for n in needs_for("nvidia-gpu", FAKE.report(), [FAKE.chain_pem()], FAKE.roots)[0]
+              if isinstance(n, NvidiaOcsp))
 
 
 def test_needs_name_every_certificate_but_root_and_leaf():
@@ -38,9 +39,21 @@ def test_needs_name_every_certificate_but_root_and_leaf():
 def test_needs_of_the_real_chains(vector):
     """The real H100 chains build to the pinned NVIDIA root: three answers each, as NVIDIA's verifiers ask."""
     (alternative,) = needs_for("nvidia-gpu", vector.read("report"), [vector.read("cert_chain")])
-    eps = [endpoint_for(n) for n in alternative]
+    eps = [endpoint_for(n) for n in alternative if isinstance(n, NvidiaOcsp)]
     assert len(eps) == 3 and {ep.host for ep in eps} == {"ocsp.ndis.nvidia.com"}
     assert all(parse_url(ep.url) == ep and ep.kind is Kind.NVIDIA_OCSP for ep in eps)
+
+
+def test_needs_name_the_rims_by_their_rim_service_ids():
+    """The 2023 vector's RIMs are the files nvtrust names 1010_0200_882_96005E0001 (VBIOS) and the
+    545.00 driver's; the CA does not fetch them (no endpoint)."""
+    vector = next(v for v in vectors_for("nvidia") if v.id == "nvidia/hopper-h100-nvtrust-2023-with-rims")
+    (alternative,) = needs_for("nvidia-gpu", vector.read("report"), [vector.read("cert_chain")])
+    rims = [n for n in alternative if isinstance(n, NvidiaRim)]
+    assert rims == [NvidiaRim("NV_GPU_DRIVER_GH100_545.00", "driver"),
+                    NvidiaRim("NV_GPU_VBIOS_1010_0200_882_96005E0001", "vbios")]
+    with pytest.raises(UrlNotAllowed):
+        endpoint_for(rims[0])
 
 
 def test_needs_without_a_chain_are_refused():

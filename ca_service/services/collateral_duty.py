@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -218,8 +218,12 @@ def _run(svc: Services, state: dict[str, Any], *, trigger: str, actor: str, fetc
     if scan.changes:
         for c in scan.changes:
             CHANGES.labels(kind=c.kind).inc()
-        results = reappraise(svc, changed={c.resource for c in scan.changes})
-        actions = apply(svc, results, actor=actor)
+        # judged by the cache as it now is, without fetching again per certificate (the refresh above
+        # just asked the vendors; during a vendor outage a fetch per certificate would hold the lock
+        # for timeouts x certificates)
+        offline = replace(svc, collateral_fetcher=None)
+        results = reappraise(offline, changed={c.resource for c in scan.changes})
+        actions = apply(offline, results, actor=actor)
     out = DutyRun(trigger, "done", refreshed, scan.changes, results, actions)
     missing = {i: pending.get(i, now) for i in scan.missing}
     state = {"high_water": scan.high_water,

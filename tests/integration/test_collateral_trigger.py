@@ -343,3 +343,20 @@ def test_an_nvidia_ocsp_answer_changes_only_when_the_status_does():
     old = [row(1, ocsp.OCSPCertStatus.GOOD, 0)]
     assert _change([row(2, ocsp.OCSPCertStatus.GOOD, 6)], old) is None  # re-issued every few hours
     assert _change([row(2, ocsp.OCSPCertStatus.REVOKED, 6)], old) == "OCSP status good -> revoked"
+
+
+def test_dry_run_inside_the_new_window_shows_the_real_tcb_recovery(ca):
+    """As of 2026-08-20 (inside the August 2026 collateral's window) the real quote is no longer refused
+    for age: the dry run shows Intel's TCB recovery itself, UpToDate -> OutOfDate with four advisories."""
+    svc, serials = ca
+    bundle = svc.settings.home / "new.json"
+    bundle.write_text(json.dumps(intel_entries(NEW)))
+    assert CliRunner().invoke(cli, ["collateral", "import", "--no-reappraise", str(bundle)]).exit_code == 0
+    res = CliRunner().invoke(cli, ["reappraise", "--dry-run", "--at", "2026-08-20T00:00:00Z"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    advisories = "+INTEL-SA-01192 +INTEL-SA-01245 +INTEL-SA-01312 +INTEL-SA-01313"
+    for name, policy in (("revoked", "tdx-revoke"), ("flagged", "tdx-warn")):
+        assert (f"{serials[name]}\t{policy}\taffirming -> contraindicated\tCHANGED\n"
+                f"\ttdx-quote: TCB status UpToDate -> OutOfDate\n\ttdx-quote: advisories {advisories}\n"
+                "\tpolicy check tcb_status failed: expected ['UpToDate'], got OutOfDate") in res.output, res.output
+    assert all(_status(svc, s)["status"] == "valid" for s in serials.values())  # a dry run changes nothing

@@ -34,7 +34,7 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -85,6 +85,7 @@ class Ca:
 
     def __init__(self, env: dict[str, str], url: str, home: Path) -> None:
         self.env, self.url, self.home = env, url, home
+        self.imported: dict[str, Any] = {}
 
     def cli(self, *args: str) -> Any:
         res = CliRunner().invoke(cli, list(args), env=self.env, catch_exceptions=False)
@@ -99,13 +100,17 @@ class Ca:
         return out
 
     def issue(self, ti: TestIntel, host: Platform, policy: str) -> requests.Response:
+        return self.issue_with("tdx-quote", lambda binding: ti.quote(host, binding), policy, host.name)
+
+    def issue_with(self, kind: str, evidence: Callable[[bytes], bytes], policy: str, name: str) -> requests.Response:
+        """``POST /v1/certificates`` with ``evidence(binding)`` bound to a fresh challenge and CSR key."""
         ch = requests.post(f"{self.url}/v1/challenges", timeout=30).json()
         key = ec.generate_private_key(ec.SECP256R1())
-        quote = ti.quote(host, binding_value(bytes.fromhex(ch["nonce"]), spki_der(key.public_key())))
+        data = evidence(binding_value(bytes.fromhex(ch["nonce"]), spki_der(key.public_key())))
         return requests.post(f"{self.url}/v1/certificates", timeout=60, json={
             "challenge_id": ch["id"], "policy": policy,
-            "csr": make_csr(key, (f"{host.name}.cvm.example",)).public_bytes(Encoding.PEM).decode(),
-            "evidence": [{"type": "tdx-quote", "data": base64.b64encode(quote).decode()}]})
+            "csr": make_csr(key, (f"{name}.cvm.example",)).public_bytes(Encoding.PEM).decode(),
+            "evidence": [{"type": kind, "data": base64.b64encode(data).decode()}]})
 
     def record(self, serial: str) -> dict[str, Any]:
         r = requests.get(f"{self.url}/v1/certificates/{serial}", timeout=30)
@@ -143,16 +148,17 @@ class Ca:
 
 
 @contextmanager
-def _running_ca(tmp_path_factory: Any, db_url: str, world: dict[str, Any], duty_interval: str | None) -> Iterator[Ca]:
-    """A fresh CA with the test root pinned, three policies and the hosts' evaluation-20 collateral;
-    ``serve``'s collateral duty runs every ``duty_interval`` seconds, or not at all (None)."""
+def running_ca(tmp_path_factory: Any, db_url: str, test_roots: str, policies: dict[str, str], bundle: bytes,
+               duty_interval: str | None) -> Iterator[Ca]:
+    """A fresh CA (``init``, then ``serve`` with two workers) pinning ``test_roots``
+    (CA_SERVICE_INSECURE_TEST_ROOTS), with ``policies`` (file name -> YAML) applied and active and
+    ``bundle`` imported; ``serve``'s collateral duty runs every ``duty_interval`` seconds, or not at all."""
     home = tmp_path_factory.mktemp("testroot-ca")
-    root = world["ti"].write_root(home.parent / f"{home.name}-test-intel-root.pem")
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "CA_SERVICE_HOME": str(home), "CA_SERVICE_PROFILE": "insecure-dev",
            "CA_SERVICE_DATABASE_URL": db_url, "CA_SERVICE_PUBLIC_URL": url,
-           "CA_SERVICE_INSECURE_TEST_ROOTS": f"intel={root}", "CA_SERVICE_RATE_LIMIT": "off"}
+           "CA_SERVICE_INSECURE_TEST_ROOTS": test_roots, "CA_SERVICE_RATE_LIMIT": "off"}
     if duty_interval is not None:
         env["CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS"] = duty_interval
     init = subprocess.run([*CLI, "init"], env=env, capture_output=True, text=True, timeout=120)
@@ -160,11 +166,10 @@ def _running_ca(tmp_path_factory: Any, db_url: str, world: dict[str, Any], duty_
     c = Ca(env, url, home)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # InsecureTestRootsWarning: what this CA is for
-        for action in ACTIONS:
-            (home / f"{action}.yaml").write_text(_policy(action))
-            c.cli("policy", "apply", "--activate", str(home / f"{action}.yaml"))
-        got = c.import_bundle(home / "n.json", world["ti"].bundle(*world["n"].values()))
-        assert len(got["added"]) == 5  # two TCB Infos, the QE Identity, the PCK CRL and the Root CA CRL
+        for name, doc in policies.items():
+            (home / name).write_text(doc)
+            c.cli("policy", "apply", "--activate", str(home / name))
+        c.imported = c.import_bundle(home / "bundle.json", bundle)
         duty = ["--collateral-refresh"] if duty_interval is not None else ["--no-collateral-refresh"]
         proc = subprocess.Popen([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                                  "--publish-interval", "0", *duty],
@@ -175,6 +180,16 @@ def _running_ca(tmp_path_factory: Any, db_url: str, world: dict[str, Any], duty_
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+
+
+@contextmanager
+def _running_ca(tmp_path_factory: Any, db_url: str, world: dict[str, Any], duty_interval: str | None) -> Iterator[Ca]:
+    """The test Intel PKI's CA: three policies and the hosts' evaluation-20 collateral."""
+    root = world["ti"].write_root(tmp_path_factory.mktemp("test-intel-root") / "root.pem")
+    with running_ca(tmp_path_factory, db_url, f"intel={root}", {f"{a}.yaml": _policy(a) for a in ACTIONS},
+                    world["ti"].bundle(*world["n"].values()), duty_interval) as c:
+        assert len(c.imported["added"]) == 5  # two TCB Infos, the QE Identity, the PCK CRL and the Root CA CRL
+        yield c
 
 
 @pytest.fixture

@@ -10,6 +10,10 @@ air-gapped CA; ``export`` writes what a CA has cached in the same format.
 is the online path (run it on a timer): every cached resource whose nextUpdate falls within
 ``--within`` is fetched again from the allowlisted vendor hosts, verified, and kept only if it does
 not roll the TCB evaluation data number back.
+
+Both then run the collateral duty (services/collateral_duty.py): the valid certificates whose evidence
+needs a resource that changed are re-appraised and revoked, flagged or left per policy
+(``--no-reappraise``: only cache). ``refresh --loop`` runs the duty until interrupted.
 """
 
 from __future__ import annotations
@@ -119,10 +123,22 @@ def _mirrors(values: tuple[str, ...]) -> dict[str, str]:
                    "[default: CA_SERVICE_COLLATERAL_MIRRORS]")
 @click.option("--no-reappraise", is_flag=True,
               help="only refresh: do not re-appraise the certificates a changed resource concerns")
+@click.option("--loop", is_flag=True,
+              help="run as the collateral duty until interrupted (for a CA whose serve runs without it)")
+@click.option("--interval", type=float, default=None,
+              help="with --loop: seconds between runs [default: CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS]")
 @click.option("--json", "as_json", is_flag=True)
-def refresh(within: str, mirrors: tuple[str, ...], no_reappraise: bool, as_json: bool) -> None:
+def refresh(within: str, mirrors: tuple[str, ...], no_reappraise: bool, loop: bool, interval: float | None,
+            as_json: bool) -> None:
     """Fetch again, verify and cache every resource that is about to expire; then re-appraise what a
     changed resource concerns (as `import`). Exit 1 if any was refused."""
+    if loop:
+        if no_reappraise:
+            raise click.UsageError("--loop is the collateral duty: it re-appraises (drop --no-reappraise)")
+        _loop(within, mirrors, interval)
+        return
+    if interval is not None:
+        raise click.UsageError("--interval goes with --loop")
     svc = open_services()
     duty = None
     try:
@@ -154,6 +170,39 @@ def refresh(within: str, mirrors: tuple[str, ...], no_reappraise: bool, as_json:
         _echo_changes(result.changed if duty is None or duty.refresh is None else duty.changes, duty, no_reappraise)
     if not result.ok:
         sys.exit(1)
+
+
+def _loop(within: str, mirrors: tuple[str, ...], interval: float | None) -> None:
+    """``refresh --loop``: the duty ``serve`` runs, in the foreground, one line per run that did work."""
+    import threading
+
+    from ca_service.services import collateral_duty
+
+    svc = open_services()
+    stop = threading.Event()
+    try:
+        fetcher = RequestsFetcher(clock=svc.clock,
+                                  mirrors=_mirrors(mirrors) if mirrors else dict(svc.settings.collateral_mirrors))
+        every = interval if interval is not None else svc.settings.collateral_refresh_interval_seconds
+        if every <= 0:
+            raise click.BadParameter("must be positive", param_hint="--interval")
+
+        def report(run: Any) -> None:
+            if run.outcome != "done":
+                return
+            r = run.refresh
+            click.echo(f"{svc.clock.now().isoformat()} refreshed {len(r.refreshed)}, unchanged {len(r.unchanged)}, "
+                       f"refused {len(r.refused)}")
+            _echo_changes(run.changes, run, False)
+
+        collateral_duty.run_duty(svc, stop, interval=every, within=parse_duration(within), fetcher=fetcher,
+                                 poll=min(every, 60.0), report=report)
+    except KeyboardInterrupt:
+        stop.set()
+    except CAServiceError as exc:
+        _fail(exc)
+    finally:
+        svc.close()
 
 
 @collateral.command("list")

@@ -27,7 +27,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -242,16 +242,20 @@ def _run(svc: Services, state: dict[str, Any], *, trigger: str, actor: str, fetc
 
 
 def run_duty(svc: Services, stop: threading.Event, *, interval: float, within: timedelta = DEFAULT_WITHIN,
-             poll: float | None = None) -> None:
+             poll: float | None = None, fetcher: Fetcher | None = None,
+             report: Callable[[DutyRun], None] | None = None) -> None:
     """Run the duty every ``interval`` seconds (whichever process holds the lock) until ``stop`` is set.
-    Refreshes only when the services have a fetcher (``CA_SERVICE_COLLATERAL=online``); re-appraises
-    in any case. Errors are logged and retried; a database outage backs off."""
+    Refreshes only with a fetcher (``fetcher``, else the services' own: ``CA_SERVICE_COLLATERAL=online``);
+    re-appraises in any case. ``report`` sees each run. Errors are logged and retried; a database outage
+    backs off."""
     poll = poll if poll is not None else min(interval, 60.0)
     delay = 0.0
     while not stop.wait(delay):
         try:
-            run(svc, trigger="worker", actor="collateral-duty", fetcher=attached_fetcher(svc), within=within,
-                min_interval=timedelta(seconds=interval) * 0.9)
+            out = run(svc, trigger="worker", actor="collateral-duty", fetcher=fetcher or attached_fetcher(svc),
+                      within=within, min_interval=timedelta(seconds=interval) * 0.9)
+            if report is not None:
+                report(out)
             delay = poll
         except (OperationalError, InterfaceError, PoolTimeout) as exc:
             delay = min(300.0, max(poll, delay * 2))

@@ -360,3 +360,35 @@ def test_dry_run_inside_the_new_window_shows_the_real_tcb_recovery(ca):
                 f"\ttdx-quote: TCB status UpToDate -> OutOfDate\n\ttdx-quote: advisories {advisories}\n"
                 "\tpolicy check tcb_status failed: expected ['UpToDate'], got OutOfDate") in res.output, res.output
     assert all(_status(svc, s)["status"] == "valid" for s in serials.values())  # a dry run changes nothing
+
+
+def test_collateral_refresh_loop_is_the_duty_in_the_foreground(ca):
+    """``collateral refresh --loop`` for a CA whose serve runs without the duty: the same runs, printed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    svc, serials = ca
+    served = _entries(vector(RECOVERED)) + _entries(vector(BYSTANDER, "collateral-2025-06"))
+    served = [e for e in served if "fmspc=B0C06F000000" not in e["url"]] + _tcb_only(intel_entries(NEW))
+    with replay.serve(served) as (app, base):
+        env = {**os.environ, "CA_SERVICE_HOME": str(svc.settings.home), "CA_SERVICE_PROFILE": "insecure-dev",
+               "CA_SERVICE_DATABASE_URL": svc.settings.database_url}
+        proc = subprocess.Popen([sys.executable, "-m", "ca_service.cli", "collateral", "refresh", "--loop",
+                                 "--interval", "1", "--within", "3650d", *replay.mirror_args(base)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline and _status(svc, serials["revoked"])["status"] != "revoked":
+                time.sleep(0.5)
+            time.sleep(2.5)  # at least one more run: it finds nothing new
+        finally:
+            os.killpg(proc.pid, signal.SIGINT)
+            out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out
+    assert "changed\tintel.tcb_info.tdx\tb0c06f000000\ttcbEvaluationDataNumber 17 -> 20" in out
+    assert out.count("re-appraised 2 certificate(s): revoked 1, flagged 1, ignored 0") == 1, out
+    assert "no resource changed in a way that can change a verdict" in out
+    _assert_acted(svc, serials)

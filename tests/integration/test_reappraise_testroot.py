@@ -348,16 +348,21 @@ def _wait_for(what: str, check: Any, timeout: float = 90.0) -> None:
         time.sleep(0.5)
 
 
-def test_serves_collateral_duty_acts_on_what_an_import_changed(tmp_path_factory, db_url_factory, world, tmp_path):
-    """Who runs it: ``serve``'s collateral duty (every second here, in whichever worker holds its lock)
-    judges the changes an import brought (imported with --no-reappraise, so nothing else does): first
-    the TCB recovery, then the PCK CRL; each time only what the change makes worse is acted on, and a
-    certificate flagged before is not flagged again for the same finding."""
+def test_the_collateral_duty_acts_on_a_refresh_and_on_an_import(tmp_path_factory, db_url_factory, world, tmp_path):
+    """Who runs it: the collateral duty, under its single-replica lock. First the online path:
+    ``collateral refresh`` from the test vendor's PCS (a loopback replay as the mirror) brings the TCB
+    recovery, and the duty (the CLI's run or ``serve``'s, whichever takes the lock first) acts on it.
+    Then ``serve``'s duty alone (every second, in whichever worker holds the lock) judges a PCK CRL that
+    an import brought with --no-reappraise. Each time only what the change makes worse is acted on, once:
+    a certificate flagged before is not flagged again for the same finding."""
     with _running_ca(tmp_path_factory, db_url_factory(), world, "1") as ca:
         issued = _issue_all(ca, world)
         serial = {k: v["serial"] for k, v in issued.items()}
         old = {"old": ("contraindicated", "TCB status UpToDate -> OutOfDate")}
-        ca.import_bundle(tmp_path / "n1.json", world["ti"].bundle(*_recovery(world).values()))
+        with serve(json.loads(world["ti"].bundle(*_recovery(world).values()))) as (_, base):
+            out = json.loads(ca.cli("collateral", "refresh", "--within", "31d", *mirror_args(base), "--json"))
+        assert out["refused"] == [] and len(out["unchanged"]) == 2  # the CRLs are the same
+        assert sorted(u.split("?")[0].rsplit("/", 1)[-1] for u in out["refreshed"]) == ["identity", "tcb", "tcb"]
         _wait_for("revoke and flag", lambda: ca.record(serial[("old", "revoke")])["status"] == "revoked"
                   and "reappraisal" in ca.record(serial[("old", "warn")])["appraisal"])
         _check_state(ca, issued, old)

@@ -71,6 +71,15 @@ def _valid_id(challenge_id: str) -> None:
         raise ChallengeUnknown("challenge id is not a known challenge") from exc
 
 
+def valid_challenge_id(challenge_id: str) -> bool:
+    """Whether ``challenge_id`` has the form of a challenge id (a UUID)."""
+    try:
+        _valid_id(challenge_id)
+    except ChallengeUnknown:
+        return False
+    return True
+
+
 def _why_not(session: Session, challenge_id: str) -> CAServiceError:
     """The refusal for a challenge that could not be used: unknown, used, or else expired."""
     row = session.execute(

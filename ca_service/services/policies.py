@@ -75,6 +75,14 @@ _ACTIVE = text(
     "JOIN policy_versions v ON v.name = p.name AND v.version = p.active_version WHERE p.name = :name")
 
 
+def parsed_policy(name: str, version: int, digest: str) -> PolicyRef | None:
+    """The active ``version`` of ``name`` as a PolicyRef, when this process has parsed the document
+    of ``digest`` already (the issuance pre-read found version and digest); else ``None``."""
+    with _parsed_lock:
+        policy = _parsed.get(digest)
+    return None if policy is None or policy.name != name else PolicyRef(policy, version, active=True)
+
+
 def _parse_cached(canonical: bytes, digest: str) -> Policy:
     with _parsed_lock:
         hit = _parsed.get(digest)

@@ -178,6 +178,12 @@ def test_san_outside_policy_refused(issuer, client):
 
 def test_unknown_policy_and_type(issuer, client):
     _problem(issuer.issue(policy="nope"), 404, "policy.not_found")
+    # the refusal used the challenge up: the same challenge with the right policy is refused
+    ch = issuer.challenge()
+    body, _ = issuer.body(policy="nope", challenge=ch)
+    _problem(client.post("/v1/certificates", json=body), 404, "policy.not_found")
+    body, _ = issuer.body(challenge=ch)
+    _problem(client.post("/v1/certificates", json=body), 409, "challenge.consumed")
     body, _ = issuer.body()
     body["evidence"][0]["type"] = "quantum-tee"
     _problem(client.post("/v1/certificates", json=body), 400, "evidence.type_unknown")

@@ -245,18 +245,47 @@ def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Cert
                      serial: int, ear: dict[str, Any], public_url: str, insecure: bool,
                      extensions: Sequence[x509.ExtensionType] = ()) -> x509.Certificate:
     """The end-entity certificate; ``extensions`` are added non-critical (a loader's link to its CVM)."""
+    return prepare_end_entity(req, issuer_key=issuer_key, issuer=issuer, now=now, serial=serial,
+                              public_url=public_url, insecure=insecure, extensions=extensions).sign(ear)
+
+
+@dataclass(frozen=True)
+class EndEntityTemplate:
+    """An end-entity certificate but for its attestation result: the builder up to the EAR's
+    extension, the extensions after it, and the issuer's key. :meth:`sign` completes it.
+
+    Issuance prepares it before it takes the log's sequencing lock and signs under the lock (the EAR
+    names the certificate's log index), so the lock is held for the signature, not for the builder."""
+
+    head: x509.CertificateBuilder
+    tail: tuple[x509.ExtensionType, ...]
+    issuer_key: Any
+    subject: str  # RFC 4514, for the certificate row
+
+    def sign(self, ear: dict[str, Any]) -> x509.Certificate:
+        builder = self.head.add_extension(x509.UnrecognizedExtension(ID_PE_CMW, encode_cmw_json(ear)), critical=False)
+        for ext in self.tail:
+            builder = builder.add_extension(ext, critical=False)
+        return builder.sign(self.issuer_key, _sign_hash(self.issuer_key))
+
+
+def prepare_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Certificate, now: datetime,
+                       serial: int, public_url: str, insecure: bool,
+                       extensions: Sequence[x509.ExtensionType] = ()) -> EndEntityTemplate:
+    """Everything of :func:`build_end_entity` but the EAR and the signature."""
     subject_attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "ca-service attested workload")]
     if insecure:
         subject_attrs.append(x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "INSECURE-DEV"))
     cn = (req.dns_names[0] if req.dns_names and len(req.dns_names[0]) <= MAX_CN
           else f"spki-sha256:{req.csr.spki_sha256[:32]}")
     subject_attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, cn))
+    subject = x509.Name(subject_attrs)
     pub = req.csr.csr.public_key()
     not_before = now - BACKDATE
     not_after = leaf_not_after(req, now=now, issuer=issuer)
-    builder = (
+    head = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name(subject_attrs)).issuer_name(issuer.subject)
+        .subject_name(subject).issuer_name(issuer.subject)
         .public_key(pub)
         .serial_number(serial)
         .not_valid_before(not_before).not_valid_after(not_after)
@@ -273,11 +302,9 @@ def build_end_entity(req: IssuanceRequest, *, issuer_key: Any, issuer: x509.Cert
             x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.CA_ISSUERS,
                                    x509.UniformResourceIdentifier(f"{public_url}/v1/ca/issuing.cer")),
         ]), critical=False)
-        .add_extension(x509.UnrecognizedExtension(ID_PE_CMW, encode_cmw_json(ear)), critical=False)
     )
+    tail: list[x509.ExtensionType] = []
     if req.dns_names:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName(n) for n in req.dns_names]), critical=False)
-    for ext in extensions:
-        builder = builder.add_extension(ext, critical=False)
-    return builder.sign(issuer_key, _sign_hash(issuer_key))
+        tail.append(x509.SubjectAlternativeName([x509.DNSName(n) for n in req.dns_names]))
+    tail += extensions
+    return EndEntityTemplate(head=head, tail=tuple(tail), issuer_key=issuer_key, subject=subject.rfc4514_string())

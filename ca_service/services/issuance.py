@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from ca_service import evidence as evidence_mod
 from ca_service.ca.ear import build_ear
 from ca_service.ca.lifetime import cap_lifetime
-from ca_service.ca.profile import build_end_entity, check_request, leaf_not_after
+from ca_service.ca.profile import check_request, leaf_not_after, prepare_end_entity
 from ca_service.crypto.keys import KEY_TYPES, ParsedCSR, parse_csr
 from ca_service.db.models import Certificate
 from ca_service.errors import (
@@ -276,31 +276,38 @@ def _prepare(svc: Services, req: CertificateRequest, now: datetime, csr: ParsedC
     evidence_rows, evidence_refs = _evidence_rows(req.evidence, now)
     collateral_json = checked.collateral_json()
 
+    # Everything that does not depend on the log index is made here, before the batch takes the
+    # sequencing lock: the certificate but for its EAR and signature, the EAR but for its index.
+    template = prepare_end_entity(issuance, issuer_key=issuer_key, issuer=issuer, now=now, serial=serial_int,
+                                  public_url=svc.settings.public_url, insecure=svc.settings.insecure,
+                                  extensions=loader.extensions())
+    base_ear = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=nonce, log_index=None,
+                         profile=svc.settings.profile, collateral=collateral_json,
+                         expires_at=leaf_not_after(issuance, now=now, issuer=issuer))  # EAR exp = notAfter
+    if cap.collateral_expires_at is not None:
+        base_ear["ca-service.collateral-expires-at"] = cap.collateral_expires_at.isoformat()
+        base_ear["ca-service.collateral-expires-item"] = cap.expires_item
+    base_ear.update(loader.ear_claims())
+    appraisal_json = appraisal.to_json()
+    evidence_pairs = [(e["type"], e["sha256"]) for e in evidence_refs]
+    collateral_digests = sorted({d for ve in verified for d in ve.collateral_sha256.values()})
+
     def build(log_index: int) -> group_commit.Built:
         # Runs in the group-commit transaction, the sequencing lock held: the certificate names its
         # log index and the leaf names the certificate's digest (services/group_commit.py).
-        ear = build_ear(verified, appraisal, policy_id=ref.id, issued_at=now, nonce=nonce, log_index=log_index,
-                        profile=svc.settings.profile, collateral=collateral_json,
-                        expires_at=leaf_not_after(issuance, now=now, issuer=issuer))  # EAR exp = notAfter
-        if cap.collateral_expires_at is not None:
-            ear["ca-service.collateral-expires-at"] = cap.collateral_expires_at.isoformat()
-            ear["ca-service.collateral-expires-item"] = cap.expires_item
-        ear.update(loader.ear_claims())
-        cert = build_end_entity(issuance, issuer_key=issuer_key, issuer=issuer, now=now, serial=serial_int,
-                                ear=ear, public_url=svc.settings.public_url, insecure=svc.settings.insecure,
-                                extensions=loader.extensions())
+        ear = {**base_ear, "ca-service.log-index": log_index}
+        cert = template.sign(ear)
         der = cert.public_bytes(serialization.Encoding.DER)
         row = {
             "serial": serial, "issued_at": now, "not_before": cert.not_valid_before_utc,
-            "not_after": cert.not_valid_after_utc, "subject": cert.subject.rfc4514_string(),
-            "spki_sha256": csr.spki_sha256, "evidence": evidence_refs, "policy_name": ref.policy.name,
-            "policy_version": ref.version, "policy_digest": ref.policy.digest,
-            "appraisal": appraisal.to_json() | {"ear": ear, "collateral": collateral_json},
+            "not_after": cert.not_valid_after_utc,
+            "subject": template.subject, "spki_sha256": csr.spki_sha256, "evidence": evidence_refs,
+            "policy_name": ref.policy.name, "policy_version": ref.version, "policy_digest": ref.policy.digest,
+            "appraisal": appraisal_json | {"ear": ear, "collateral": collateral_json},
             "der": der, "status": "valid", "log_index": log_index, **loader.row_fields()}
         leaf = tlog_leaves.issuance_leaf(
             at=now, serial=serial, certificate_sha256=hashlib.sha256(der).hexdigest(), spki_sha256=csr.spki_sha256,
-            evidence=[(e["type"], e["sha256"]) for e in evidence_refs],
-            collateral_sha256=sorted({d for ve in verified for d in ve.collateral_sha256.values()}),
+            evidence=evidence_pairs, collateral_sha256=collateral_digests,
             policy_name=ref.policy.name, policy_version=ref.version, policy_digest=ref.policy.digest,
             appraisal_status=ear["ear.status"],
         )

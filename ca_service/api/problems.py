@@ -58,8 +58,9 @@ def init_app(app: Flask) -> None:
         if exc.status >= 500:
             cid = str(uuid.uuid4())
             log.error("service error %s (%s)", exc.code, cid, exc_info=exc)
-            return problem(exc.status, exc.code, exc.title, f"{exc.title}; correlation id {cid}", correlation_id=cid)
-        resp = problem(exc.status, exc.code, exc.title, exc.detail, **_jsonable(exc.fields))
+            resp = problem(exc.status, exc.code, exc.title, f"{exc.title}; correlation id {cid}", correlation_id=cid)
+        else:
+            resp = problem(exc.status, exc.code, exc.title, exc.detail, **_jsonable(exc.fields))
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, int):
             resp.headers["Retry-After"] = str(retry_after)

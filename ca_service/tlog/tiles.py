@@ -19,10 +19,10 @@ TILE_WIDTH = 1 << TILE_HEIGHT
 MAX_LEVEL = 63
 MAX_ENTRY_SIZE = 0xFFFF
 
-_GROUP = re.compile(r"x\d{3}")
-_LAST = re.compile(r"\d{3}")
-_LEVEL = re.compile(r"0|[1-9]\d?")
-_WIDTH = re.compile(r"[1-9]\d{0,2}")
+_GROUP = re.compile(r"x[0-9]{3}")  # [0-9], not \d: that takes other scripts' digits (a second path)
+_LAST = re.compile(r"[0-9]{3}")
+_LEVEL = re.compile(r"0|[1-9][0-9]?")
+_WIDTH = re.compile(r"[1-9][0-9]{0,2}")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ bp = Blueprint("anchors", __name__, url_prefix="/v1/anchors")
 
 def _int_arg(name: str, default: int | None) -> int | None:
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     # isascii: str.isdigit() accepts other scripts' digits; the bound: sizes are BIGINT/uint64
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > 2**63 - 1:
@@ -27,7 +27,7 @@ def _int_arg(name: str, default: int | None) -> int | None:
 def index() -> dict[str, Any]:
     """Anchors of the active contract, newest first; ``?limit=`` (1..1000), ``?before=SIZE`` to page."""
     limit = _int_arg("limit", 100)
-    views = list_anchors(services(), limit=limit or 0, before_size=_int_arg("before", None))
+    views = list_anchors(services(), limit=100 if limit is None else limit, before_size=_int_arg("before", None))
     return {"anchors": [v.to_json() for v in views]}
 
 

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ca_service.api.app import json_body
 from ca_service.api.context import services
-from ca_service.api.schemas import EvidenceItemIn, parse_model
+from ca_service.api.schemas import POLICY_NAME_PATTERN, EvidenceItemIn, parse_model
 from ca_service.services.attestation import AttestationRequest, attest
 
 _NONCE = r"^([0-9a-f]{2}){8,64}$"
@@ -21,7 +21,7 @@ class AttestationEvidenceIn(EvidenceItemIn):
 class AttestationIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    policy: str = Field(min_length=1, max_length=64)
+    policy: str = Field(min_length=1, max_length=63, pattern=POLICY_NAME_PATTERN)
     evidence: list[AttestationEvidenceIn] = Field(min_length=1, max_length=9)
     eat_nonce: str | None = Field(default=None, pattern=_NONCE,
                                   description="hex nonce for every item that names none of its own")
@@ -48,6 +48,8 @@ def evidence_needs() -> ResponseReturnValue:
 
     The agent asks before it collects evidence, so it sends the TD's event log only when a rule needs it.
     """
+    import re
+
     from flask import request
 
     from ca_service.errors import SchemaViolation
@@ -55,8 +57,8 @@ def evidence_needs() -> ResponseReturnValue:
     from ca_service.services import policies
 
     name = request.args.get("policy", "")
-    if not 1 <= len(name) <= 64:
-        raise SchemaViolation("give ?policy=<name>", field="policy")
+    if not re.fullmatch(POLICY_NAME_PATTERN, name):
+        raise SchemaViolation("give ?policy=<name> (a policy name: lowercase letters, digits, '-')", field="policy")
     svc = services()
     with svc.db.read() as session:
         ref = policies.active_policy(session, name)

@@ -8,6 +8,7 @@ from flask.typing import ResponseReturnValue
 from ca_service.api.context import services
 
 bp = Blueprint("ca", __name__, url_prefix="/v1/ca")
+NONCE_PATTERN = r"^[0-9a-fA-F]{64}$"  # GET /v1/ca/attestation?nonce= (docs/openapi.json states it)
 
 
 @bp.get("/chain")
@@ -95,13 +96,12 @@ def attestation() -> ResponseReturnValue:
     from ca_service.evidence.binding import binding_value
 
     svc = services()
+    import re
+
     raw = request.args.get("nonce", "")
-    try:
-        nonce = bytes.fromhex(raw)
-    except ValueError:
-        nonce = b""
-    if len(nonce) != 32:
-        raise SchemaViolation("nonce must be 32 bytes of hex", field="nonce")
+    if not re.fullmatch(NONCE_PATTERN, raw):  # bytes.fromhex alone also takes spaces between bytes
+        raise SchemaViolation("nonce must be 32 bytes of hex (64 hex digits)", field="nonce")
+    nonce = bytes.fromhex(raw)
     issuing = svc.keys.certificate("issuing")
     spki = issuing.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     report_data = binding_value(nonce, spki)

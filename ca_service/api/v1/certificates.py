@@ -80,8 +80,8 @@ def get_proof(serial: str) -> ResponseReturnValue:
     if raw_size is not None:
         import re
 
-        if not re.fullmatch(r"[0-9]{1,19}", raw_size):
-            raise ProofUnavailable("size must be a non-negative integer", size=raw_size[:40])
+        if not re.fullmatch(r"0|[1-9][0-9]{0,18}", raw_size) or int(raw_size) > 2**63 - 1:
+            raise ProofUnavailable("size must be an integer in 0..2^63-1", size=raw_size[:40])
         size = int(raw_size)
     row = get_certificate(svc, serial)
     if row.log_index is None:

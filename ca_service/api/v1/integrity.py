@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ca_service.api.app import json_body
 from ca_service.api.context import services
-from ca_service.api.schemas import b64decode_strict, parse_model
+from ca_service.api.schemas import b64_schema, b64decode_strict, parse_model
 from ca_service.ca.integrity import MAX_REPORT_BYTES, MAX_SIGNATURE_BYTES
 from ca_service.errors import NotCheckpointed
 from ca_service.services import integrity as integrity_service
@@ -25,8 +25,10 @@ class IntegrityReportIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    report: str = Field(min_length=4, max_length=(MAX_REPORT_BYTES + 2) // 3 * 4)
-    signature: str = Field(min_length=4, max_length=(MAX_SIGNATURE_BYTES + 2) // 3 * 4)
+    report: str = Field(min_length=4, max_length=(MAX_REPORT_BYTES + 2) // 3 * 4,
+                        json_schema_extra=b64_schema("the exact RFC 8785 bytes the loader signed, base64"))
+    signature: str = Field(min_length=4, max_length=(MAX_SIGNATURE_BYTES + 2) // 3 * 4,
+                           json_schema_extra=b64_schema("the signature (DER for ECDSA), base64"))
     alg: Literal["ecdsa-p256-sha256", "ecdsa-p384-sha384", "ed25519"]
 
     @field_validator("report", "signature")

@@ -1,8 +1,13 @@
-"""GET /v1/openapi.json: the OpenAPI 3.1 document, built from the pydantic edge schemas and the app's
-route table (so it cannot list a route that does not exist). A copy is kept in docs/openapi.json."""
+"""GET /v1/openapi.json: the OpenAPI 3.1 document, built from the app's route table (so it cannot
+list a route that does not exist), the operations table (``api/openapi_ops.py``: what each route
+accepts and answers) and the pydantic edge schemas. A copy is kept in docs/openapi.json
+(``python scripts/gen_openapi.py``; a test keeps the two equal)."""
 
 from __future__ import annotations
 
+import copy
+import json
+from importlib import resources
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify
@@ -10,32 +15,75 @@ from flask.typing import ResponseReturnValue
 from pydantic import BaseModel
 
 from ca_service import __version__
+from ca_service.api.openapi_ops import OPERATIONS, SCHEMAS
 from ca_service.api.ratelimit import LIMITED as RATE_LIMITED
-from ca_service.api.schemas import CertificateOut, CertificateRequestIn, ChallengeOut
 
 bp = Blueprint("openapi", __name__)
 
+PROBLEM_JSON = "application/problem+json"
 PROBLEM = {
     "type": "object",
+    "description": "RFC 9457 problem details; `type` is /problems/<code> (GET it for the code's status and "
+                   "title, or see docs/problems.md), extension members carry the refusal's fields",
     "required": ["type", "title", "status", "detail", "code"],
-    "properties": {"type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
-                   "detail": {"type": "string"}, "code": {"type": "string", "description": "stable error code"}},
+    "properties": {"type": {"type": "string", "pattern": "^/problems/[a-z0-9_.]+$"},
+                   "title": {"type": "string"}, "status": {"type": "integer", "minimum": 400, "maximum": 599},
+                   "detail": {"type": "string"},
+                   "code": {"type": "string", "pattern": "^[a-z0-9_.]+$", "description": "stable error code"},
+                   "correlation_id": {"type": "string", "description": "on 5xx: quote it to the operator"}},
     "additionalProperties": True,
 }
-def _request_bodies() -> dict[tuple[str, str], type[BaseModel]]:
-    from ca_service.api.v1.attestations import AttestationIn
-    from ca_service.api.v1.integrity import IntegrityReportIn
+RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "integer", "minimum": 1}}
 
-    return {("/v1/certificates", "post"): CertificateRequestIn,
-            ("/v1/attestations", "post"): AttestationIn,
-            ("/v1/integrity-reports", "post"): IntegrityReportIn}
-RESPONSES: dict[tuple[str, str], tuple[str, type[BaseModel]]] = {
-    ("/v1/challenges", "post"): ("201", ChallengeOut),
-    ("/v1/certificates", "post"): ("201", CertificateOut),
+# The statuses every operation may answer, whatever it does, and why.
+COMMON = {
+    "400": "request.invalid (a control character in the path or query, a value out of its bounds) and the "
+           "route's own refusals of a malformed request",
+    "414": "request.line_too_long: the request line is over gunicorn's limit_request_line (4094 bytes by default)",
+    "431": "request.headers_too_large: a header over 8190 bytes or more than 100 headers (gunicorn's defaults)",
+    "503": "service.database_unavailable / service.database_busy (Retry-After), service.worker_timeout "
+           "(Retry-After), ca.not_in_tee",
+}
+STATUS_TEXT = {
+    "401": "no, unknown, expired or revoked bearer token (auth.*; WWW-Authenticate: Bearer)",
+    "403": "refused: the token's role is not enough, or the evidence, policy or appraisal refused issuance",
+    "404": "not found (the code says what)",
+    "409": "conflict with the current state (a consumed challenge, an inactive or retired policy, already done)",
+    "413": "request.too_large: the body is over CA_SERVICE_MAX_BODY_BYTES",
+    "415": "request.unsupported_media_type: send one of the listed media types",
+    "422": "request.schema (the body does not match its schema; `errors` names each field) and refusals of "
+           "its content (evidence, policy, binding)",
+    "429": "request.rate_limited: above the per-client rate limit (CA_SERVICE_RATE_LIMIT); retry after Retry-After",
 }
 
 
-def _ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
+def _problem_response(description: str, *, retry_after: bool = False, required: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {"description": description,
+                           "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+    if retry_after:
+        out["headers"] = {"Retry-After": {**RETRY_AFTER, "required": required}}
+    return out
+
+
+def problem_responses() -> dict[str, Any]:
+    """``components/responses``: ``Problem<status>`` for every problem status an operation lists."""
+    out = {status: _problem_response(text) for status, text in {**STATUS_TEXT, **COMMON}.items()}
+    out["429"] = _problem_response(STATUS_TEXT["429"], retry_after=True, required=True)
+    out["503"] = _problem_response(COMMON["503"], retry_after=True)
+    return {f"Problem{status}": out[status] for status in sorted(out)}
+
+
+def _policy_document_schema() -> dict[str, Any]:
+    """policies/policy.schema.json as a component: its $defs stay inside it, refs point there."""
+    schema = json.loads(resources.files("ca_service.policy").joinpath("policy.schema.json").read_text())
+    schema.pop("$schema", None)
+    schema.pop("$id", None)
+    text = json.dumps(schema).replace('"#/$defs/', '"#/components/schemas/PolicyDocument/$defs/')
+    out: dict[str, Any] = json.loads(text)
+    return out
+
+
+def _model_ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, sub in schema.pop("$defs", {}).items():
         schemas[name] = sub
@@ -43,52 +91,92 @@ def _ref(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def build_document(app: Any) -> dict[str, Any]:
-    schemas: dict[str, Any] = {"Problem": PROBLEM}
-    paths: dict[str, Any] = {}
-    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+def body_models() -> dict[tuple[str, str], type[BaseModel]]:
+    """The pydantic model that parses each JSON request body."""
+    from ca_service.api.schemas import CertificateRequestIn
+    from ca_service.api.v1.attestations import AttestationIn
+    from ca_service.api.v1.integrity import IntegrityReportIn
+    from ca_service.api.v1.policies import DryRunIn, RetireIn
+
+    return {("/v1/certificates", "post"): CertificateRequestIn,
+            ("/v1/attestations", "post"): AttestationIn,
+            ("/v1/integrity-reports", "post"): IntegrityReportIn,
+            ("/v1/policies/{name}/versions/{version}/retire", "post"): RetireIn,
+            ("/v1/policies/{name}/dry-run", "post"): DryRunIn}
+
+
+def openapi_path(rule: str) -> str:
+    """``/v1/x/<int:version>`` -> ``/v1/x/{version}``."""
+    import re
+
+    return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
+
+
+def api_routes(app: Any) -> list[tuple[str, str]]:
+    """``(OpenAPI path, method)`` of every API route (the explorer's HTML pages are not the API)."""
+    out = []
+    for rule in app.url_map.iter_rules():
         if rule.endpoint == "static" or rule.endpoint.startswith("explorer."):
-            continue  # the explorer's HTML pages are not part of the API
-        path = rule.rule.replace("<path:", "{").replace("<int:", "{").replace("<", "{").replace(">", "}")
-        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            m = method.lower()
-            view = app.view_functions[rule.endpoint]
-            op: dict[str, Any] = {
-                "operationId": rule.endpoint.replace(".", "_") + "_" + m,
-                "summary": (view.__doc__ or "").strip().split("\n")[0],
-                "responses": {"default": {"description": "problem",
-                                          "content": {"application/problem+json": {
-                                              "schema": {"$ref": "#/components/schemas/Problem"}}}}},
-            }
-            params = [{"name": a, "in": "path", "required": True, "schema": {"type": "string"}}
-                      for a in sorted(rule.arguments)]
-            if params:
-                op["parameters"] = params
-            bodies = _request_bodies()
-            if (rule.rule, m) in bodies:
-                op["requestBody"] = {"required": True, "content": {"application/json": {
-                    "schema": _ref(bodies[(rule.rule, m)], schemas)}}}
-            if (rule.rule, m) in RESPONSES:
-                code, model = RESPONSES[(rule.rule, m)]
-                op["responses"][code] = {"description": "ok", "content": {"application/json": {
-                    "schema": _ref(model, schemas)}}}
-            else:
-                op["responses"]["200"] = {"description": "ok"}
-            if m == "post" and rule.rule in RATE_LIMITED:
-                op["responses"]["429"] = {
-                    "description": "request.rate_limited: above the per-client rate limit (CA_SERVICE_RATE_LIMIT)",
-                    "headers": {"Retry-After": {"description": "seconds until a request is allowed again",
-                                                "schema": {"type": "integer", "minimum": 1}}},
-                    "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-            paths.setdefault(path, {})[m] = op
+            continue
+        out += [(openapi_path(rule.rule), m.lower()) for m in (rule.methods or set()) - {"HEAD", "OPTIONS"}]
+    return sorted(out)
+
+
+def _operation(app: Any, route: str, method: str, endpoint: str, schemas: dict[str, Any]) -> dict[str, Any]:
+    spec = OPERATIONS.get((route, method))
+    if spec is None:
+        raise KeyError(f"{method.upper()} {route} is not described in ca_service/api/openapi_ops.py OPERATIONS")
+    view = app.view_functions[endpoint]
+    doc = (view.__doc__ or "").strip()
+    op: dict[str, Any] = {"operationId": endpoint.replace(".", "_") + "_" + method,
+                          "summary": doc.split("\n")[0] or f"{method.upper()} {route}"}
+    if spec.get("description"):
+        op["description"] = spec["description"]
+    if spec.get("parameters"):
+        op["parameters"] = copy.deepcopy(spec["parameters"])
+    responses: dict[str, Any] = copy.deepcopy(spec["ok"])
+    statuses = set(COMMON) | set(spec.get("errors", ()))
+    body = spec.get("body")
+    if body is not None:
+        content = ({"application/json": {"schema": _model_ref(body_models()[(route, method)], schemas)}}
+                   if body == "model" else copy.deepcopy(body))
+        op["requestBody"] = {"required": spec.get("body_required", True), "content": content}
+        statuses |= {"413", "415"}
+        if any(m.endswith("json") for m in content):
+            statuses |= {"422"}
+    if spec.get("roles"):
+        op["security"] = [{"bearer": []}]
+        op["description"] = (op.get("description", "") + f" Needs a bearer token of role "
+                             f"{' or '.join(spec['roles'])}.").strip()
+        statuses |= {"401", "403"}
+    if method == "post" and route in RATE_LIMITED:
+        statuses |= {"429"}
+    for status in sorted(statuses):
+        responses[status] = {"$ref": f"#/components/responses/Problem{status}"}
+    if spec.get("unavailable"):
+        responses["503"] = _problem_response(COMMON["503"] + "; " + spec["unavailable"], retry_after=True)
+    op["responses"] = responses
+    return op
+
+
+def build_document(app: Any) -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Problem": PROBLEM, "PolicyDocument": _policy_document_schema(),
+                               **copy.deepcopy(SCHEMAS)}
+    paths: dict[str, Any] = {}
+    endpoints = {(openapi_path(r.rule), m.lower()): r.endpoint for r in app.url_map.iter_rules()
+                 for m in (r.methods or set())}
+    for route, method in api_routes(app):
+        paths.setdefault(route, {})[method] = _operation(app, route, method, endpoints[(route, method)], schemas)
     return {
         "openapi": "3.1.0",
         "info": {"title": "ca-service", "version": __version__,
-                 "description": "Attestation-backed certificate authority. Errors are RFC 9457 problem+json "
-                                "with a stable `code`."},
+                 "description": "Attestation-backed certificate authority. Errors are RFC 9457 "
+                                "application/problem+json with a stable `code`; GET /problems lists every code "
+                                "(docs/problems.md)."},
         "paths": paths,
-        "components": {"schemas": schemas,
-                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {"schemas": schemas, "responses": problem_responses(),
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "a token from `ca-service token create`"}}},
     }
 
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ca_service.api.app import UnsupportedMediaType, json_body
 from ca_service.api.auth import ADMIN, READERS, principal, require_role, www_authenticate
 from ca_service.api.context import services
-from ca_service.api.schemas import parse_model
+from ca_service.api.schemas import integral, parse_model
 from ca_service.errors import RequestError
 from ca_service.policy.model import MAX_POLICY_BYTES
 from ca_service.services import dryrun, policies
@@ -26,22 +26,27 @@ class RetireIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     revoke: bool = False
-    reason: str = Field(default="superseded", max_length=32)
+    reason: str = Field(default="superseded", max_length=32, json_schema_extra={"enum": list(policies.RETIRE_REASONS)})
 
 
 class DryRunIn(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # a candidate version or a document, not both (services/dryrun.py refuses both: request.invalid)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"not": {
+        "required": ["version", "document"],
+        "properties": {"version": {"type": "integer"}, "document": {"type": ["string", "object"]}}}})
 
     version: int | None = Field(default=None, ge=1)
     document: str | dict[str, Any] | None = None
     serials: list[str] | None = Field(default=None, min_length=1, max_length=dryrun.MAX_LIMIT)
     limit: int = Field(default=dryrun.DEFAULT_LIMIT, ge=1, le=dryrun.MAX_LIMIT)
 
+    _integers = field_validator("version", "limit", mode="before")(integral)
+
 
 def _flag(name: str) -> bool:
-    value = request.args.get(name, "false").lower()
+    value = request.args.get(name, "false")
     if value not in ("true", "false", "1", "0"):
-        raise RequestError(f"query parameter {name} is true or false")
+        raise RequestError(f"query parameter {name} is true, false, 1 or 0", parameter=name)
     return value in ("true", "1")
 
 
@@ -67,8 +72,9 @@ def _document_source() -> str:
 def apply() -> ResponseReturnValue:
     svc = services()
     actor = principal().actor
+    activate = _flag("activate")  # before anything is stored: a refused request changes nothing
     ref, created = policies.apply_policy(svc, _document_source(), actor=actor)
-    if _flag("activate"):
+    if activate:
         ref = policies.activate(svc, ref.policy.name, ref.version, actor=actor)
     return jsonify(ref.to_json() | {"created": created}), 201 if created else 200
 
@@ -94,14 +100,13 @@ def show_version(name: str, version: int) -> ResponseReturnValue:
 @bp.get("/<name>/diff")
 @require_role(READERS)
 def diff(name: str) -> ResponseReturnValue:
-    try:
-        old = int(request.args["from"])
-        new = int(request.args["to"]) if "to" in request.args else None
-    except (KeyError, ValueError) as exc:
-        raise RequestError("give ?from=<version>[&to=<version>]") from exc
-    if any(v is not None and not 0 <= v < 2**63 for v in (old, new)):
-        # what a version column can hold; a larger number overflowed the driver (a 500)
-        raise RequestError("a policy version is a number from 1", where="query")
+    raw = [request.args.get("from"), request.args.get("to")]
+    # ASCII digits (int() also took " 5", "+5", "1_0", other scripts' digits); at most what a version
+    # column holds (a larger number overflowed the driver: a 500)
+    if raw[0] is None or any(r is not None and not (r.isascii() and r.isdigit() and len(r) <= 19
+                                                     and 1 <= int(r) < 2**63) for r in raw):
+        raise RequestError("give ?from=<version>[&to=<version>], versions are numbers from 1", where="query")
+    old, new = int(raw[0]), int(raw[1]) if raw[1] is not None else None
     a, b, changes = policies.diff_versions(services(), name, old, new)
     return jsonify(name=name, **{"from": {"version": a.version, "digest": a.policy.digest},
                                  "to": {"version": b.version, "digest": b.policy.digest}},

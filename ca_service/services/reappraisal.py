@@ -33,7 +33,7 @@ from ca_service.collateral.endpoints import endpoint_for
 from ca_service.db.models import Certificate, EvidenceBlob
 from ca_service.errors import CAServiceError, Conflict, RequestError
 from ca_service.evidence.base import VerifiedEvidence
-from ca_service.evidence.needs import SUPPLIED_KINDS, needs_for
+from ca_service.evidence.needs import needs_for
 from ca_service.policy.appraise import appraise
 from ca_service.services import audit, policies, revocation
 from ca_service.services import collateral as collateral_service
@@ -62,11 +62,22 @@ class Reappraised:
                 "changed": self.changed, "reasons": list(self.reasons)}
 
 
-def _resources(kind: str, data: bytes) -> set[tuple[str, str]]:
+def _resources(kind: str, data: bytes, recorded: tuple[bytes, ...] = ()) -> set[tuple[str, str]]:
     try:
-        return {(ep.kind.value, ep.key) for alt in needs_for(kind, data) for ep in map(endpoint_for, alt)}
+        return {(ep.kind.value, ep.key) for alt in needs_for(kind, data, recorded) for ep in map(endpoint_for, alt)}
     except CAServiceError:
         return set()
+
+
+def _collateral_digests(cert: Certificate, kind: str) -> list[str]:
+    """The digests of the collateral an evidence item was judged with, as its EAR records them."""
+    sub = ((cert.appraisal or {}).get("ear") or {}).get("submods", {}).get(kind, {})
+    digests = sub.get("ca-service.collateral-sha256", {})
+    return [d for d in digests.values() if isinstance(d, str)] if isinstance(digests, dict) else []
+
+
+def _recorded(cert: Certificate, kind: str, blobs: dict[str, bytes]) -> tuple[bytes, ...]:
+    return tuple(blobs[d] for d in _collateral_digests(cert, kind) if d in blobs)
 
 
 def _diff(kind: str, sub: dict[str, Any], ve: VerifiedEvidence) -> list[str]:
@@ -105,9 +116,13 @@ def reappraise_one(svc: Services, cert: Certificate, blobs: dict[str, bytes], at
             kind, data = e["type"], blobs.get(e["sha256"])
             if data is None:
                 raise RequestError(f"the recorded {kind} evidence is no longer stored")
-            collateral: tuple[bytes, ...] = ()
-            if kind in SUPPLIED_KINDS:
+            if kind in ("tdx-quote", "sgx-quote"):
                 collateral = collateral_service.collateral_for(svc, kind, data, at, roots=roots)
+            else:
+                # what the request sent (an SNP VLEK, an NVIDIA device chain) is kept as blobs: it fills
+                # what the CA's cache lacks, never displaces a newer cached item (resolve_collateral)
+                collateral = collateral_service.resolve_collateral(
+                    svc, kind, data, at, offered=_recorded(cert, kind, blobs), roots=roots).items
             logs = _logs(e, blobs)
             verified.append(evidence_mod.verify(kind, data, collateral=collateral, at=at, roots=roots,
                                                 event_log=logs[0], ima_log=logs[1],
@@ -136,7 +151,8 @@ def reappraise(svc: Services, *, at: datetime | None = None,
         certs = list(session.scalars(select(Certificate).where(Certificate.status == "valid")
                                      .order_by(Certificate.issued_at)))
         wanted = sorted({e[k] for c in certs for e in c.evidence
-                         for k in ("sha256", "event_log_sha256", "ima_log_sha256") if k in e})
+                         for k in ("sha256", "event_log_sha256", "ima_log_sha256") if k in e}
+                        | {d for c in certs for e in c.evidence for d in _collateral_digests(c, e["type"])})
         blobs = {b.sha256: b.data for b in session.scalars(
             select(EvidenceBlob).where(EvidenceBlob.sha256.in_(wanted)))} if wanted else {}
         for c in certs:
@@ -144,7 +160,8 @@ def reappraise(svc: Services, *, at: datetime | None = None,
     out = []
     for cert in certs:
         if changed is not None:
-            needed = set().union(*(_resources(e["type"], blobs.get(e["sha256"], b"")) for e in cert.evidence))
+            needed = set().union(*(_resources(e["type"], blobs.get(e["sha256"], b""), _recorded(cert, e["type"], blobs))
+                                   for e in cert.evidence))
             if not needed & set(changed):
                 continue
         out.append(reappraise_one(svc, cert, blobs, at))

@@ -40,19 +40,35 @@ def certificate_der(svc: Any, serial: str, at: datetime) -> bytes:
     return cert.public_bytes(Encoding.DER)
 
 
-def record(svc: Any, ref: Any, v: Any, kind: str = "tdx-quote") -> str:
+def record(svc: Any, ref: Any, v: Any, kind: str = "tdx-quote", evidence: bytes | None = None,
+           collateral: list[bytes] | None = None, **verify_options: Any) -> str:
     """A valid certificate row for vector ``v`` under policy version ``ref``, judged by the vector's
-    collateral at its verify_time (the appraisal must pass); its serial."""
-    ve = verify(kind, v.read("quote"), collateral=[v.read("collateral")], at=v.verify_time)
+    collateral (or ``collateral``) at its verify_time (the appraisal must pass); its serial. The sent
+    collateral is kept as issuance keeps it: each certificate and CRL as a DER blob."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ca_service.evidence.collateral_items import load_collateral
+
+    data = evidence if evidence is not None else v.read("quote")
+    sent = collateral if collateral is not None else [v.read("collateral")]
+    ve = verify(kind, data, collateral=sent, at=v.verify_time, **verify_options)
     result = appraise(ref.policy, [ve], insecure_allowed=False)
     assert result.passed, [c.claim for c in result.failed]
     ear = build_ear([ve], result, policy_id=ref.id, issued_at=v.verify_time)
     serial = uuid.uuid4().hex.lstrip("0")
-    digest = hashlib.sha256(v.read("quote")).hexdigest()
+    digest = hashlib.sha256(data).hexdigest()
     der = certificate_der(svc, serial, v.verify_time)
+    kept = {}
+    if collateral is not None:
+        coll = load_collateral(collateral, keep_unparsed_crls=True)
+        kept = {hashlib.sha256(b).hexdigest(): b for b in [c.public_bytes(Encoding.DER) for c in coll.certificates]
+                + [c.public_bytes(Encoding.DER) for c in coll.crls]}
     with svc.db.transaction() as session:
+        for d, b in kept.items():
+            if session.get(EvidenceBlob, d) is None:
+                session.add(EvidenceBlob(sha256=d, kind="collateral", data=b, created_at=v.verify_time))
         if session.get(EvidenceBlob, digest) is None:
-            session.add(EvidenceBlob(sha256=digest, kind=kind, data=v.read("quote"), created_at=v.verify_time))
+            session.add(EvidenceBlob(sha256=digest, kind=kind, data=data, created_at=v.verify_time))
         session.add(Certificate(serial=serial, issued_at=v.verify_time, not_before=v.verify_time,
                                 not_after=svc.clock.now() + timedelta(hours=24), subject="CN=test",
                                 spki_sha256="0" * 64, evidence=[{"type": kind, "sha256": digest}],

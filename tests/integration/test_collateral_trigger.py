@@ -392,3 +392,37 @@ def test_collateral_refresh_loop_is_the_duty_in_the_foreground(ca):
     assert out.count("re-appraised 2 certificate(s): revoked 1, flagged 1, ignored 0") == 1, out
     assert "no resource changed in a way that can change a verdict" in out
     _assert_acted(svc, serials)
+
+
+VLEK_POLICY = """
+name: snp-vlek
+description: SEV-SNP on a CSP's VLEK (AWS), the VLEK CRL not held
+evidence:
+  required: [snp-report]
+  snp-report:
+    signing_key: [vlek]
+    debug: false
+revocation:
+  allow_unchecked: true
+certificate:
+  max_lifetime: 24h
+"""
+
+
+def test_a_vlek_report_is_re_appraised_with_the_vlek_it_was_sent_with(tmp_path_factory, db_url_factory):
+    """AMD KDS publishes no VLEKs: the request's VLEK (kept as a blob) judges the report again, so an
+    unchanged verdict stays unchanged rather than turning into a refusal for a VLEK the CA never had."""
+    from ca_service.services.reappraisal import reappraise
+
+    svc = fresh_services(tmp_path_factory, db_url_factory)
+    try:
+        ref, _ = policies.apply_policy(svc, VLEK_POLICY, actor="test")
+        v = vector("snp/milan-aws-vlek")
+        serial = record(svc, ref, v, "snp-report", evidence=v.read("report"),
+                        collateral=[v.read("vek"), v.read("cert_chain")], allow_unchecked_revocation=True)
+        [r] = reappraise(svc, at=v.verify_time)
+        assert (r.serial, r.before, r.after, r.changed, r.reasons) == (serial, "warning", "warning", False, ())
+        [r] = reappraise(svc, at=v.verify_time + timedelta(days=400))  # past the VLEK's validity
+        assert r.after == "refused" and "evidence.certificate_expired" in r.reasons[0], r.reasons
+    finally:
+        svc.close()

@@ -32,6 +32,8 @@ class Settings:
     anchor_max_leaves: int = 1000
     # the read side serves an anchor as final only if the chain showed its block this recently
     anchor_confirm_ttl_seconds: float = 2.0
+    # the anchoring worker's lease: a replica that stops renewing it (frozen, cut off) is replaced after this long
+    anchor_lease_seconds: float = 10.0
     challenge_ttl_seconds: int = 120
     # how often `serve` deletes expired challenges (services/challenges.py purge_expired)
     challenge_purge_interval_seconds: float = 60.0
@@ -103,6 +105,8 @@ class Settings:
                                      "CA_SERVICE_COLLATERAL_REFRESH_WITHIN a duration like 30d")
         if self.challenge_purge_interval_seconds <= 0:
             raise ConfigurationError("CA_SERVICE_CHALLENGE_PURGE_INTERVAL_SECONDS must be positive")
+        if self.anchor_lease_seconds < 1:
+            raise ConfigurationError("CA_SERVICE_ANCHOR_LEASE_SECONDS must be at least 1")
         if self.anchor_confirm_ttl_seconds < 0:
             raise ConfigurationError("CA_SERVICE_ANCHOR_CONFIRM_TTL_SECONDS must be >= 0 (0: every read asks)")
         if self.challenge_ttl_seconds <= 0 or self.anchor_confirmations < 0:
@@ -156,6 +160,8 @@ class Settings:
                 kwargs["anchor_max_leaves"] = int(v)
             if (v := get("ANCHOR_CONFIRM_TTL_SECONDS")) is not None:
                 kwargs["anchor_confirm_ttl_seconds"] = float(v)
+            if (v := get("ANCHOR_LEASE_SECONDS")) is not None:
+                kwargs["anchor_lease_seconds"] = float(v)
             if (v := get("CHALLENGE_TTL_SECONDS")) is not None:
                 kwargs["challenge_ttl_seconds"] = int(v)
             if (v := get("CHALLENGE_PURGE_INTERVAL_SECONDS")) is not None:

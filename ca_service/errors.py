@@ -833,6 +833,14 @@ class AnchorChainChanged(ChainError):
     title = "The chain RPC serves another chain than the recorded anchor contract's"
 
 
+class AnchorLeaseLost(CAServiceError):
+    """The anchoring worker's lease went to another worker (this one froze or was cut off)."""
+
+    code = "anchor.lease_lost"
+    status = 409
+    title = "Another anchoring worker took the lease over"
+
+
 class AnchorNotFound(NotFound):
     code = "anchor.not_found"
     title = "No anchor covers this log entry yet"

@@ -1,7 +1,13 @@
 """The anchoring worker: newest checkpoint -> CheckpointAnchor.anchor(), exactly once per size.
 
-One worker at a time (a per-tick database lock); at most one anchor open (planned, sent or
-included) at a time, so nonces never race and a reorg cannot reorder anchors. Each tick:
+One worker at a time: each tick holds a lease row (``anchor_worker_leases``), renewed by a heartbeat
+thread while the tick runs and fenced: every write of the tick, and the check just before each
+broadcast, locks the row and goes on only while this worker is still its holder. A replica that
+freezes (SIGSTOP, a VM pause) or is cut off stops renewing; another takes the lease over once it
+expires (``lease_seconds``, 10 s by default), and the frozen one, when it resumes, finds another
+holder at its next write and sends nothing (``anchor.lease_lost``). At most one anchor open
+(planned, sent or included) at a time, so nonces never race and a reorg cannot reorder anchors.
+Each tick:
 
 1. no contract recorded for this chain -> deploy one (or refuse, ``auto_deploy=False``);
 2. the open anchor advances one step, reconciling with the contract's own state first:
@@ -25,27 +31,35 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
+from typing import Protocol, cast
 
 from sqlalchemy import select, text, update
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
+from sqlalchemy.orm import Session
 
 from ca_service.anchor.chain import ChainClient, Fees, Receipt, artifact
 from ca_service.clock import Clock
 from ca_service.db.models.anchor import OPEN_STATES, Anchor, AnchorContract, AnchorWorkerLease
 from ca_service.db.session import Database
-from ca_service.errors import AnchorChainChanged, AnchorContractMissing, AnchorTransactionReverted, ChainError
+from ca_service.errors import (
+    AnchorChainChanged,
+    AnchorContractMissing,
+    AnchorLeaseLost,
+    AnchorTransactionReverted,
+    ChainError,
+)
 
 log = logging.getLogger(__name__)
 
-ANCHOR_LOCK_KEY = 0x6361_7376_616E_6368  # "casvanch"
 LEASE_NAME = "anchor-worker"
 
 
@@ -74,7 +88,7 @@ class AnchorPolicy:
     max_bumps: int = 6
     gas_margin: float = 1.25
     auto_deploy: bool = True
-    lease_seconds: float = 60.0
+    lease_seconds: float = 10.0          # a holder that stops renewing is replaced after this long
 
 
 @dataclass(frozen=True)
@@ -93,50 +107,103 @@ class AnchorWorker:
         self.source = source
         self.clock = clock
         self.policy = policy or AnchorPolicy()
-        self.holder = f"{uuid.uuid4()}"
+        # who holds the lease: host and pid for the operator, a uuid to tell workers apart
+        self.holder = f"{socket.gethostname()[:20]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+        self._lost = threading.Event()
         self._contract_checked: int | None = None
 
-    # --- the lock -------------------------------------------------------------------------------
+    # --- the lease ------------------------------------------------------------------------------
+
+    def _now(self, s: Session) -> datetime:
+        """The lease's clock: PostgreSQL's on PostgreSQL, so replicas' clocks need not agree."""
+        if self.db.is_postgres:
+            return cast(datetime, s.scalar(text("SELECT clock_timestamp()")))
+        return self.clock.now()
+
+    def _claim(self) -> bool:
+        """Take the lease when it is free, expired or ours (the row locked: one claimant wins)."""
+        try:
+            with self.db.transaction() as s:
+                now = self._now(s)
+                lease = s.get(AnchorWorkerLease, LEASE_NAME, with_for_update=True)
+                until = now + timedelta(seconds=self.policy.lease_seconds)
+                if lease is None:
+                    s.add(AnchorWorkerLease(name=LEASE_NAME, holder=self.holder, expires_at=until))
+                elif lease.holder != self.holder and lease.expires_at > now:
+                    return False
+                else:
+                    if lease.holder != self.holder:
+                        log.warning("anchor lease taken over from %s (expired)", lease.holder,
+                                    extra={"holder": self.holder})
+                    lease.holder, lease.expires_at = self.holder, until
+        except IntegrityError:  # another worker inserted the first row at the same time
+            return False
+        return True
+
+    def _fence(self, s: Session) -> None:
+        """In a write transaction: lock the lease row and go on only while we hold it (renewing it).
+
+        Raises:
+            AnchorLeaseLost (``anchor.lease_lost``): another worker took the lease over.
+        """
+        lease = s.get(AnchorWorkerLease, LEASE_NAME, with_for_update=True, populate_existing=True)
+        if lease is None or lease.holder != self.holder:
+            self._lost.set()
+            raise AnchorLeaseLost("another anchoring worker took the lease over; this one stops",
+                                  holder=lease.holder if lease is not None else None)
+        lease.expires_at = self._now(s) + timedelta(seconds=self.policy.lease_seconds)
+
+    def ensure_lease(self) -> None:
+        """Just before anything leaves for the chain: still the holder?
+
+        Raises:
+            AnchorLeaseLost (``anchor.lease_lost``).
+        """
+        if self._lost.is_set():
+            raise AnchorLeaseLost("another anchoring worker took the lease over; this one stops")
+        with self.db.transaction() as s:
+            self._fence(s)
+
+    def _heartbeat(self, stop: threading.Event) -> None:
+        """Renew the lease every third of its length while a tick runs. A frozen process renews
+        nothing; on resume the first renewal that finds another holder marks the lease lost."""
+        every = max(0.2, self.policy.lease_seconds / 3)
+        while not stop.wait(every):
+            try:
+                with self.db.transaction() as s:
+                    self._fence(s)
+            except AnchorLeaseLost:
+                log.warning("anchor lease lost to another worker; stopping this tick", extra={"holder": self.holder})
+                return
+            except Exception:  # a database hiccup: the next beat or the tick's own fence decides
+                log.warning("anchor lease heartbeat failed", extra={"holder": self.holder})
 
     @contextmanager
     def lock(self) -> Iterator[bool]:
-        """One worker at a time, per tick. PostgreSQL: a session advisory lock on a dedicated
-        connection (the server frees it if we die). SQLite: a lease row claimed in a short
-        BEGIN IMMEDIATE transaction (never held across RPC calls: log writers keep going)."""
-        if self.db.is_postgres:
-            with self.db.engine.connect() as conn:
-                got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"),
-                                        {"k": ANCHOR_LOCK_KEY}).scalar())
-                conn.commit()
-                try:
-                    yield got
-                finally:
-                    if got:
-                        conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ANCHOR_LOCK_KEY})
-                        conn.commit()
+        """One worker at a time, per tick: the lease row, the same on PostgreSQL and SQLite (a
+        session advisory lock held by a frozen replica is never freed: its TCP peer is alive)."""
+        if not self._claim():
+            yield False
             return
-        now = self.clock.now()
-        with self.db.transaction() as s:
-            lease = s.get(AnchorWorkerLease, LEASE_NAME)
-            if lease is None:
-                s.add(AnchorWorkerLease(name=LEASE_NAME, holder=self.holder,
-                                        expires_at=now + timedelta(seconds=self.policy.lease_seconds)))
-                got = True
-            elif lease.holder != self.holder and lease.expires_at > now:
-                got = False
-            else:
-                lease.holder = self.holder
-                lease.expires_at = now + timedelta(seconds=self.policy.lease_seconds)
-                got = True
+        self._lost.clear()
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(stop,), name="anchor-lease", daemon=True)
+        beat.start()
         try:
-            yield got
+            yield True
         finally:
-            if got:
-                with self.db.transaction() as s:
-                    s.execute(update(AnchorWorkerLease)
-                              .where(AnchorWorkerLease.name == LEASE_NAME,
-                                     AnchorWorkerLease.holder == self.holder)
-                              .values(expires_at=self.clock.now()))
+            stop.set()
+            beat.join()
+            if not self._lost.is_set():
+                try:
+                    with self.db.transaction() as s:
+                        now = self._now(s)
+                        s.execute(update(AnchorWorkerLease)
+                                  .where(AnchorWorkerLease.name == LEASE_NAME,
+                                         AnchorWorkerLease.holder == self.holder)
+                                  .values(expires_at=now))
+                except Exception:  # it expires by itself
+                    log.warning("could not release the anchor lease", extra={"holder": self.holder})
 
     # --- contract -------------------------------------------------------------------------------
 
@@ -164,6 +231,7 @@ class AnchorWorker:
                     "intended, run `ca-service anchor forget-contract --yes` to start a new anchor history",
                     chain_id=chain_id, contract=rec.address)
             with self.db.transaction() as s:
+                self._fence(s)
                 s.execute(update(AnchorContract).where(AnchorContract.id == rec.id).values(genesis_hash=genesis))
             log.warning("chain genesis hash changed (node restart); contract and anchors verified on chain",
                         extra={"chain_id": chain_id, "contract": rec.address, "genesis": genesis.hex()})
@@ -178,6 +246,7 @@ class AnchorWorker:
                     chain_id=chain_id, contract=rec.address)
             # The embedded chain died with its process: retire the record, deploy anew.
             with self.db.transaction() as s:
+                self._fence(s)
                 s.execute(update(AnchorContract).where(AnchorContract.id == rec.id)
                           .values(retired_at=self.clock.now()))
             return None
@@ -205,6 +274,7 @@ class AnchorWorker:
         """Retire the active contract record of this chain id (after a real change of chain);
         its anchors stay as history, and the next tick deploys a new contract."""
         with self.db.transaction() as s:
+            self._fence(s)
             rec = s.scalars(select(AnchorContract).where(AnchorContract.chain_id == self.chain.chain_id,
                                                          AnchorContract.retired_at.is_(None))
                             .order_by(AnchorContract.id.desc())).first()
@@ -218,12 +288,14 @@ class AnchorWorker:
         existing = self.contract()
         if existing is not None:
             return existing
+        self.ensure_lease()
         d = self.chain.deploy()
         rec = AnchorContract(chain_id=self.chain.chain_id, genesis_hash=self.chain.genesis_hash(),
                              address=d.address, publisher=self.chain.publisher, deploy_tx_hash=d.tx_hash,
                              deploy_block_number=d.block_number, compiler_version=artifact().compiler_version,
                              embedded=self.chain.embedded, deployed_at=self.clock.now())
         with self.db.transaction() as s:
+            self._fence(s)
             s.add(rec)
         log.info("anchor contract deployed", extra={"address": d.address, "chain_id": rec.chain_id})
         return rec
@@ -236,6 +308,9 @@ class AnchorWorker:
                 return TickResult("locked")
             try:
                 return self._tick()
+            except AnchorLeaseLost as exc:
+                log.warning("anchor tick stopped (%s): %s", exc.code, exc.detail, extra={"holder": self.holder})
+                return TickResult("locked", detail=f"{exc.code}: {exc.detail}")
             except ChainError as exc:
                 log.warning("anchor tick failed: %s", exc.detail)
                 self._record_error(exc)
@@ -274,6 +349,7 @@ class AnchorWorker:
             return TickResult("idle", detail="no checkpoint yet")
         now = self.clock.now()
         with self.db.transaction() as s:
+            self._fence(s)
             last = s.scalars(select(Anchor).where(Anchor.contract_id == contract.id)
                              .order_by(Anchor.size.desc())).first()
             last_size = last.size if last is not None else 0
@@ -314,6 +390,7 @@ class AnchorWorker:
         if a.raw_tx is not None and a.nonce == nonce and a.tx_hashes:
             # Same nonce still free (reorg dropped it, or the node restarted): the same bytes again.
             self._save(a.id, state="sent", sent_at=self.clock.now())
+            self.ensure_lease()
             self.chain.broadcast(a.raw_tx)
             return TickResult("rebroadcast", a.size)
         try:
@@ -325,6 +402,7 @@ class AnchorWorker:
         signed = self.chain.sign_anchor(contract.address, a.size, a.root, a.checkpoint_hash,
                                         nonce=nonce, fees=self.chain.fees(), gas=gas)
         self._write_ahead(a, signed.tx_hash, signed.raw, nonce, signed.fees, gas)
+        self.ensure_lease()
         self.chain.broadcast(signed.raw)
         return TickResult("sent", a.size, signed.tx_hash.hex())
 
@@ -348,6 +426,7 @@ class AnchorWorker:
             # one should it ever be mined too: sizes only grow).
             return self._replan(a, f"nonce gap: the account is at nonce {account_nonce}, the transaction at {a.nonce}")
         if not self.chain.transaction_known(a.tx_hash):
+            self.ensure_lease()
             self.chain.broadcast(a.raw_tx)
             self._save(a.id, attempts=a.attempts + 1)
             return TickResult("rebroadcast", a.size)
@@ -362,6 +441,7 @@ class AnchorWorker:
             signed = self.chain.sign_anchor(contract.address, a.size, a.root, a.checkpoint_hash,
                                             nonce=a.nonce, fees=fees, gas=a.gas_limit or 100_000)
             self._write_ahead(a, signed.tx_hash, signed.raw, a.nonce, fees, a.gas_limit or 100_000)
+            self.ensure_lease()
             self.chain.broadcast(signed.raw)
             return TickResult("bumped", a.size, signed.tx_hash.hex())
         return TickResult("waiting", a.size, "sent, not mined yet")
@@ -420,6 +500,7 @@ class AnchorWorker:
 
     def _save(self, anchor_id: int, **values: object) -> None:
         with self.db.transaction() as s:
+            self._fence(s)
             s.execute(update(Anchor).where(Anchor.id == anchor_id)
                       .values(updated_at=self.clock.now(), **values))
 

@@ -84,7 +84,8 @@ def _view(a: Anchor, c: AnchorContract, conf: Confirmation | None = None) -> Anc
 def policy_from_settings(services: Services, **overrides: Any) -> AnchorPolicy:
     base: dict[str, Any] = {"confirmations": services.settings.anchor_confirmations,
                             "interval_seconds": services.settings.anchor_interval_seconds,
-                            "max_leaves": services.settings.anchor_max_leaves}
+                            "max_leaves": services.settings.anchor_max_leaves,
+                            "lease_seconds": services.settings.anchor_lease_seconds}
     base.update(overrides)
     return AnchorPolicy(**base)
 

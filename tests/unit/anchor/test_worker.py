@@ -117,6 +117,50 @@ def test_second_worker_is_locked_out(sqlite_db, embedded_chain) -> None:
     assert w2.tick().action == "deployed"
 
 
+def test_a_worker_whose_lease_expired_and_was_taken_writes_and_sends_nothing(sqlite_db, embedded_chain,
+                                                                              monkeypatch) -> None:
+    """w1 stalls mid-tick past its lease; w2 takes the lease over; w1's next write and its check
+    before a broadcast refuse (anchor.lease_lost), and its tick ends 'locked' without sending."""
+    from ca_service.errors import AnchorLeaseLost
+
+    source, clock = ListSource(), StepClock()
+    # a long lease: w1's heartbeat (every third of it) does not beat while the test runs
+    w1 = _worker(sqlite_db, embedded_chain, source, clock, lease_seconds=600, interval_seconds=0, max_leaves=1)
+    w2 = _worker(sqlite_db, embedded_chain, source, clock, lease_seconds=600, interval_seconds=0, max_leaves=1)
+    assert w1.tick().action == "deployed"
+    source.publish(4)
+    with w1.lock() as got:
+        assert got
+        assert w2.tick().action == "locked"           # w1's lease is live
+        clock.advance(601)                            # w1 stalls past its lease (no renewal)
+        assert w2.tick().action == "sent"             # w2 takes over and anchors
+        with pytest.raises(AnchorLeaseLost):
+            w1.ensure_lease()
+        with pytest.raises(AnchorLeaseLost):
+            w1._save(_anchors(sqlite_db)[0].id, last_error="stale")
+    sent = []
+    monkeypatch.setattr(embedded_chain, "broadcast", lambda raw: sent.append(raw))
+    w1._lost.set()                                    # still inside a tick that lost the lease:
+    with pytest.raises(AnchorLeaseLost):
+        w1.ensure_lease()
+    assert sent == [] and _anchors(sqlite_db)[0].last_error != "stale"
+
+
+def test_lease_is_one_row_and_a_new_holder_is_logged(sqlite_db, embedded_chain) -> None:
+    from ca_service.db.models.anchor import AnchorWorkerLease
+
+    source, clock = ListSource(), StepClock()
+    w1 = _worker(sqlite_db, embedded_chain, source, clock, lease_seconds=5)
+    w2 = _worker(sqlite_db, embedded_chain, source, clock, lease_seconds=5)
+    assert w1.tick().action == "deployed"
+    with sqlite_db.read() as s:
+        (lease,) = s.scalars(select(AnchorWorkerLease))
+    assert lease.holder == w1.holder and lease.expires_at == clock.now()   # released at the end of the tick
+    assert w2.tick().action == "idle"
+    with sqlite_db.read() as s:
+        assert s.get(AnchorWorkerLease, "anchor-worker").holder == w2.holder
+
+
 def test_embedded_contract_from_a_dead_process_is_retired(sqlite_db, embedded_chain) -> None:
     source, clock = ListSource(), StepClock()
     w = _worker(sqlite_db, embedded_chain, source, clock)

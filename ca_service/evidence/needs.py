@@ -94,8 +94,16 @@ class NvidiaRim:
     role: str  # "driver" | "vbios"
 
 
+@dataclass(frozen=True)
+class Sent:
+    """Something only the request can supply (no vendor publishes it): an SNP report's VLEK (AMD KDS
+    publishes none). The CA gives the verifier the request's collateral as sent, beside what it adds."""
+
+    what: str
+
+
 Need = (IntelTcbInfo | IntelQeIdentity | IntelPckCrl | IntelRootCaCrl | AmdVcek | AmdCertChain | AmdCrl
-        | NvidiaOcsp | NvidiaRim)
+        | NvidiaOcsp | NvidiaRim | Sent)
 # the needs that are revocation sources: one the CA cannot get is left out, and the verifier reports it
 # missing for the policy's rule to judge (docs/revocation.md), instead of the request being refused here
 REVOCATION_NEEDS = (IntelPckCrl, IntelRootCaCrl, AmdCrl, NvidiaOcsp)
@@ -122,7 +130,7 @@ def needs_for(kind: str, evidence: bytes, collateral: Sequence[bytes] = (), root
     if kind == "snp-report":
         from ca_service.evidence.snp.needs import needs as snp_needs
 
-        return snp_needs(evidence)
+        return snp_needs(evidence, collateral)
     if kind == "nvidia-gpu":
         from ca_service.evidence.nvidia.needs import needs as nvidia_needs
         from ca_service.evidence.trust import DEFAULT_ROOTS

@@ -1,10 +1,13 @@
 """Collateral the CA supplies itself: from the database cache, fetched from the vendors when online,
 imported from offline bundles, refreshed before it expires (DESIGN.md "Evidence, collateral, trust roots").
 
-:func:`collateral_for` reads the quote or report only to pick *which* allowlisted resources it needs
-(FMSPC and PCK CA of an Intel quote; product line, chip id and reported TCB of an SNP report); the
-evidence verifier then checks everything, including that the collateral belongs to the evidence.
-Nothing the evidence says is trusted here, and no URL comes from it.
+This module only orchestrates: cache, fetch, verify, store (STYLE.md 16). It never reads evidence
+itself. Which resources a piece of evidence needs is its family's answer (``evidence/needs.py``:
+``needs_for``; the FMSPC and PCK CA of an Intel quote, the product line, chip id and reported TCB of
+an SNP report, the certificates of a GPU's device chain); each need maps to one allowlisted endpoint
+(``collateral/endpoints.endpoint_for``); the cached rows become what the verifier takes in
+``collateral/assemble.py``. The evidence verifier then checks everything, including that the
+collateral belongs to the evidence. Nothing the evidence says is trusted here, and no URL comes from it.
 
 Online means a :class:`~ca_service.collateral.fetchers.Fetcher` is attached to the services
 (:func:`attach_fetcher`) or passed in; without one the cache is all there is (air-gapped: fill it with
@@ -15,14 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -30,30 +31,26 @@ from sqlalchemy.orm import Session
 
 from ca_service.clock import require_aware
 from ca_service.collateral import changes, endpoints
+from ca_service.collateral.assemble import verifier_items
 from ca_service.collateral.changes import Change
-from ca_service.collateral.endpoints import AmdTcb, Endpoint, Kind, endpoint_for
+from ca_service.collateral.endpoints import Endpoint, Kind, endpoint_for
 from ca_service.collateral.errors import FetchFailed, RollbackRefused
 from ca_service.collateral.fetchers import Fetcher, Response, load_bundle
 from ca_service.collateral.offered import nvidia_ocsp_responses, offered_responses
 from ca_service.collateral.store import bodies, insert, newest_per_key, select_at
-from ca_service.collateral.verify import crl_der, issuer_chain_der, top_level_spans, verify_response
+from ca_service.collateral.verify import issuer_chain_der, verify_response
 from ca_service.db.models.collateral import CollateralItem
 from ca_service.errors import (
     CAServiceError,
     CollateralMissing,
     EvidenceError,
-    EvidenceMalformed,
     EvidenceUnsupported,
     RevocationUnchecked,
     revocation_error,
 )
+from ca_service.evidence import needs
 from ca_service.evidence.collateral_items import load_collateral
-from ca_service.evidence.intel.parse import TEE_TYPE_TDX, parse_quote
-from ca_service.evidence.intel.pck import load_pem_chain, parse_pck_extension
 from ca_service.evidence.needs import NvidiaOcsp, needs_for
-from ca_service.evidence.snp.azure import is_hcl_report, parse_hcl_report
-from ca_service.evidence.snp.certs import PRODUCT_LINES, ProductLine, common_name
-from ca_service.evidence.snp.parse import SigningKey, TcbLayout, TcbVersion, parse_report
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.services.container import Services
 
@@ -63,7 +60,6 @@ SUPPLIED_KINDS = frozenset({"tdx-quote", "sgx-quote", "snp-report"})
 # Refresh an item this long before its nextUpdate, when a fetcher is at hand (Intel publishes TCB Info
 # and QE Identity for 30 days and CRLs for about as long: a day of margin keeps issuance off the edge).
 REFRESH_MARGIN = timedelta(hours=24)
-_PCK_CA = {"Intel SGX PCK Platform CA": "platform", "Intel SGX PCK Processor CA": "processor"}
 def attach_fetcher(svc: Services, fetcher: Fetcher | None) -> None:
     """Make ``svc`` online (a fetcher) or offline (None) for :func:`collateral_for`."""
     svc.collateral_fetcher = fetcher
@@ -223,89 +219,27 @@ def _row(svc: Services, ep: Endpoint, at: datetime, fetcher: Fetcher | None,
     return row, source
 
 
-# --- assembly --------------------------------------------------------------------------------------------
+# --- the CA's collateral for a family's needs -------------------------------------------------------------
 
 
-def _header_pem(row: CollateralItem) -> str:
-    values = list(row.headers.values())
-    if len(values) != 1:
-        raise CollateralMissing(f"cached {row.kind} has no issuer chain", url=row.url)
-    return unquote(values[0])
+def _pick(look: _Lookup, alternatives: needs.Alternatives) -> list[tuple[needs.Need, CollateralItem | None]]:
+    """The cached row for every need of the first alternative the CA holds (or fetches) whole; a
+    revocation source it cannot get is None (the verifier reports it missing for the policy's rule to
+    judge, docs/revocation.md). KDS answers 404 for another product line: the next alternative is tried.
 
-
-def _signed_member(row: CollateralItem, member: str) -> tuple[str, str]:
-    spans = top_level_spans(row.body)
-    signature = json.loads(spans["signature"])
-    return spans[member].decode(), str(signature)
-
-
-def _intel(look: _Lookup, evidence: bytes) -> bytes:
-    quote = parse_quote(evidence)
-    tee = "tdx" if quote.header.tee_type == TEE_TYPE_TDX else "sgx"
-    certs = load_pem_chain(quote.cert_data, "PCK")
-    if len(certs) != 3:
-        raise EvidenceMalformed("PCK chain must be leaf, PCK CA and root")
-    fmspc = parse_pck_extension(certs[0]).fmspc
-    ca = _PCK_CA.get(common_name(certs[1].subject))
-    if ca is None:
-        raise EvidenceUnsupported("the PCK certificate is issued by neither the platform nor the processor CA")
-    tcb = look.row(endpoints.tcb_info(tee, fmspc))
-    qe = look.row(endpoints.qe_identity(tee))
-    # the CRLs are revocation sources: one the CA cannot get is left out, and the verifier reports it
-    # missing (revocation.intel_*_crl_missing) for the policy's rule to judge
-    pck_crl = look.revocation_row(endpoints.pck_crl(ca))
-    root_crl = look.revocation_row(endpoints.root_ca_crl())
-    tcb_info, tcb_sig = _signed_member(tcb, "tcbInfo")
-    qe_identity, qe_sig = _signed_member(qe, "enclaveIdentity")
-    # dcap-qvl's QuoteCollateralV3 shape, which evidence/intel/collateral.py verifies (C1-C6).
-    doc = {
-        "pck_crl_issuer_chain": _header_pem(pck_crl) if pck_crl is not None else "",
-        "root_ca_crl": crl_der(root_crl.body, "Root CA CRL").hex() if root_crl is not None else "",
-        "pck_crl": crl_der(pck_crl.body, "PCK CRL").hex() if pck_crl is not None else "",
-        "tcb_info_issuer_chain": _header_pem(tcb),
-        "tcb_info": tcb_info,
-        "tcb_info_signature": tcb_sig,
-        "qe_identity_issuer_chain": _header_pem(qe),
-        "qe_identity": qe_identity,
-        "qe_identity_signature": qe_sig,
-    }
-    # Deterministic bytes: the same cache rows give the same document, so the verifier's cache hits.
-    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _snp_lines(report_cpuid: Any) -> list[ProductLine]:
-    if report_cpuid is None:  # report v2: no CPUID; those predate Turin (family 1Ah)
-        return [line for line in PRODUCT_LINES.values() if line.tcb_layout is TcbLayout.FAMILY_19H]
-    return [line for line in PRODUCT_LINES.values() if line.matches_cpuid(report_cpuid.family, report_cpuid.model)]
-
-
-def _snp(look: _Lookup, evidence: bytes) -> tuple[bytes, ...]:
-    report = parse_report(parse_hcl_report(evidence).snp_report if is_hcl_report(evidence) else evidence)
-    if report.signing_key is SigningKey.VLEK:
-        raise CollateralMissing("AMD KDS does not publish VLEK certificates: send the VLEK with the evidence")
-    if report.signing_key is not SigningKey.VCEK:
-        raise EvidenceUnsupported("SIGNING_KEY is neither VCEK nor VLEK")
-    if report.chip_id_masked:
-        raise CollateralMissing("CHIP_ID is masked: the VCEK cannot be looked up, send it with the evidence")
-    lines = _snp_lines(report.cpuid)
-    if not lines:
-        raise CollateralMissing("the report's CPUID names no AMD product line we know")
-    missing: CAServiceError | None = None
-    for line in lines:
-        t = TcbVersion.decode(report.reported_tcb_raw, line.tcb_layout)
-        tcb = AmdTcb(t.bl, t.tee, t.snp, t.ucode, t.fmc if line.tcb_layout is TcbLayout.FAMILY_1AH else None)
-        ep = endpoints.vcek(line.name, report.chip_id[: line.hwid_len], tcb)
+    Raises:
+        CollateralMissing, FetchFailed: the first alternative's missing item, when none is whole.
+    """
+    first: CAServiceError | None = None
+    for alternative in alternatives:
+        mark = len(look.used)
         try:
-            vcek = look.row(ep)
-        except (CollateralMissing, FetchFailed) as exc:  # KDS answers 404 for another product line
-            missing = missing or exc
-            continue
-        chain = look.row(endpoints.amd_cert_chain(line.name))
-        crl = look.revocation_row(endpoints.amd_crl(line.name))
-        if crl is None:
-            return vcek.body, chain.body
-        return vcek.body, chain.body, crl_der(crl.body, "AMD CRL")
-    raise missing or CollateralMissing("no VCEK for this report")
+            return [(need, look.revocation_row(ep) if isinstance(need, needs.REVOCATION_NEEDS) else look.row(ep))
+                    for need, ep in ((n, endpoint_for(n)) for n in alternative if not isinstance(n, needs.Sent))]
+        except (CollateralMissing, FetchFailed) as exc:
+            del look.used[mark:]
+            first = first or exc
+    raise first or CollateralMissing("no collateral is needed for this evidence")
 
 
 def _take_offered(svc: Services, kind: str, offered: tuple[bytes, ...], roots: TrustRoots) -> frozenset[str]:
@@ -376,26 +310,20 @@ def resolve_collateral(svc: Services, kind: str, evidence_bytes: bytes, at: date
         return _nvidia(svc, evidence_bytes, at, offered, fetcher, roots)
     if kind not in SUPPLIED_KINDS:
         return _as_sent(offered)
-    if kind == "snp-report" and offered and _signed_by_vlek(evidence_bytes):
+    alternatives = needs_for(kind, evidence_bytes, offered, roots)
+    if any(isinstance(n, needs.Sent) for alt in alternatives for n in alt):
         # AMD KDS publishes no VLEKs: a VLEK report is judged by what it was sent with (the verifier
         # checks it to the pinned ARK). KDS does publish the ARK's VLEK CRL: the CA adds its own, so
         # revocation does not depend on the requester sending one (the newest CRL decides).
         offered_responses(kind, offered, svc.clock.now())  # a sent CRL that is no ARK's CRL is refused here
         digests = load_collateral(offered, keep_unparsed_crls=True).digests()
         look = _Lookup(svc, at, fetcher, roots)
-        items = list(offered)
-        for line in _vlek_lines(offered):
-            crl = look.revocation_row(endpoints.amd_crl(line, "vlek"))
-            if crl is not None:
-                items.append(crl_der(crl.body, "AMD VLEK CRL"))
-        return Resolved(tuple(items), tuple(CollateralUsed("request", label, d, "request", None)
-                                            for label, d in digests.items()) + tuple(look.used))
+        added = verifier_items("sent", _pick(look, alternatives))
+        return Resolved(offered + added, tuple(CollateralUsed("request", label, d, "request", None)
+                                               for label, d in digests.items()) + tuple(look.used))
     from_request = _take_offered(svc, kind, offered, roots) if offered else frozenset()
     look = _Lookup(svc, at, fetcher, roots, from_request)
-    if kind in ("tdx-quote", "sgx-quote"):
-        out: tuple[bytes, ...] = (_intel(look, evidence_bytes),)
-    else:
-        out = _snp(look, evidence_bytes)
+    out = verifier_items(kind, _pick(look, alternatives))
     _keep_for_dry_runs(svc, out)
     return Resolved(out, tuple(look.used))
 
@@ -442,18 +370,6 @@ def _nvidia(svc: Services, evidence: bytes, at: datetime, offered: tuple[bytes, 
     _keep_for_dry_runs(svc, answers)
     sent = _as_sent(tuple(rest) + tuple(unverified))
     return Resolved(sent.items + answers, sent.used + tuple(look.used))
-
-
-def _vlek_lines(offered: Iterable[bytes]) -> list[str]:
-    """The product lines whose ASVK issued a VLEK among ``offered`` (``SEV-VLEK-<line>``)."""
-    coll = load_collateral(offered, keep_unparsed_crls=True)
-    names = {common_name(c.issuer) for c in coll.certificates}
-    return sorted(line for line in PRODUCT_LINES if f"SEV-VLEK-{line}" in names)
-
-
-def _signed_by_vlek(evidence: bytes) -> bool:
-    report = parse_report(parse_hcl_report(evidence).snp_report if is_hcl_report(evidence) else evidence)
-    return report.signing_key is SigningKey.VLEK
 
 
 def collateral_for(svc: Services, kind: str, evidence_bytes: bytes, at: datetime, *,

@@ -26,6 +26,7 @@ from ca_service.api.app import create_app
 from ca_service.clock import FixedClock
 from ca_service.collateral import endpoints
 from ca_service.collateral.store import select_at
+from ca_service.collateral.verify import top_level_spans
 from ca_service.evidence import verify
 from ca_service.services import collateral as cs
 from ca_service.services import policies
@@ -155,14 +156,14 @@ def test_an_older_tcb_info_sent_with_the_quote_does_not_replace_the_cas_newer_on
     doc = json.loads(GOTDX_B.read("collateral"))
     sent = json.loads(doc["tcb_info"])
     cached = _cached_tcb_info(ca, GOTDX_B)
-    cached_info = json.loads(cs.top_level_spans(cached.body)["tcbInfo"])
+    cached_info = json.loads(top_level_spans(cached.body)["tcbInfo"])
     # the premise: the request's TCB Info is genuine, still valid, and older than the CA's
     assert sent["issueDate"] < cached_info["issueDate"] and sent["nextUpdate"] > GOTDX_B.verify_time.isoformat()
     r = _attest(ca, "tdx-any", "tdx-quote", GOTDX_B.read("quote"), [GOTDX_B.read("collateral")])
     assert r.status_code == 200, r.text
     sub = r.json()["ear_claims"]["submods"]["tdx-quote"]
     sent_digest = hashlib.sha256(doc["tcb_info"].encode()).hexdigest()
-    cas_digest = hashlib.sha256(cs.top_level_spans(cached.body)["tcbInfo"]).hexdigest()
+    cas_digest = hashlib.sha256(top_level_spans(cached.body)["tcbInfo"]).hexdigest()
     assert sub["ca-service.collateral-sha256"]["intel.tcb_info"] == cas_digest != sent_digest
     used = {u["item"]: u for u in sub["ca-service.collateral"]}
     assert used["intel.tcb_info.tdx"]["source"] == "cache"

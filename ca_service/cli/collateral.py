@@ -65,10 +65,14 @@ def import_(bundle: Path, no_reappraise: bool, as_json: bool) -> None:
             mark = high_water(session)
         result = service.import_bundle(svc, bundle.read_bytes(), roots=trust_roots(svc))
         duty = None
-        if result.changed and not no_reappraise:
+        if result.changed:
             from ca_service.services import collateral_duty
 
-            duty = collateral_duty.run(svc, trigger="import", actor=actor(), since=mark, wait_seconds=DUTY_WAIT)
+            if no_reappraise:  # left to the duty's next run (serve's, or refresh --loop)
+                collateral_duty.start_from(svc, mark, wait_seconds=DUTY_WAIT)
+            else:
+                duty = collateral_duty.run(svc, trigger="import", actor=actor(), since=mark,
+                                           wait_seconds=DUTY_WAIT)
     except CAServiceError as exc:
         _fail(exc)
         return
@@ -92,7 +96,8 @@ def _echo_changes(changed: list[Any], duty: Any, skipped: bool) -> None:
         click.echo("no resource changed in a way that can change a verdict")
         return
     if skipped:
-        click.echo("not re-appraised (--no-reappraise): run `ca-service reappraise`")
+        click.echo("not re-appraised (--no-reappraise): the collateral duty's next run judges these changes, "
+                   "or run `ca-service reappraise`")
         return
     if duty.outcome == "locked":
         click.echo("not re-appraised: another process holds the re-appraisal lock; serve's duty judges these "
@@ -139,16 +144,22 @@ def refresh(within: str, mirrors: tuple[str, ...], no_reappraise: bool, loop: bo
         return
     if interval is not None:
         raise click.UsageError("--interval goes with --loop")
+    from ca_service.collateral.changes import high_water
+
     svc = open_services()
     duty = None
     try:
         fetcher = RequestsFetcher(clock=svc.clock,
                                   mirrors=_mirrors(mirrors) if mirrors else dict(svc.settings.collateral_mirrors))
-        if no_reappraise:
-            result = service.refresh(svc, fetcher, within=parse_duration(within), roots=trust_roots(svc))
-        else:
-            from ca_service.services import collateral_duty
+        from ca_service.services import collateral_duty
 
+        if no_reappraise:
+            with svc.db.read() as session:
+                mark = high_water(session)
+            result = service.refresh(svc, fetcher, within=parse_duration(within), roots=trust_roots(svc))
+            if result.changed:  # left to the duty's next run
+                collateral_duty.start_from(svc, mark, wait_seconds=DUTY_WAIT)
+        else:
             duty = collateral_duty.run(svc, trigger="refresh", actor=actor(), fetcher=fetcher,
                                        within=parse_duration(within), wait_seconds=DUTY_WAIT)
             if duty.refresh is None:  # the lock stayed taken: refresh without judging

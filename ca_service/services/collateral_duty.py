@@ -165,6 +165,16 @@ def _parse(t: str) -> datetime:
     return datetime.fromisoformat(t.replace("Z", "+00:00"))
 
 
+def start_from(svc: Services, mark: int, *, wait_seconds: float = 0.0) -> bool:
+    """Record ``mark`` as where the duty starts if it has never run (a ``--no-reappraise`` import on a
+    CA whose duty has not run yet: its changes are then judged by the duty's first run). True if set."""
+    with exclusive(svc, wait_seconds=wait_seconds) as got:
+        if not got or last_state(svc) is not None:
+            return False
+        _save(svc, {"high_water": mark, "missing": {}})
+        return True
+
+
 # --- one run --------------------------------------------------------------------------------------------
 
 

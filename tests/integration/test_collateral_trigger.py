@@ -163,7 +163,7 @@ def test_collateral_import_cli_revokes_and_flags_only_what_the_change_concerns(c
     _assert_acted(svc, serials, bystander_touched=True)
 
 
-def test_import_no_reappraise_leaves_certificates_to_the_on_demand_path(ca):
+def test_import_no_reappraise_leaves_certificates_to_the_duty(ca):
     svc, serials = ca
     bundle = svc.settings.home / "tcb.json"
     bundle.write_text(json.dumps(_tcb_only(intel_entries(NEW))))
@@ -171,6 +171,12 @@ def test_import_no_reappraise_leaves_certificates_to_the_on_demand_path(ca):
     assert res.exit_code == 0 and "not re-appraised (--no-reappraise)" in res.output
     assert all(_status(svc, s)["status"] == "valid" for s in serials.values())
     assert _leaves(svc, serials.values()) == []
+    # the duty had never run on this CA: the import recorded where it starts, so its first run judges them
+    from ca_service.services import collateral_duty
+
+    out = collateral_duty.run(svc, trigger="worker", actor="collateral-duty")
+    assert [c.resource for c in out.changes] == [("intel.tcb_info.tdx", "b0c06f000000")]
+    _assert_acted(svc, serials)
 
 
 def test_collateral_refresh_against_the_vendor_replay(ca):

@@ -13,12 +13,14 @@ On PostgreSQL a multi-row INSERT is one statement (one round trip); on SQLite, `
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 
@@ -82,9 +84,12 @@ class RawInsert:
         try:
             if dialect.name == "postgresql":
                 flat = [v for p in params for v in p]
-                cursor.execute(prep.head + ", ".join([prep.row] * len(params)) + prep.tail, flat)
+                sql = prep.head + ", ".join([prep.row] * len(params)) + prep.tail
+                with as_sqlalchemy_error(dialect, sql):
+                    cursor.execute(sql, flat)
             else:
-                cursor.executemany(prep.head + prep.row + prep.tail, params)
+                with as_sqlalchemy_error(dialect, prep.head + prep.row + prep.tail):
+                    cursor.executemany(prep.head + prep.row + prep.tail, params)
         finally:
             cursor.close()
 
@@ -94,9 +99,23 @@ def scalar(session: Session, sql_pg: str, sql_other: str, params: Sequence[Any])
     (``%s`` on PostgreSQL, ``?`` elsewhere), on the session's connection, or ``None``."""
     conn = session.connection()
     cursor = conn.connection.cursor()
+    sql = sql_pg if conn.dialect.name == "postgresql" else sql_other
     try:
-        cursor.execute(sql_pg if conn.dialect.name == "postgresql" else sql_other, tuple(params))
-        row = cursor.fetchone()
+        with as_sqlalchemy_error(conn.dialect, sql):
+            cursor.execute(sql, tuple(params))
+            row = cursor.fetchone()
     finally:
         cursor.close()
     return None if row is None else row[0]
+
+
+@contextmanager
+def as_sqlalchemy_error(dialect: Dialect, sql: str) -> Iterator[None]:
+    """A DBAPI error on the raw cursor as SQLAlchemy's own (``OperationalError`` for a lock or
+    statement timeout, a lost connection...), as ``session.execute`` would raise it: the API maps
+    those to 503 ``service.database_*``; a bare psycopg2 error was a 500 ``internal``."""
+    dbapi = dialect.loaded_dbapi
+    try:
+        yield
+    except dbapi.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error, hide_parameters=True, dialect=dialect) from exc

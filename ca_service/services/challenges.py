@@ -24,6 +24,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from ca_service.db import rawsql
 from ca_service.db.base import UTCDateTime
 from ca_service.db.models import Challenge
 from ca_service.errors import CAServiceError, ChallengeConsumed, ChallengeExpired, ChallengeUnknown
@@ -181,8 +182,9 @@ def consume_challenges_in(session: Session, claims: Sequence[tuple[str, datetime
         params += [cid, claims[first[cid]][1].astimezone(UTC)]
     cursor = session.connection().connection.cursor()
     try:
-        cursor.execute(sql, params)
-        used = {row[0] for row in cursor.fetchall()}
+        with rawsql.as_sqlalchemy_error(session.get_bind().dialect, sql):
+            cursor.execute(sql, params)
+            used = {row[0] for row in cursor.fetchall()}
     finally:
         cursor.close()
     for cid, i in first.items():

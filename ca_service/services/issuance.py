@@ -24,6 +24,7 @@ from ca_service.ca.ear import build_ear
 from ca_service.ca.lifetime import cap_lifetime
 from ca_service.ca.profile import check_request, leaf_not_after, prepare_end_entity
 from ca_service.crypto.keys import KEY_TYPES, ParsedCSR, parse_csr
+from ca_service.db import rawsql
 from ca_service.db.models import Certificate
 from ca_service.errors import (
     AppraisalFailed,
@@ -237,8 +238,9 @@ def _pre_read(session: Session, challenge_id: str, policy: str,
     if session.get_bind().dialect.name == "postgresql" and valid_challenge_id(challenge_id):
         cursor = session.connection().connection.cursor()
         try:
-            cursor.execute(_PRE_READ_PG, (challenge_id, now.astimezone(UTC), policy))
-            row = cursor.fetchone()
+            with rawsql.as_sqlalchemy_error(session.get_bind().dialect, _PRE_READ_PG):
+                cursor.execute(_PRE_READ_PG, (challenge_id, now.astimezone(UTC), policy))
+                row = cursor.fetchone()
         finally:
             cursor.close()
         nonce, version, digest = row if row is not None else (None, None, None)

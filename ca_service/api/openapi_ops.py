@@ -122,12 +122,35 @@ OK_JSON = "ok"
 
 
 def ok(schema: dict[str, Any], media: str = "application/json", status: str = "200",
-       description: str = OK_JSON, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+       description: str = OK_JSON, headers: dict[str, Any] | None = None,
+       links: dict[str, Any] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {status: {"description": description, "content": json_of(schema, media)}}
     if headers:
         out[status]["headers"] = headers
+    if links:
+        out[status]["links"] = links
     return out
 
+
+def links(source: str, *targets: tuple[str, str]) -> dict[str, Any]:
+    """OpenAPI links from a response to the operations that take its identifiers (``targets``:
+    operation id, parameter name -> ``$response.body#/<field>``); schemathesis' stateful phase
+    follows them."""
+    fields = {"serial": "serial", "report_id": "id", "name": "name", "version": "version"}
+    out: dict[str, Any] = {}
+    for operation_id, params in targets:
+        names = params.split(",")
+        out[f"{source}_to_{operation_id}"] = {
+            "operationId": operation_id,
+            "parameters": {n: f"$response.body#/{fields[n]}" for n in names}}
+    return out
+
+
+CERTIFICATE_LINKS = links("issued", ("certificates_get_one_get", "serial"), ("certificates_get_proof_get", "serial"),
+                          ("certificates_revoke_post", "serial"))
+POLICY_LINKS = links("applied", ("policies_show_get", "name"), ("policies_show_version_get", "name,version"),
+                     ("policies_activate_post", "name,version"), ("policies_retire_post", "name,version"),
+                     ("policies_dry_run_post", "name"))
 
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/.well-known/jwks.json", "get"): {
@@ -147,7 +170,8 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/openapi.json", "get"): {"ok": ok(OBJECT, description="this document")},
     ("/v1/challenges", "post"): {"ok": ok(ref("Challenge"), status="201", description="a single-use challenge")},
     ("/v1/certificates", "post"): {
-        "body": "model", "ok": ok(ref("IssuedCertificate"), status="201", description="issued"),
+        "body": "model",
+        "ok": ok(ref("IssuedCertificate"), status="201", description="issued", links=CERTIFICATE_LINKS),
         "errors": ["403", "404", "409", "422"]},
     ("/v1/certificates", "get"): {
         "description": "At least one of spki_sha256 and measurement (400 request.invalid without either).",
@@ -218,6 +242,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/integrity-reports", "post"): {
         "body": "model",
         "ok": {code: {"description": desc, "headers": {"Location": {"required": True, "schema": {"type": "string"}}},
+                      "links": links("logged", ("integrity_get_report_get", "report_id")),
                       "content": json_of(obj({"id": {"type": "string", "format": "uuid"}, "sha256": HEX64,
                                               "log_index": {"type": "integer"}, "serial": {"type": "string"}}))}
                for code, desc in (("201", "logged"), ("200", "this report was already logged"))},
@@ -269,9 +294,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "body": {media: {"schema": {"type": "string", "maxLength": 65536}} for media in
                  ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")}
         | {"application/json": {"schema": {"$ref": "#/components/schemas/PolicyDocument"}}},
-        "ok": {code: {"description": desc, "content": json_of({"allOf": [ref("PolicyVersion"), obj({
-            "created": {"type": "boolean"}})]})} for code, desc in (("201", "a new version"),
-                                                                     ("200", "this document is a stored version"))},
+        "ok": {code: {"description": desc, "links": POLICY_LINKS,
+                      "content": json_of({"allOf": [ref("PolicyVersion"), obj({"created": {"type": "boolean"}})]})}
+               for code, desc in (("201", "a new version"), ("200", "this document is a stored version"))},
         "errors": ["409", "422"]},
     ("/v1/policies/{name}", "get"): {
         "roles": ["admin", "auditor"], "parameters": [path("name", POLICY_NAME, "a policy name")],

@@ -122,7 +122,7 @@ def test_schemathesis_finds_no_5xx_and_no_drift(live, tmp_path):
     run = subprocess.run(
         [st, "--no-color", "--config-file", str(config), "run", f"{live['url']}/v1/openapi.json",
          "--header", f"Authorization: Bearer {live['token']}", "--max-examples", str(MAX_EXAMPLES),
-         "--phases", "coverage,fuzzing", "--mode", "all", "--checks", "all",
+         "--phases", "coverage,fuzzing,stateful", "--mode", "all", "--checks", "all",
          "--exclude-checks", "positive_data_acceptance,use_after_free,ensure_resource_availability,"
                              "object_level_authorization",
          "--wait-for-schema", "60", "--report", "ndjson", "--report-ndjson-path", str(report)],

@@ -107,6 +107,13 @@ Need = (IntelTcbInfo | IntelQeIdentity | IntelPckCrl | IntelRootCaCrl | AmdVcek 
 # the needs that are revocation sources: one the CA cannot get is left out, and the verifier reports it
 # missing for the policy's rule to judge (docs/revocation.md), instead of the request being refused here
 REVOCATION_NEEDS = (IntelPckCrl, IntelRootCaCrl, AmdCrl, NvidiaOcsp)
+# the needs no vendor endpoint serves: the request supplies them
+SENT_NEEDS = (Sent, NvidiaRim)
+
+
+def served(alternative: Sequence[Need]) -> tuple[Need, ...]:
+    """The needs of ``alternative`` that a vendor endpoint serves (all but :data:`SENT_NEEDS`)."""
+    return tuple(n for n in alternative if not isinstance(n, SENT_NEEDS))
 Alternatives = tuple[tuple[Need, ...], ...]
 
 SUPPLIED_KINDS = ("tdx-quote", "sgx-quote", "snp-report")  # the CA finds all their collateral itself

@@ -50,7 +50,7 @@ from ca_service.errors import (
 )
 from ca_service.evidence import needs
 from ca_service.evidence.collateral_items import load_collateral
-from ca_service.evidence.needs import NvidiaOcsp, needs_for
+from ca_service.evidence.needs import needs_for
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.services.container import Services
 
@@ -235,7 +235,7 @@ def _pick(look: _Lookup, alternatives: needs.Alternatives) -> list[tuple[needs.N
         mark = len(look.used)
         try:
             return [(need, look.revocation_row(ep) if isinstance(need, needs.REVOCATION_NEEDS) else look.row(ep))
-                    for need, ep in ((n, endpoint_for(n)) for n in alternative if not isinstance(n, needs.Sent))]
+                    for need, ep in ((n, endpoint_for(n)) for n in needs.served(alternative))]
         except (CollateralMissing, FetchFailed) as exc:
             del look.used[mark:]
             first = first or exc
@@ -350,7 +350,7 @@ def _nvidia(svc: Services, evidence: bytes, at: datetime, offered: tuple[bytes, 
         (alternative,) = needs_for("nvidia-gpu", evidence, offered, roots)
     except EvidenceError:
         return _as_sent(offered)
-    eps = [endpoint_for(n) for n in alternative if isinstance(n, NvidiaOcsp)]  # RIMs: the request's
+    eps = [endpoint_for(n) for n in needs.served(alternative)]  # RIMs: the request's
     pairs, rest = nvidia_ocsp_responses(eps, offered, svc.clock.now())
     added: set[str] = set()
     unverified: list[bytes] = []

@@ -33,7 +33,8 @@ from ca_service.collateral.endpoints import endpoint_for
 from ca_service.db.models import Certificate, EvidenceBlob
 from ca_service.errors import CAServiceError, Conflict, RequestError
 from ca_service.evidence.base import VerifiedEvidence
-from ca_service.evidence.needs import needs_for
+from ca_service.evidence.needs import needs_for, served
+from ca_service.evidence.trust import TrustRoots
 from ca_service.policy.appraise import appraise
 from ca_service.services import audit, policies, revocation
 from ca_service.services import collateral as collateral_service
@@ -62,9 +63,11 @@ class Reappraised:
                 "changed": self.changed, "reasons": list(self.reasons)}
 
 
-def _resources(kind: str, data: bytes, recorded: tuple[bytes, ...] = ()) -> set[tuple[str, str]]:
+def _resources(kind: str, data: bytes, recorded: tuple[bytes, ...] = (), roots: TrustRoots | None = None
+               ) -> set[tuple[str, str]]:
     try:
-        return {(ep.kind.value, ep.key) for alt in needs_for(kind, data, recorded) for ep in map(endpoint_for, alt)}
+        return {(ep.kind.value, ep.key) for alt in needs_for(kind, data, recorded, roots)
+                for ep in map(endpoint_for, served(alt))}
     except CAServiceError:
         return set()
 
@@ -158,10 +161,11 @@ def reappraise(svc: Services, *, at: datetime | None = None,
         for c in certs:
             session.expunge(c)
     out = []
+    roots = trust_roots(svc)  # a GPU's needs are read from its device chain, ordered to the pinned root
     for cert in certs:
         if changed is not None:
-            needed = set().union(*(_resources(e["type"], blobs.get(e["sha256"], b""), _recorded(cert, e["type"], blobs))
-                                   for e in cert.evidence))
+            needed = set().union(*(_resources(e["type"], blobs.get(e["sha256"], b""), _recorded(cert, e["type"], blobs),
+                                              roots) for e in cert.evidence))
             if not needed & set(changed):
                 continue
         out.append(reappraise_one(svc, cert, blobs, at))

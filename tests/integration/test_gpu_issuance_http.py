@@ -23,6 +23,7 @@ import requests
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509 import ocsp
 from werkzeug.serving import make_server
 
 from ca_service.agent.client import make_csr
@@ -63,7 +64,9 @@ def ca(ca_settings, sim_tee) -> Iterator[dict[str, Any]]:
         return FAKE.roots.__class__(**{**roots(s).__dict__,
                                        "nvidia_device": roots(s).nvidia_device | FAKE.roots.nvidia_device})
 
-    for module in (issuance, dryrun):  # every service that verifies (dryrun imported the name)
+    from ca_service.services import reappraisal
+
+    for module in (issuance, dryrun, reappraisal):  # every service that verifies (each imported the name)
         mp.setattr(module, "trust_roots", with_test_root)
     server = make_server("127.0.0.1", 0, create_app(services=svc), threaded=True)
     t = threading.Thread(target=server.serve_forever, daemon=True)
@@ -149,3 +152,28 @@ def test_without_ocsp_refused_or_warned_by_policy(ca):
     r = requests.post(f"{ca['url']}/v1/policies/sim-gpu-lenient/dry-run", headers=ca["admin"], timeout=60,
                       json={"document": _policy("sim-gpu-lenient", "revocation:\n  allow_unchecked: true\n")})
     assert r.status_code == 200 and {i["outcome"] for i in r.json()["results"]} == {"pass"}, r.text
+
+
+def test_a_revoked_answer_the_ca_learns_later_reappraises_that_gpus_certificate(ca):
+    """issue 14: an NVIDIA update that changes a verdict. A GPU's certificate is issued with good answers;
+    later a request brings a revoked answer for its GSP BROM (verified and kept by the CA, the request
+    refused). The change concerns that certificate only, and re-appraised it is refused as revoked."""
+    from ca_service.collateral.endpoints import endpoint_for
+    from ca_service.evidence.needs import NvidiaOcsp, needs_for
+    from ca_service.services import reappraisal
+
+    gpu, other = FAKE.other_device(), FAKE.other_device()
+    good = dict(this_update=NOW - timedelta(hours=1), next_update=NOW + timedelta(hours=3))
+    r = _issue(ca, "sim-gpu", gpu.all_good(**good), gpu)
+    assert r.status_code == 201, r.text
+    serial = r.json()["serial"]
+    assert _issue(ca, "sim-gpu", other.all_good(**good), other).status_code == 201
+    later = dict(this_update=NOW - timedelta(minutes=30), next_update=NOW + timedelta(hours=3))
+    revoked = gpu.all_good(**good)[:2] + [gpu.ocsp(3, status=ocsp.OCSPCertStatus.REVOKED, **later)]
+    r = _issue(ca, "sim-gpu", revoked, gpu)
+    assert r.status_code == 422 and r.json()["code"] == "evidence.certificate_revoked", r.text
+    (alternative,) = needs_for("nvidia-gpu", gpu.report(), [gpu.chain_pem()], FAKE.roots)
+    brom = [endpoint_for(n) for n in alternative if isinstance(n, NvidiaOcsp)][-1]
+    found = reappraisal.reappraise(ca["svc"], changed={(brom.kind.value, brom.key)})
+    assert [f.serial for f in found] == [serial]
+    assert found[0].after == "refused" and "evidence.certificate_revoked" in found[0].reasons[0], found[0]

@@ -68,7 +68,8 @@ def verify(kind: str, evidence_file: Path, collateral_files: tuple[Path, ...], a
         if at.tzinfo is None:
             at = at.replace(tzinfo=UTC)
     except ValueError:
-        raise click.BadParameter("not an RFC 3339 time", param_hint="--at") from None
+        raise click.BadParameter(f"{at_text!r} is not an RFC 3339 time (for example 2026-03-01T12:00:00Z)",
+                                 param_hint="--at") from None
     try:
         nonce = bytes.fromhex(nonce_hex) if nonce_hex else None
     except ValueError:

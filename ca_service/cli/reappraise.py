@@ -22,7 +22,8 @@ def reappraise(dry_run: bool, at_text: str | None, as_json: bool) -> None:
     try:
         at = datetime.fromisoformat(at_text.replace("Z", "+00:00")) if at_text else None
     except ValueError:
-        raise click.BadParameter("not an RFC 3339 time", param_hint="--at") from None
+        raise click.BadParameter(f"{at_text!r} is not an RFC 3339 time (for example 2026-03-01T12:00:00Z)",
+                                 param_hint="--at") from None
     if at is not None and at.tzinfo is None:
         at = at.replace(tzinfo=UTC)
     # imported here, not at module level: the reappraisal metric must not load prometheus_client before

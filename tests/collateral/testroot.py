@@ -7,7 +7,9 @@ Intel signs them. The production verifier accepts it once the root is pinned
 Real data has no status change to re-appraise against (issue 14): here a test can publish a TCB recovery
 (a higher ``tcbEvaluationDataNumber`` with a stricter level) or a CRL that revokes one platform's PCK.
 
-Shapes copied from the real vector ``tdx/gcp-c3-v4-uptodate`` (Google C3, FMSPC 00806F050000):
+Shapes copied from the real vector ``tdx/gcp-c3-v4-uptodate`` (Google C3, FMSPC 00806F050000), or with
+``TestIntel(shape=SGX_SHAPE)`` from ``sgx/automata-v3-swhardening`` (an SGX v3 quote, FMSPC 00606A000000,
+the QE report certification data carried directly as A.4 lays out for v3):
 - quote: its header, TD report body (with the caller's report data) and QE report (with report data =
   SHA-256(attestation key || QE auth data) || 0^32, A.4), re-signed: the attestation key (fresh per
   quote) signs header || body, the platform's PCK key signs the QE report; certification data type 6
@@ -44,12 +46,15 @@ from cryptography.x509.oid import NameOID
 
 from ca_service.collateral.offered import offered_responses
 from ca_service.evidence.intel.der import encode_oid
-from ca_service.evidence.intel.parse import HEADER_LEN, TD10_REPORT_LEN, parse_quote
-from ca_service.evidence.intel.pck import SGX_EXTENSION_OID
+from ca_service.evidence.intel.parse import HEADER_LEN, parse_quote
+from ca_service.evidence.intel.pck import SGX_EXTENSION_OID, load_pem_chain, parse_pck_extension
 from ca_service.evidence.trust import TrustRoots
 from tests.vectors.manifest import vectors_dir
 
 SHAPE = "tdx/gcp-c3-v4-uptodate"
+SGX_SHAPE = "sgx/automata-v3-swhardening"  # SGX v3 quote, FMSPC 00606A000000
+# the collateral of each shape whose TCB Info and QE Identity bodies the test vendor re-signs
+_SHAPE_COLLATERAL = {SHAPE: "collateral-2025-10", SGX_SHAPE: "collateral"}
 _ECDSA = ec.ECDSA(hashes.SHA256())
 _SGX = "1.2.840.113741.1.13.1"
 # Real platform's SGX TCB components (the Google C3 PCK): the top level of its TCB Info admits them.
@@ -139,10 +144,14 @@ class TestIntel:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, now: datetime | None = None) -> None:
+    def __init__(self, now: datetime | None = None, shape: str = SHAPE) -> None:
         self.now = (now or datetime.now(UTC)).replace(microsecond=0)
-        self._shape = vectors_dir() / SHAPE
+        self._shape = vectors_dir() / shape
         self._real = parse_quote((self._shape / "quote.bin").read_bytes())
+        self._collateral = json.loads((self._shape / _SHAPE_COLLATERAL[shape] / "collateral.json").read_text())
+        real_pck = parse_pck_extension(load_pem_chain(self._real.cert_data, "PCK")[0])
+        # the real platform of the shape: a platform() with these SVNs meets its TCB Info's top level
+        self.fmspc, self.cpu_svn, self.pce_svn = real_pck.fmspc, real_pck.cpu_svn, real_pck.pce_svn
         start, end = self.now - timedelta(days=365), self.now + timedelta(days=3650)
         self.root_key, self.ca_key, self.tcb_key = _key("root"), _key("pck-platform-ca"), _key("tcb-signing")
         self.root = self._cert("Intel SGX Root CA", self.root_key, None, ca=True, path=1, start=start, end=end)
@@ -188,10 +197,13 @@ class TestIntel:
         path.write_bytes(self.root_pem)
         return path
 
-    def platform(self, name: str, *, fmspc: bytes = REAL_FMSPC, cpu_svn: tuple[int, ...] = REAL_CPU_SVN,
-                 pce_svn: int = 11) -> Platform:
-        """A new host with its own PCK key and certificate (issued by the PCK Platform CA)."""
+    def platform(self, name: str, *, fmspc: bytes | None = None, cpu_svn: tuple[int, ...] | None = None,
+                 pce_svn: int | None = None) -> Platform:
+        """A new host with its own PCK key and certificate (issued by the PCK Platform CA); by default
+        with the FMSPC and SVNs of the shape's real platform."""
         self._platforms += 1
+        fmspc, cpu_svn = fmspc or self.fmspc, cpu_svn or self.cpu_svn
+        pce_svn = self.pce_svn if pce_svn is None else pce_svn
         key = _key(f"pck/{name}")
         ext = sgx_extension(ppid=hashlib.sha256(b"ppid/" + name.encode()).digest()[:16], cpu_svn=cpu_svn,
                             pce_svn=pce_svn, pce_id=b"\x00\x00", fmspc=fmspc)
@@ -202,12 +214,15 @@ class TestIntel:
     # --- quotes ----------------------------------------------------------------------------------------
 
     def quote(self, platform: Platform, report_data: bytes) -> bytes:
-        """A TDX v4 quote by ``platform`` carrying ``report_data`` (64 bytes), signed as DCAP signs it."""
+        """A quote by ``platform`` carrying ``report_data`` (64 bytes), signed as DCAP signs it: TDX v4
+        (the TDX shape) or SGX v3 (the SGX shape)."""
         if len(report_data) != 64:
-            raise ValueError("TDX report data is 64 bytes")
+            raise ValueError("report data is 64 bytes")
         real = self._real
-        body = bytearray(real.raw[HEADER_LEN:HEADER_LEN + TD10_REPORT_LEN])
-        body[520:584] = report_data  # A.3.2 TD Quote Body: REPORTDATA
+        sgx = real.header.version == 3
+        body = bytearray(real.raw[HEADER_LEN:real.signed_len])
+        # A.3.2 TD Quote Body REPORTDATA at 520; SGX REPORT body (A.3, SDM 38.15) REPORTDATA at 320
+        body[320 if sgx else 520:(320 if sgx else 520) + 64] = report_data
         signed = real.raw[:HEADER_LEN] + bytes(body)
         att = ec.generate_private_key(ec.SECP256R1())
         att_pub = att.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)[1:]
@@ -215,37 +230,39 @@ class TestIntel:
         qe = bytearray(real.qe_report.raw)
         qe[320:384] = hashlib.sha256(att_pub + qe_auth).digest() + bytes(32)  # A.4: binds the attestation key
         cert_data = _pem(platform.cert, self.pck_ca, self.root).encode()
-        inner = (bytes(qe) + _raw_sig(platform.key, bytes(qe)) + struct.pack("<H", len(qe_auth)) + qe_auth
-                 + struct.pack("<HI", 5, len(cert_data)) + cert_data)
-        sig_data = _raw_sig(att, signed) + att_pub + struct.pack("<HI", 6, len(inner)) + inner
+        qe_cert_data = (bytes(qe) + _raw_sig(platform.key, bytes(qe)) + struct.pack("<H", len(qe_auth)) + qe_auth
+                        + struct.pack("<HI", 5, len(cert_data)) + cert_data)
+        sig_data = _raw_sig(att, signed) + att_pub
+        # A.4: v3 carries the QE report certification data directly, v4 wraps it in type 6
+        sig_data += qe_cert_data if sgx else struct.pack("<HI", 6, len(qe_cert_data)) + qe_cert_data
         return signed + struct.pack("<I", len(sig_data)) + sig_data
 
     # --- collateral ------------------------------------------------------------------------------------
 
-    def _real_json(self, name: str) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self._shape / "collateral-2025-10" / name).read_text())
+    def _real_json(self, member: str) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self._collateral[member])
         return data
 
     def tcb_levels(self, *, recovery: str | None = None) -> list[dict[str, Any]]:
-        """The real TCB Info's levels; with ``recovery`` (an advisory id), a TCB recovery: a new top level
-        (SGX comp01/comp02 one higher than the real platform's) is UpToDate, and the former top level,
-        which the real platform's SVNs meet, becomes OutOfDate with that advisory."""
-        levels: list[dict[str, Any]] = copy.deepcopy(self._real_json("tcb_info_body.json")["tcbLevels"])
+        """The real TCB Info's levels, the top one (which the real platform's SVNs meet) UpToDate with no
+        advisories; with ``recovery`` (an advisory id), a TCB recovery: a new top level (SGX comp01/comp02
+        one higher than the real platform's) is UpToDate, and the former top level OutOfDate with that
+        advisory."""
+        levels: list[dict[str, Any]] = copy.deepcopy(self._real_json("tcb_info")["tcbLevels"])
+        levels[0].update(tcbStatus="UpToDate", advisoryIDs=[])
         if recovery is None:
             return levels
         top = copy.deepcopy(levels[0])
         for i in (0, 1):
-            top["tcb"]["sgxtcbcomponents"][i]["svn"] = REAL_CPU_SVN[i] + 1
+            top["tcb"]["sgxtcbcomponents"][i]["svn"] = self.cpu_svn[i] + 1
         top["tcbDate"] = self.now.strftime("%Y-%m-%dT00:00:00Z")
-        old = levels[0]
-        old["tcbStatus"] = "OutOfDate"
-        old["advisoryIDs"] = [*old.get("advisoryIDs", []), recovery]
+        levels[0].update(tcbStatus="OutOfDate", advisoryIDs=[recovery])
         return [top, *levels]
 
     def tcb_info(self, fmspc: bytes, *, evaluation: int, levels: list[dict[str, Any]] | None = None,
                  issued: datetime | None = None) -> tuple[str, str]:
         """(exact tcbInfo JSON text, signature hex) for ``fmspc``."""
-        body = self._real_json("tcb_info_body.json")
+        body = self._real_json("tcb_info")
         issued = issued or self.now - timedelta(hours=2)
         body.update(fmspc=fmspc.hex().upper(), tcbEvaluationDataNumber=evaluation, issueDate=_rfc3339(issued),
                     nextUpdate=_rfc3339(issued + timedelta(days=30)))
@@ -254,7 +271,7 @@ class TestIntel:
         return text, _raw_sig(self.tcb_key, text.encode()).hex()
 
     def qe_identity(self, *, evaluation: int, issued: datetime | None = None) -> tuple[str, str]:
-        body = self._real_json("qe_identity_body.json")
+        body = self._real_json("qe_identity")
         issued = issued or self.now - timedelta(hours=2)
         body.update(tcbEvaluationDataNumber=evaluation, issueDate=_rfc3339(issued),
                     nextUpdate=_rfc3339(issued + timedelta(days=30)))

@@ -55,7 +55,7 @@ from ca_service.crypto.keys import spki_der
 from ca_service.evidence.binding import binding_value
 from ca_service.tlog.leaves import decode_leaf
 from tests.collateral.replay import mirror_args, serve
-from tests.collateral.testroot import REAL_CPU_SVN, Platform, TestIntel
+from tests.collateral.testroot import REAL_CPU_SVN, SGX_SHAPE, Platform, TestIntel
 from tests.integration.test_serve_faults import _free_port, _wait_ready
 
 REPO = Path(__file__).resolve().parents[2]
@@ -382,3 +382,59 @@ def test_a_production_ca_refuses_to_start_with_test_roots(tmp_path, world):
         assert res.returncode != 0 and "error [config.invalid]" in res.stderr, (args, res.stderr)
         assert "refused in the production profile" in res.stderr
     assert not (tmp_path / "home" / "ca-service.db").exists()
+
+
+SGX_POLICY = """name: sgx-{action}
+description: SGX enclaves of the fleet (the enclave of the shape vector) at the latest TCB level
+evidence:
+  required: [sgx-quote]
+  sgx-quote:
+    tcb_status: [UpToDate]
+    advisories: {{allow: []}}
+    debug: false
+    mrenclave: [a4f45c39dac622cb1dd32ddb35a52ec92db41d0fa88a1c911c49e59c534f61cd]
+    mrsigner: [8f2dbc0f9c5d3378d596974b2deed1f93223cc49242899f83809bcc92546132c]
+collateral:
+  on_collateral_update: {action}
+certificate:
+  max_lifetime: 24h
+  san:
+    dns: ["*.cvm.example"]
+"""
+
+
+def test_an_sgx_tcb_recovery_goes_the_same_way(tmp_path_factory, db_url_factory, tmp_path):
+    """The SGX family through the same path: SGX v3 quotes (shape sgx/automata-v3-swhardening) of an
+    unpatched and a patched host; a TCB recovery of their FMSPC's SGX TCB Info (evaluation 20 -> 21)
+    makes only the unpatched host's certificates worse."""
+    ti = TestIntel(shape=SGX_SHAPE)
+    hosts = {"sgx-old": ti.platform("sgx-old"), "sgx-patched": ti.platform("sgx-patched",
+                                                                           cpu_svn=(15, 15, *ti.cpu_svn[2:]))}
+    root = ti.write_root(tmp_path / "root.pem")
+    with running_ca(tmp_path_factory, db_url_factory(), f"intel={root}",
+                    {f"{a}.yaml": SGX_POLICY.format(action=a) for a in ACTIONS},
+                    ti.bundle(ti.collateral(ti.fmspc, evaluation=20)), None) as ca:
+        assert len(ca.imported["added"]) == 4
+        issued = {}
+        for name, host in hosts.items():
+            for a in ACTIONS:
+                r = ca.issue_with("sgx-quote", lambda b, h=host: ti.quote(h, b), f"sgx-{a}", name)
+                assert r.status_code == 201, r.text
+                used = {u["item"]: u["key"] for u in r.json()["appraisal"]["collateral"]["sgx-quote"]}
+                assert used["intel.tcb_info.sgx"] == ti.fmspc.hex()
+                issued[(name, a)] = r.json()
+        serial = {k: v["serial"] for k, v in issued.items()}
+        recovery = ti.collateral(ti.fmspc, evaluation=21, issued=ti.now - timedelta(minutes=30),
+                                 levels=ti.tcb_levels(recovery=ADVISORY))
+        got = ca.import_bundle(tmp_path / "n1.json", ti.bundle(recovery))
+        assert sorted(u.split("?")[0].rsplit("/", 1)[-1] for u in got["added"]) == ["identity", "tcb"]
+        results = _dry_run(ca)
+        assert {s for s, r in results.items() if r["changed"]} == {serial[("sgx-old", a)] for a in ACTIONS}
+        for a in ACTIONS:
+            r = results[serial[("sgx-old", a)]]
+            assert (r["before"], r["after"]) == ("affirming", "contraindicated")
+            assert r["reasons"][:2] == ["sgx-quote: TCB status UpToDate -> OutOfDate",
+                                        f"sgx-quote: advisories +{ADVISORY}"]
+        out = json.loads(ca.cli("reappraise", "--json"))
+        assert {(x["serial"], x["action"]) for x in out["actions"]} == {(serial[("sgx-old", a)], a) for a in ACTIONS}
+        _check_state(ca, issued, {"sgx-old": ("contraindicated", "sgx-quote: TCB status UpToDate -> OutOfDate")})

@@ -24,7 +24,7 @@ from ca_service.evidence.intel.parse import HEADER_LEN, parse_quote
 from ca_service.evidence.intel.pck import parse_pck_extension
 from ca_service.evidence.trust import is_pinned
 from ca_service.services.roots import InsecureTestRootsWarning, with_test_roots
-from tests.collateral.testroot import REAL_CPU_SVN, TestIntel
+from tests.collateral.testroot import REAL_CPU_SVN, SGX_SHAPE, TestIntel
 
 TI = TestIntel()
 OLD = TI.platform("old")
@@ -145,3 +145,24 @@ def test_collateral_import_without_the_setting_refuses_the_test_bundle(tmp_path,
         assert res.exit_code == 0 and res.output.startswith("imported 4 item(s)"), res.output
     finally:
         svc.close()
+
+
+def test_an_sgx_v3_quote_of_the_sgx_shape_verifies_and_reports_the_recovery():
+    sgx = TestIntel(shape=SGX_SHAPE)
+    old, patched = sgx.platform("old"), sgx.platform("patched", cpu_svn=(15, 15, *sgx.cpu_svn[2:]))
+    quote = sgx.quote(old, bytes(range(64)))
+    assert parse_quote(quote).header.version == 3 and parse_quote(quote).body.report_data == bytes(range(64))
+    n = sgx.collateral(sgx.fmspc, evaluation=20)
+    recovery = sgx.collateral(sgx.fmspc, evaluation=21, levels=sgx.tcb_levels(recovery="INTEL-SA-TEST1"))
+    ve = verify("sgx-quote", quote, collateral=[n], at=sgx.now, roots=sgx.roots)
+    assert (ve.kind, ve.tcb_status, ve.advisory_ids, ve.claims["fmspc"]) == ("sgx-quote", "UpToDate", (), "00606a000000")
+    ve = verify("sgx-quote", quote, collateral=[recovery], at=sgx.now, roots=sgx.roots)
+    assert (ve.tcb_status, ve.advisory_ids) == ("OutOfDate", ("INTEL-SA-TEST1",))
+    assert verify("sgx-quote", sgx.quote(patched, bytes(64)), collateral=[recovery], at=sgx.now,
+                  roots=sgx.roots).tcb_status == "UpToDate"
+    for offset in (8, HEADER_LEN + 64, HEADER_LEN + 320, 432 + 4 + 3, 432 + 4 + 128 + 100):
+        bad = bytearray(quote)
+        bad[offset] ^= 0x01  # header, MRENCLAVE, report data, quote signature, QE report
+        with pytest.raises(EvidenceError) as info:
+            verify("sgx-quote", bytes(bad), collateral=[n], at=sgx.now, roots=sgx.roots)
+        assert info.value.code == "evidence.signature_invalid"

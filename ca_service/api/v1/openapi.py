@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib import resources
 from typing import Any
 
@@ -107,8 +108,6 @@ def body_models() -> dict[tuple[str, str], type[BaseModel]]:
 
 def openapi_path(rule: str) -> str:
     """``/v1/x/<int:version>`` -> ``/v1/x/{version}``."""
-    import re
-
     return re.sub(r"<(?:[a-z]+:)?([a-z_]+)>", r"{\1}", rule)
 
 
@@ -125,7 +124,11 @@ def api_routes(app: Any) -> list[tuple[str, str]]:
 def _operation(app: Any, route: str, method: str, endpoint: str, schemas: dict[str, Any]) -> dict[str, Any]:
     spec = OPERATIONS.get((route, method))
     if spec is None:
-        raise KeyError(f"{method.upper()} {route} is not described in ca_service/api/openapi_ops.py OPERATIONS")
+        # a route nobody described yet (tests/unit/test_openapi_document.py fails on it): listed, with
+        # no promise beyond problem+json, rather than the document failing to build
+        spec = {"description": "Not described yet.", "ok": {"default": {"description": "not described yet"}},
+                "parameters": [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                               for n in re.findall(r"{([a-z_]+)}", route)]}
     view = app.view_functions[endpoint]
     doc = (view.__doc__ or "").strip()
     op: dict[str, Any] = {"operationId": endpoint.replace(".", "_") + "_" + method,

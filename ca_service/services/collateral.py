@@ -60,6 +60,15 @@ SUPPLIED_KINDS = frozenset({"tdx-quote", "sgx-quote", "snp-report"})
 # Refresh an item this long before its nextUpdate, when a fetcher is at hand (Intel publishes TCB Info
 # and QE Identity for 30 days and CRLs for about as long: a day of margin keeps issuance off the edge).
 REFRESH_MARGIN = timedelta(hours=24)
+
+
+def refresh_margin(row: CollateralItem) -> timedelta:
+    """How long before its nextUpdate an item is fetched again when a fetcher is at hand:
+    :data:`REFRESH_MARGIN`, or half its validity when that is shorter (NVIDIA's OCSP answers live
+    hours, not a month: they are asked again past half their window, not on every request)."""
+    return min(REFRESH_MARGIN, (row.next_update - row.issue_date) / 2)
+
+
 def attach_fetcher(svc: Services, fetcher: Fetcher | None) -> None:
     """Make ``svc`` online (a fetcher) or offline (None) for :func:`collateral_for`."""
     svc.collateral_fetcher = fetcher
@@ -197,7 +206,7 @@ def _row(svc: Services, ep: Endpoint, at: datetime, fetcher: Fetcher | None,
     with svc.db.read() as session:
         row = select_at(session, ep.kind, ep.key, at)
     source = "cache"
-    if fetcher is not None and (row is None or row.next_update - REFRESH_MARGIN < at):
+    if fetcher is not None and (row is None or row.next_update - refresh_margin(row) < at):
         try:
             fetch_and_store(svc, ep, fetcher, roots)
         except CAServiceError as exc:

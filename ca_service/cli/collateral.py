@@ -260,15 +260,19 @@ def export(bundle: Path, as_json: bool) -> None:
 @collateral.command("fetch")
 @click.option("--for", "evidence", multiple=True, required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="an evidence file (TDX/SGX quote, SEV-SNP or Azure HCL report); repeat, or list several")
+              help="an evidence file (TDX/SGX quote, SEV-SNP or Azure HCL report, NVIDIA GPU report with "
+                   "--device-chain); repeat, or list several")
 @click.argument("more", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--mirror", "mirrors", multiple=True, metavar="HOST=URL",
               help="fetch an allowlisted vendor host's resources from URL (a PCCS-like mirror)")
 @click.option("--update", type=click.Choice(["standard", "early"]), default=None,
               help="Intel PCS update= for TCB Info and QE Identity (default: CA_SERVICE_COLLATERAL_UPDATE)")
+@click.option("--device-chain", "device_chains", multiple=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="an NVIDIA GPU report's device chain (PEM, nvtrust gpuAkCertChain), one per GPU report, in order")
 @click.option("--json", "as_json", is_flag=True)
 def fetch(evidence: tuple[Path, ...], more: tuple[Path, ...], mirrors: tuple[str, ...], update: str | None,
-          as_json: bool) -> None:
+          device_chains: tuple[Path, ...], as_json: bool) -> None:
     """Fetch what the --for EVIDENCE needs from the vendors and write BUNDLE (the last argument).
     Exit 1 if anything was refused (the bundle then holds what was fetched)."""
     from ca_service.config import Settings
@@ -290,7 +294,8 @@ def fetch(evidence: tuple[Path, ...], more: tuple[Path, ...], mirrors: tuple[str
     # about four resources per evidence file (Intel: TCB Info, QE Identity, two CRLs; AMD: three)
     with progress_bar("fetch", 4 * len(files)) as step:
         result = bundles.fetch_for([(str(f), f.read_bytes()) for f in files], fetcher, update=update,
-                                   roots=roots, progress=step)
+                                   roots=roots, progress=step,
+                                   device_chains=[c.read_bytes() for c in device_chains])
     out.write_bytes(dump_bundle(result.responses))
     if as_json:
         click.echo(json.dumps(result.to_json() | {"bundle": str(out)}, indent=2))

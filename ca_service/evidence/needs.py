@@ -151,8 +151,8 @@ def needs_for(kind: str, evidence: bytes, collateral: Sequence[bytes] = (), root
 
 
 def detect_kind(evidence: bytes) -> str:
-    """Which supplied kind an evidence file is, by its content (an Intel quote header, an SNP report
-    or an Azure HCL report wrapping one).
+    """Which kind an evidence file is, by its content (an Intel quote header, an SNP report or an Azure
+    HCL report wrapping one, an NVIDIA GPU's SPDM GET_MEASUREMENTS exchange).
 
     Raises:
         EvidenceUnsupported: none of them.
@@ -172,4 +172,11 @@ def detect_kind(evidence: bytes) -> str:
         return "snp-report"
     except EvidenceError:
         pass
-    raise EvidenceUnsupported("neither an Intel quote nor an SEV-SNP report")
+    from ca_service.evidence.nvidia.parse import parse_report as parse_gpu_report
+
+    try:
+        parse_gpu_report(evidence)
+        return "nvidia-gpu"
+    except EvidenceError:
+        pass
+    raise EvidenceUnsupported("neither an Intel quote, an SEV-SNP report nor an NVIDIA GPU report")

@@ -20,7 +20,7 @@ from ca_service.collateral.fetchers import Fetcher, Response
 from ca_service.collateral.verify import verify_response
 from ca_service.db.models.collateral import CollateralItem
 from ca_service.errors import CAServiceError
-from ca_service.evidence.needs import detect_kind, needs_for
+from ca_service.evidence.needs import detect_kind, needs_for, served
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.services.container import Services
 
@@ -63,7 +63,9 @@ class _Run:
                 self.result.shared.append(ep.url)
             return
         resp = self.fetcher.fetch(ep)
-        verify_response(ep, resp, self.roots, self.chains())
+        item = verify_response(ep, resp, self.roots, self.chains())
+        # recorded with what an import verifies it with again (an NVIDIA OCSP answer's issuer chain)
+        resp = Response(resp.url, resp.status, {**resp.headers, **item.headers}, resp.body, resp.fetched_at)
         self.done[ep.url] = resp
         self.result.responses.append(resp)
         self.result.fetched.append(ep.url)
@@ -77,20 +79,26 @@ def _rank(ep: Endpoint) -> int:
 
 
 def fetch_for(evidence: Sequence[tuple[str, bytes]], fetcher: Fetcher, *, update: str | None = None,
-              roots: TrustRoots = DEFAULT_ROOTS, progress: Progress | None = None) -> FetchResult:
+              roots: TrustRoots = DEFAULT_ROOTS, progress: Progress | None = None,
+              device_chains: Sequence[bytes] = ()) -> FetchResult:
     """Fetch exactly the collateral the given evidence needs. ``evidence``: (name, bytes) pairs; the
     kind of each is recognised by its content. Refusals are collected per evidence file, not raised.
+    ``device_chains``: the device chain of each NVIDIA GPU report, in the order of those reports (its
+    OCSP answers are named by its certificates).
     """
     run = _Run(fetcher, roots, progress)
+    chains = iter(device_chains)
     for name, data in evidence:
         try:
-            alternatives = needs_for(detect_kind(data), data)
+            kind = detect_kind(data)
+            sent = [next(chains, b"")] if kind == "nvidia-gpu" else []  # the GPU's needs are read from its chain
+            alternatives = needs_for(kind, data, [c for c in sent if c], roots)
         except CAServiceError as exc:
             run.result.refused.append({"evidence": name, "url": "", "code": exc.code, "detail": exc.detail})
             continue
         first: tuple[str, CAServiceError] | None = None
         for alternative in alternatives:
-            eps = sorted((endpoint_for(n, update=update) for n in alternative), key=_rank)
+            eps = sorted((endpoint_for(n, update=update) for n in served(alternative)), key=_rank)
             try:
                 for ep in eps:
                     current = ep.url

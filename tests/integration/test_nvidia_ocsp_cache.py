@@ -16,6 +16,7 @@ how); each test uses its own GPU (its own GSP BROM) so its answers are its own.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import warnings
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from sqlalchemy import func, select
 from werkzeug.serving import make_server
@@ -245,3 +247,37 @@ def test_an_exported_cache_judges_the_same_in_a_fresh_ca(ca):
     finally:
         server.shutdown()
         fresh.close()
+
+
+def test_collateral_fetch_for_a_gpu_on_a_connected_machine_then_import(ca, tmp_path):
+    """issue 14, air-gapped CAs: ``collateral fetch --for REPORT --device-chain CHAIN`` asks NVIDIA's
+    responder (replayed) for exactly that GPU's answers and records each with the issuer chain it was
+    verified with; the air-gapped CA imports the bundle (verified again) and judges by it."""
+    from click.testing import CliRunner
+
+    from ca_service.cli.main import cli
+
+    gpu = ROOT.other_device()
+    (alternative,) = needs_for("nvidia-gpu", gpu.report(VECTOR.read("report")), [gpu.chain_pem()], ROOT.roots)
+    eps = [endpoint_for(n) for n in alternative if isinstance(n, NvidiaOcsp)]
+    answers = _good(gpu)
+    entries = [{"url": ep.url, "status": 200, "headers": {}, "body_b64": _b64(a), "fetched_at": NOW.isoformat()}
+               for ep, a in zip(eps, answers, strict=True)]
+    (tmp_path / "root.pem").write_bytes(ROOT.certs[0].public_bytes(Encoding.PEM))
+    (tmp_path / "gpu.bin").write_bytes(gpu.report(VECTOR.read("report")))
+    (tmp_path / "chain.pem").write_bytes(gpu.chain_pem())
+    env = {"CA_SERVICE_PROFILE": "insecure-dev", "CA_SERVICE_HOME": str(tmp_path / "home"),
+           "CA_SERVICE_INSECURE_TEST_ROOTS": f"nvidia_device={tmp_path / 'root.pem'}"}
+    with serve(entries) as (replay, base), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = CliRunner().invoke(cli, ["collateral", "fetch", "--for", str(tmp_path / "gpu.bin"), "--device-chain",
+                                       str(tmp_path / "chain.pem"), "--mirror", f"ocsp.ndis.nvidia.com={base}",
+                                       "--json", str(tmp_path / "bundle.json")], env=env, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    bundle = json.loads((tmp_path / "bundle.json").read_text())
+    assert sorted(e["url"] for e in bundle) == sorted(ep.url for ep in eps)
+    assert all("X-Ca-Service-Issuer-Chain" in e["headers"] for e in bundle)
+    result = collateral.import_bundle(ca["svc"], (tmp_path / "bundle.json").read_bytes(),
+                                      roots=issuance.trust_roots(ca["svc"]))
+    assert len(result.added) == 3
+    assert {u["source"] for u in _ocsp_used(_attest(ca, gpu, []))} == {"cache"}

@@ -204,8 +204,9 @@ def drop_pg(base: str, url: str) -> None:
 
 
 def start_ours(settings: Settings, workers: int, threads: int, extra: list[str],
-               tree: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """``ca-service serve`` from this checkout, or from ``tree`` (another checkout: the baseline)."""
+               tree: Path | None = None, log: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``ca-service serve`` from this checkout, or from ``tree`` (another checkout: the baseline);
+    its output goes to ``log`` when given."""
     port = free_port()
     env = {**os.environ, "CA_SERVICE_HOME": str(settings.home), "CA_SERVICE_PROFILE": "insecure-dev",
            "CA_SERVICE_DATABASE_URL": settings.database_url,
@@ -214,7 +215,8 @@ def start_ours(settings: Settings, workers: int, threads: int, extra: list[str],
         env["PYTHONPATH"] = str(tree)
     proc = subprocess.Popen([sys.executable, "-m", "ca_service.cli", "serve", "--bind", f"127.0.0.1:{port}",
                              "--workers", str(workers), "--threads", str(threads), *extra],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=env, stdout=subprocess.DEVNULL if log is None else log.open("ab"),
+                            stderr=subprocess.DEVNULL if log is None else subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     wait_ready(url + "/healthz", proc, "ca-service serve")
     return proc, url

@@ -138,8 +138,9 @@ async def cvm(i: int, key: Any, csr: str, tee: Any, host: str, port: int, src: s
             stats.served[i] = json.loads(payload)["serial"]
             stats.latencies.append(time.perf_counter() - t0)
             return
-        if status == 400 and json.loads(payload).get("code") == "challenge.expired":
-            stats.rechallenged += 1  # it waited out its challenge's TTL: ask for another
+        if status == 400 and json.loads(payload).get("code") in ("challenge.expired", "challenge.unknown"):
+            # it waited out its challenge's TTL (unknown: expired and purged since): ask for another
+            stats.rechallenged += 1
             continue
         stats.failures.append(f"cvm {i}: certificate {status} {payload[:200]!r}")
         return
@@ -185,6 +186,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per HTTP attempt")
     ap.add_argument("--serve-arg", action="append", default=[])
     ap.add_argument("--sample", type=int, default=20)
+    ap.add_argument("--show-errors", type=int, default=5, help="server error lines printed on failures")
     ap.add_argument("--pg", default=os.environ.get("CA_SERVICE_TEST_POSTGRES_URL",
                                                    "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
     args = ap.parse_args()
@@ -200,7 +202,8 @@ def main() -> None:
         settings = Settings(home=work / "home", profile="insecure-dev", database_url=db)
         init_ca(settings)
         os.environ.setdefault("CA_SERVICE_RATE_LIMIT", "10")  # the default limit, on (the bench turns it off)
-        proc, url = bench.start_ours(settings, args.workers, args.threads, args.serve_arg)
+        server_log = work / "serve.log"
+        proc, url = bench.start_ours(settings, args.workers, args.threads, args.serve_arg, log=server_log)
         tee = load_sim_tee(settings)
         t = time.perf_counter()
         keys = []
@@ -224,6 +227,11 @@ def main() -> None:
               f"expiry {stats.rechallenged}; failures {len(stats.failures)}")
         for f in stats.failures[:10]:
             print("  " + f)
+        if stats.failures:  # what the server said about them (its errors, access lines left out)
+            errors = [line for line in server_log.read_text(errors="replace").splitlines()
+                      if '"levelname": "ERROR"' in line or "Traceback" in line or "Error" in line]
+            for line in errors[:args.show_errors]:
+                print("  server: " + line[:600])
         print(f"peak memory (VmHWM): server processes {server_kib / 1024:.0f} MiB in all "
               f"(master + {args.workers} workers), client {client_kib / 1024:.0f} MiB")
         proc.terminate()

@@ -150,7 +150,7 @@ def _probe_phases() -> dict[str, float]:
         setattr(owner, name, probe)
 
     for name in ("parse_csr", "consume_challenge_in", "verify_all", "check_binding", "appraise", "check_request",
-                 "build_ear", "build_end_entity"):
+                 "build_ear", "build_end_entity", "prepare_end_entity", "_pre_read", "read_challenge"):
         if hasattr(issuance, name):
             wrap(issuance, name, name)
     wrap(issuance.policies, "active_policy", "active_policy")

@@ -53,6 +53,8 @@ class Settings:
     collateral_refresh: bool = True
     collateral_refresh_interval_seconds: float = 3600.0
     collateral_refresh_within: timedelta = timedelta(days=30)
+    # the duty's lease (db/lease.py): a holder that stops renewing it (frozen, cut off) is replaced after this long
+    collateral_lease_seconds: float = 10.0
     # policies whose certificates may sign integrity reports: comma-separated names, "*" for any;
     # None (unset): any in insecure-dev, none in production
     integrity_policies: str | None = None
@@ -105,6 +107,8 @@ class Settings:
                                      "CA_SERVICE_COLLATERAL_REFRESH_WITHIN a duration like 30d")
         if self.challenge_purge_interval_seconds <= 0:
             raise ConfigurationError("CA_SERVICE_CHALLENGE_PURGE_INTERVAL_SECONDS must be positive")
+        if self.collateral_lease_seconds < 1:
+            raise ConfigurationError("CA_SERVICE_COLLATERAL_LEASE_SECONDS must be at least 1")
         if self.anchor_lease_seconds < 1:
             raise ConfigurationError("CA_SERVICE_ANCHOR_LEASE_SECONDS must be at least 1")
         if self.anchor_confirm_ttl_seconds < 0:
@@ -203,6 +207,11 @@ class Settings:
                 kwargs["collateral_refresh_interval_seconds"] = float(v)
             except ValueError as exc:
                 raise ConfigurationError("CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS is not a number") from exc
+        if (v := get("COLLATERAL_LEASE_SECONDS")) is not None:
+            try:
+                kwargs["collateral_lease_seconds"] = float(v)
+            except ValueError as exc:
+                raise ConfigurationError("CA_SERVICE_COLLATERAL_LEASE_SECONDS is not a number") from exc
         if (v := get("COLLATERAL_REFRESH_WITHIN")) is not None:
             kwargs["collateral_refresh_within"] = _duration(v, "CA_SERVICE_COLLATERAL_REFRESH_WITHIN")
         if (v := get("LOG_ORIGIN")) is not None:

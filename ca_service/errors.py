@@ -833,7 +833,22 @@ class AnchorChainChanged(ChainError):
     title = "The chain RPC serves another chain than the recorded anchor contract's"
 
 
-class AnchorLeaseLost(CAServiceError):
+class LeaseLost(CAServiceError):
+    """A single-replica lease (db/lease.py) went to another holder: this one froze or was cut off."""
+
+    code = "lease.lost"
+    status = 409
+    title = "Another replica took the lease over"
+
+
+class CollateralDutyLeaseLost(LeaseLost):
+    """The collateral duty's lease went to another replica: this run stops and writes nothing."""
+
+    code = "collateral.duty_lease_lost"
+    title = "Another replica took the collateral duty's lease over"
+
+
+class AnchorLeaseLost(LeaseLost):
     """The anchoring worker's lease went to another worker (this one froze or was cut off)."""
 
     code = "anchor.lease_lost"

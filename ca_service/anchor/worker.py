@@ -31,24 +31,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
-import socket
 import threading
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Protocol, cast
+from typing import Protocol
 
-from sqlalchemy import select, text, update
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from ca_service.anchor.chain import ChainClient, Fees, Receipt, artifact
 from ca_service.clock import Clock
-from ca_service.db.models.anchor import OPEN_STATES, Anchor, AnchorContract, AnchorWorkerLease
+from ca_service.db.lease import Lease
+from ca_service.db.models.anchor import OPEN_STATES, Anchor, AnchorContract
 from ca_service.db.session import Database
 from ca_service.errors import (
     AnchorChainChanged,
@@ -107,38 +103,19 @@ class AnchorWorker:
         self.source = source
         self.clock = clock
         self.policy = policy or AnchorPolicy()
-        # who holds the lease: host and pid for the operator, a uuid to tell workers apart
-        self.holder = f"{socket.gethostname()[:20]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
-        self._lost = threading.Event()
+        self.lease = Lease(db, clock, LEASE_NAME, seconds=self.policy.lease_seconds, error=AnchorLeaseLost)
         self._contract_checked: int | None = None
 
-    # --- the lease ------------------------------------------------------------------------------
+    # --- the lease (db/lease.py) ----------------------------------------------------------------
 
-    def _now(self, s: Session) -> datetime:
-        """The lease's clock: PostgreSQL's on PostgreSQL, so replicas' clocks need not agree."""
-        if self.db.is_postgres:
-            return cast(datetime, s.scalar(text("SELECT clock_timestamp()")))
-        return self.clock.now()
+    @property
+    def holder(self) -> str:
+        """This worker's lease token: host and pid for the operator, a random part to tell workers apart."""
+        return self.lease.holder
 
-    def _claim(self) -> bool:
-        """Take the lease when it is free, expired or ours (the row locked: one claimant wins)."""
-        try:
-            with self.db.transaction() as s:
-                now = self._now(s)
-                lease = s.get(AnchorWorkerLease, LEASE_NAME, with_for_update=True)
-                until = now + timedelta(seconds=self.policy.lease_seconds)
-                if lease is None:
-                    s.add(AnchorWorkerLease(name=LEASE_NAME, holder=self.holder, expires_at=until))
-                elif lease.holder != self.holder and lease.expires_at > now:
-                    return False
-                else:
-                    if lease.holder != self.holder:
-                        log.warning("anchor lease taken over from %s (expired)", lease.holder,
-                                    extra={"holder": self.holder})
-                    lease.holder, lease.expires_at = self.holder, until
-        except IntegrityError:  # another worker inserted the first row at the same time
-            return False
-        return True
+    @property
+    def _lost(self) -> threading.Event:
+        return self.lease.lost
 
     def _fence(self, s: Session) -> None:
         """In a write transaction: lock the lease row and go on only while we hold it (renewing it).
@@ -146,12 +123,7 @@ class AnchorWorker:
         Raises:
             AnchorLeaseLost (``anchor.lease_lost``): another worker took the lease over.
         """
-        lease = s.get(AnchorWorkerLease, LEASE_NAME, with_for_update=True, populate_existing=True)
-        if lease is None or lease.holder != self.holder:
-            self._lost.set()
-            raise AnchorLeaseLost("another anchoring worker took the lease over; this one stops",
-                                  holder=lease.holder if lease is not None else None)
-        lease.expires_at = self._now(s) + timedelta(seconds=self.policy.lease_seconds)
+        self.lease.fence(s)
 
     def ensure_lease(self) -> None:
         """Just before anything leaves for the chain: still the holder?
@@ -159,51 +131,12 @@ class AnchorWorker:
         Raises:
             AnchorLeaseLost (``anchor.lease_lost``).
         """
-        if self._lost.is_set():
-            raise AnchorLeaseLost("another anchoring worker took the lease over; this one stops")
-        with self.db.transaction() as s:
-            self._fence(s)
+        self.lease.ensure()
 
-    def _heartbeat(self, stop: threading.Event) -> None:
-        """Renew the lease every third of its length while a tick runs. A frozen process renews
-        nothing; on resume the first renewal that finds another holder marks the lease lost."""
-        every = max(0.2, self.policy.lease_seconds / 3)
-        while not stop.wait(every):
-            try:
-                with self.db.transaction() as s:
-                    self._fence(s)
-            except AnchorLeaseLost:
-                log.warning("anchor lease lost to another worker; stopping this tick", extra={"holder": self.holder})
-                return
-            except Exception:  # a database hiccup: the next beat or the tick's own fence decides
-                log.warning("anchor lease heartbeat failed", extra={"holder": self.holder})
-
-    @contextmanager
-    def lock(self) -> Iterator[bool]:
+    def lock(self) -> AbstractContextManager[bool]:
         """One worker at a time, per tick: the lease row, the same on PostgreSQL and SQLite (a
         session advisory lock held by a frozen replica is never freed: its TCP peer is alive)."""
-        if not self._claim():
-            yield False
-            return
-        self._lost.clear()
-        stop = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(stop,), name="anchor-lease", daemon=True)
-        beat.start()
-        try:
-            yield True
-        finally:
-            stop.set()
-            beat.join()
-            if not self._lost.is_set():
-                try:
-                    with self.db.transaction() as s:
-                        now = self._now(s)
-                        s.execute(update(AnchorWorkerLease)
-                                  .where(AnchorWorkerLease.name == LEASE_NAME,
-                                         AnchorWorkerLease.holder == self.holder)
-                                  .values(expires_at=now))
-                except Exception:  # it expires by itself
-                    log.warning("could not release the anchor lease", extra={"holder": self.holder})
+        return self.lease.hold()
 
     # --- contract -------------------------------------------------------------------------------
 

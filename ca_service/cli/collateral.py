@@ -85,7 +85,7 @@ def import_(bundle: Path, no_reappraise: bool, as_json: bool) -> None:
     _echo_changes(result.changed, duty, no_reappraise)
 
 
-# a CLI run waits this long for the duty's lock (serve's duty may hold it during its own run)
+# a CLI run waits this long for the duty's lease (serve's duty may hold it during its own run)
 DUTY_WAIT = 300.0
 
 
@@ -99,9 +99,10 @@ def _echo_changes(changed: list[Any], duty: Any, skipped: bool) -> None:
         click.echo("not re-appraised (--no-reappraise): the collateral duty's next run judges these changes, "
                    "or run `ca-service reappraise`")
         return
-    if duty.outcome == "locked":
-        click.echo("not re-appraised: another process holds the re-appraisal lock; serve's duty judges these "
-                   "changes on its next run, or run `ca-service reappraise`", err=True)
+    if duty.outcome in ("locked", "lost"):
+        held = "holds" if duty.outcome == "locked" else "took over"
+        click.echo(f"not re-appraised: another process {held} the collateral duty's lease; its duty judges "
+                   "these changes on its next run, or run `ca-service reappraise`", err=True)
         return
     counts = duty.counts()
     click.echo(f"re-appraised {len(duty.reappraised)} certificate(s): revoked {counts['revoke']}, "
@@ -162,7 +163,7 @@ def refresh(within: str, mirrors: tuple[str, ...], no_reappraise: bool, loop: bo
         else:
             duty = collateral_duty.run(svc, trigger="refresh", actor=actor(), fetcher=fetcher,
                                        within=parse_duration(within), wait_seconds=DUTY_WAIT)
-            if duty.refresh is None:  # the lock stayed taken: refresh without judging
+            if duty.refresh is None:  # the lease stayed taken (or was lost): refresh without judging
                 result = service.refresh(svc, fetcher, within=parse_duration(within), roots=trust_roots(svc))
             else:
                 result = duty.refresh
@@ -199,6 +200,9 @@ def _loop(within: str, mirrors: tuple[str, ...], interval: float | None) -> None
             raise click.BadParameter("must be positive", param_hint="--interval")
 
         def report(run: Any) -> None:
+            if run.outcome == "lost":
+                click.echo(f"{svc.clock.now().isoformat()} lease lost to another replica "
+                           "(collateral.duty_lease_lost): this run wrote nothing")
             if run.outcome != "done":
                 return
             r = run.refresh

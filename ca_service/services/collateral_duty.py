@@ -1,8 +1,13 @@
 """The collateral duty (issue 14, "Who runs it"): refresh due collateral, then re-appraise the certificates
 whose evidence needs a resource that changed, and act as each one's policy version says.
 
-One run, under a single-replica lock (PostgreSQL: a session advisory lock on a dedicated connection,
-freed by the server if the holder dies; SQLite: a lease row, as the anchor worker takes one):
+One run, under a single-replica lease (``db/lease.py``, the anchor worker's: the row ``collateral-duty``
+of ``anchor_worker_leases``, renewed by a heartbeat every third of ``CA_SERVICE_COLLATERAL_LEASE_SECONDS``
+and taken over once it expires; PostgreSQL and SQLite alike). Every write of the run is fenced: the state
+it records and each revocation or flag check the lease in their own transaction, so a holder that froze
+(SIGSTOP, a paused VM) and resumed after another replica took over writes nothing (outcome ``lost``,
+``collateral.duty_lease_lost``). What it may have written before, into the cache by its refresh, is
+vendor collateral, verified: the next holder's scan judges it.
 
 1. read where the duty left off (``duty_states``): the highest collateral row id it has judged;
 2. when a fetcher is given, refresh every cached resource whose nextUpdate falls within ``within``
@@ -14,9 +19,9 @@ freed by the server if the holder dies; SQLite: a lease row, as the anchor worke
 5. record the new high-water mark and the run. A run that fails before that is retried whole.
 
 ``serve`` runs it in the background (:func:`start_duty`) every ``CA_SERVICE_COLLATERAL_REFRESH_INTERVAL_SECONDS``
-in whichever process gets the lock (every gunicorn worker and replica tries; the last run's time in the
+in whichever process holds the lease (every gunicorn worker and replica tries; the last run's time in the
 shared state keeps them from running it again before the interval). ``collateral import`` and
-``collateral refresh`` run it after a change, waiting for the lock. The first run of a CA with no
+``collateral refresh`` run it after a change, waiting for the lease. The first run of a CA with no
 recorded state starts from the collateral held then (``since``): ``ca-service reappraise`` judges
 everything on demand.
 """
@@ -25,8 +30,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -34,15 +37,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import text, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from ca_service.collateral import changes
 from ca_service.collateral.changes import Change
 from ca_service.collateral.fetchers import Fetcher
-from ca_service.db.models.anchor import AnchorWorkerLease
+from ca_service.db.lease import Lease
 from ca_service.db.models.collateral import DutyState
+from ca_service.errors import CollateralDutyLeaseLost
 from ca_service.services.collateral import RefreshResult, attached_fetcher, refresh
 from ca_service.services.container import Services
 from ca_service.services.reappraisal import Reappraised, apply, reappraise
@@ -51,8 +54,7 @@ from ca_service.services.roots import trust_roots
 log = logging.getLogger("ca_service.collateral_duty")
 
 DUTY = "collateral"
-LOCK_KEY = 0x6361_7376_636F_6C6C  # "casvcoll"
-LEASE_SECONDS = 900.0  # SQLite: a holder that died frees the lease after this long
+LEASE_NAME = "collateral-duty"
 MISSING_TTL = timedelta(minutes=10)  # an id not visible this long was rolled back, not in flight
 DEFAULT_WITHIN = timedelta(days=30)  # Intel TCB Info and CRLs (30 days); not VCEKs or AMD chains (years)
 
@@ -66,6 +68,7 @@ CHANGES = Counter("ca_service_collateral_changes_total",
 class DutyRun:
     trigger: str  # worker | import | refresh
     outcome: str  # done | locked (another holder) | recent (ran less than the interval ago)
+    #             | lost (another replica took the lease over during the run: nothing written since)
     refresh: RefreshResult | None = None
     changes: list[Change] = field(default_factory=list)
     reappraised: list[Reappraised] = field(default_factory=list)
@@ -84,57 +87,22 @@ class DutyRun:
                 "reappraised": [r.to_json() for r in self.reappraised], "actions": self.actions}
 
 
-# --- the lock ----------------------------------------------------------------------------------------------
+# --- the lease ----------------------------------------------------------------------------------------------
+
+
+def lease_for(svc: Services) -> Lease:
+    """A new holder of the duty's lease (a new token: one per run)."""
+    return Lease(svc.db, svc.clock, LEASE_NAME, seconds=svc.settings.collateral_lease_seconds,
+                 error=CollateralDutyLeaseLost)
 
 
 @contextmanager
-def exclusive(svc: Services, *, wait_seconds: float = 0.0, holder: str | None = None) -> Iterator[bool]:
-    """Hold the duty's lock for the block (True), or do not get it within ``wait_seconds`` (False)."""
-    deadline = time.monotonic() + wait_seconds
-    if svc.db.is_postgres:
-        with svc.db.engine.connect() as conn:
-            while True:
-                got = bool(conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar())
-                conn.commit()
-                if got or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.25)
-            try:
-                yield got
-            finally:
-                if got:
-                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
-                    conn.commit()
-        return
-    holder = holder or uuid.uuid4().hex
-    while True:
-        got = _take_lease(svc, holder)
-        if got or time.monotonic() >= deadline:
-            break
-        time.sleep(0.25)
-    try:
-        yield got
-    finally:
-        if got:
-            with svc.db.transaction() as s:
-                s.execute(update(AnchorWorkerLease).where(AnchorWorkerLease.name == "collateral-duty",
-                                                          AnchorWorkerLease.holder == holder)
-                          .values(expires_at=svc.clock.now()))
-
-
-def _take_lease(svc: Services, holder: str) -> bool:
-    now = svc.clock.now()
-    with svc.db.transaction() as s:
-        lease = s.get(AnchorWorkerLease, "collateral-duty")
-        if lease is None:
-            s.add(AnchorWorkerLease(name="collateral-duty", holder=holder,
-                                    expires_at=now + timedelta(seconds=LEASE_SECONDS)))
-            return True
-        if lease.holder != holder and lease.expires_at > now:
-            return False
-        lease.holder = holder
-        lease.expires_at = now + timedelta(seconds=LEASE_SECONDS)
-        return True
+def exclusive(svc: Services, *, wait_seconds: float = 0.0) -> Iterator[Lease | None]:
+    """Hold the duty's lease for the block (the :class:`Lease`, to fence writes with), or do not get it
+    within ``wait_seconds`` (None)."""
+    lease = lease_for(svc)
+    with lease.hold(wait_seconds=wait_seconds) as got:
+        yield lease if got else None
 
 
 # --- state ----------------------------------------------------------------------------------------------
@@ -147,8 +115,9 @@ def last_state(svc: Services) -> dict[str, Any] | None:
         return dict(row.state) if row is not None else None
 
 
-def _save(svc: Services, state: dict[str, Any]) -> None:
+def _save(svc: Services, state: dict[str, Any], lease: Lease) -> None:
     with svc.db.transaction() as s:
+        lease.fence(s)
         row = s.get(DutyState, DUTY)
         if row is None:
             s.add(DutyState(name=DUTY, state=state, updated_at=svc.clock.now()))
@@ -168,10 +137,10 @@ def _parse(t: str) -> datetime:
 def start_from(svc: Services, mark: int, *, wait_seconds: float = 0.0) -> bool:
     """Record ``mark`` as where the duty starts if it has never run (a ``--no-reappraise`` import on a
     CA whose duty has not run yet: its changes are then judged by the duty's first run). True if set."""
-    with exclusive(svc, wait_seconds=wait_seconds) as got:
-        if not got or last_state(svc) is not None:
+    with exclusive(svc, wait_seconds=wait_seconds) as lease:
+        if lease is None or last_state(svc) is not None:
             return False
-        _save(svc, {"high_water": mark, "missing": {}})
+        _save(svc, {"high_water": mark, "missing": {}}, lease)
         return True
 
 
@@ -184,8 +153,8 @@ def run(svc: Services, *, trigger: str, actor: str, fetcher: Fetcher | None = No
     """One run of the duty (module docstring). ``since``: the high-water mark to start from when the
     duty has no recorded state (default: the collateral held now, before any refresh).
     ``min_interval``: do nothing (outcome ``recent``) if any holder ran it less than this ago."""
-    with exclusive(svc, wait_seconds=wait_seconds) as got:
-        if not got:
+    with exclusive(svc, wait_seconds=wait_seconds) as lease:
+        if lease is None:
             RUNS.labels(trigger=trigger, outcome="locked").inc()
             return DutyRun(trigger, "locked")
         state = last_state(svc) or {}
@@ -194,13 +163,21 @@ def run(svc: Services, *, trigger: str, actor: str, fetcher: Fetcher | None = No
         if min_interval is not None and "at" in last and now - _parse(last["at"]) < min_interval:
             return DutyRun(trigger, "recent")
         try:
-            out = _run(svc, state, trigger=trigger, actor=actor, fetcher=fetcher, within=within, since=since)
+            out = _run(svc, state, lease, trigger=trigger, actor=actor, fetcher=fetcher, within=within,
+                       since=since)
+        except CollateralDutyLeaseLost as exc:
+            # froze or was cut off, and another replica took over: it runs the duty; this one wrote
+            # nothing since, and records nothing (its state would be stale)
+            log.warning("collateral duty run stopped (%s): %s", exc.code, exc.detail,
+                        extra={"trigger": trigger, "holder": lease.holder})
+            RUNS.labels(trigger=trigger, outcome="lost").inc()
+            return DutyRun(trigger, "lost")
         except Exception as exc:
             # recorded, so the interval holds for a failing run too (no vendor hammering), but the
             # high-water mark stays: the next run judges the same changes again
             state["last_run"] = {"at": _iso(now), "trigger": trigger, "error": type(exc).__name__}
             try:
-                _save(svc, state)
+                _save(svc, state, lease)
             except Exception:  # recording the failure must not mask it
                 log.exception("could not record the failed collateral duty run")
             RUNS.labels(trigger=trigger, outcome="failed").inc()
@@ -209,7 +186,7 @@ def run(svc: Services, *, trigger: str, actor: str, fetcher: Fetcher | None = No
         return out
 
 
-def _run(svc: Services, state: dict[str, Any], *, trigger: str, actor: str, fetcher: Fetcher | None,
+def _run(svc: Services, state: dict[str, Any], lease: Lease, *, trigger: str, actor: str, fetcher: Fetcher | None,
          within: timedelta, since: int | None) -> DutyRun:
     now = svc.clock.now()
     if "high_water" in state:
@@ -229,11 +206,11 @@ def _run(svc: Services, state: dict[str, Any], *, trigger: str, actor: str, fetc
         for c in scan.changes:
             CHANGES.labels(kind=c.kind).inc()
         # judged by the cache as it now is, without fetching again per certificate (the refresh above
-        # just asked the vendors; during a vendor outage a fetch per certificate would hold the lock
+        # just asked the vendors; during a vendor outage a fetch per certificate would hold the lease
         # for timeouts x certificates)
         offline = replace(svc, collateral_fetcher=None)
         results = reappraise(offline, changed={c.resource for c in scan.changes})
-        actions = apply(offline, results, actor=actor)
+        actions = apply(offline, results, actor=actor, fence=lease.fence)
     out = DutyRun(trigger, "done", refreshed, scan.changes, results, actions)
     missing = {i: pending.get(i, now) for i in scan.missing}
     state = {"high_water": scan.high_water,
@@ -241,7 +218,7 @@ def _run(svc: Services, state: dict[str, Any], *, trigger: str, actor: str, fetc
              "last_run": {"at": _iso(now), "trigger": trigger, "changed": len(scan.changes),
                           "reappraised": len(results), **out.counts(),
                           "refused": len(refreshed.refused) if refreshed is not None else 0}}
-    _save(svc, state)
+    _save(svc, state, lease)
     if scan.changes:
         log.info("collateral duty: %d resource(s) changed, %d certificate(s) re-appraised, %s",
                  len(scan.changes), len(results), out.counts(), extra={"trigger": trigger})
@@ -254,7 +231,7 @@ def _run(svc: Services, state: dict[str, Any], *, trigger: str, actor: str, fetc
 def run_duty(svc: Services, stop: threading.Event, *, interval: float, within: timedelta = DEFAULT_WITHIN,
              poll: float | None = None, fetcher: Fetcher | None = None,
              report: Callable[[DutyRun], None] | None = None) -> None:
-    """Run the duty every ``interval`` seconds (whichever process holds the lock) until ``stop`` is set.
+    """Run the duty every ``interval`` seconds (whichever process holds the lease) until ``stop`` is set.
     Refreshes only with a fetcher (``fetcher``, else the services' own: ``CA_SERVICE_COLLATERAL=online``);
     re-appraises in any case. ``report`` sees each run. Errors are logged and retried; a database outage
     backs off."""

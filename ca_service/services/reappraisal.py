@@ -20,13 +20,14 @@ when one of the resources its evidence needs is among ``changed`` (or always, wh
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ca_service import evidence as evidence_mod
 from ca_service.collateral.endpoints import endpoint_for
@@ -184,9 +185,12 @@ def on_collateral_update(svc: Services, cert_policy: str, version: int) -> str:
     return str(ref.policy.document.get("collateral", {}).get("on_collateral_update", "warn"))
 
 
-def apply(svc: Services, results: list[Reappraised], *, actor: str) -> list[dict[str, str]]:
+def apply(svc: Services, results: list[Reappraised], *, actor: str,
+          fence: Callable[[Session], None] | None = None) -> list[dict[str, str]]:
     """Act on each certificate judged worse, as its policy version says (module docstring). Returns
-    ``[{serial, action, before, after}]`` for every certificate acted on (ignore included)."""
+    ``[{serial, action, before, after}]`` for every certificate acted on (ignore included).
+    ``fence``: the collateral duty's lease (db/lease.py), checked first in each revocation's and
+    flag's transaction; once another replica holds the lease it raises and nothing more is written."""
     out = []
     with svc.db.read() as session:
         versions = {c.serial: c.policy_version for c in session.scalars(
@@ -197,10 +201,10 @@ def apply(svc: Services, results: list[Reappraised], *, actor: str) -> list[dict
         action = on_collateral_update(svc, r.policy, versions[r.serial])
         if action == "revoke":
             try:
-                revocation.revoke(svc, r.serial, reason="privilegeWithdrawn", actor=actor)
+                revocation.revoke(svc, r.serial, reason="privilegeWithdrawn", actor=actor, fence=fence)
             except Conflict:
                 continue  # revoked meanwhile: by an admin, or with its CVM certificate (loader cascade)
-        elif action == "warn" and not _warn(svc, r, actor):
+        elif action == "warn" and not _warn(svc, r, actor, fence):
             continue  # flagged for this finding already
         REAPPRAISED.labels(policy=r.policy, action=action).inc()
         out.append({"serial": r.serial, "action": action, "before": r.before, "after": r.after})
@@ -213,9 +217,11 @@ def _finding(after: object, reasons: Collection[str]) -> tuple[object, tuple[str
     return after, tuple(r.split("]", 1)[0] + "]" if r.startswith("refused [") else r for r in reasons)
 
 
-def _warn(svc: Services, r: Reappraised, actor: str) -> bool:
+def _warn(svc: Services, r: Reappraised, actor: str, fence: Callable[[Session], None] | None = None) -> bool:
     now = svc.clock.now()
     with svc.db.transaction() as session:
+        if fence is not None:
+            fence(session)
         cert = session.scalars(select(Certificate).where(Certificate.serial == r.serial).with_for_update()).one()
         if cert.status != "valid":
             return False

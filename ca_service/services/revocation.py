@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from ca_service.ca.ocsp import OcspMalformed, SingleAnswer, build_response, parse_request
 from ca_service.ca.revocation import (
@@ -30,9 +32,12 @@ _crl_cache: dict[str, tuple[tuple[int, datetime | None], datetime, bytes]] = {}
 _crl_lock = threading.Lock()
 
 
-def revoke(svc: Services, serial: str, *, reason: str, actor: str) -> Certificate:
+def revoke(svc: Services, serial: str, *, reason: str, actor: str,
+           fence: Callable[[Session], None] | None = None) -> Certificate:
     """Revoke one certificate: status, audit record and revocation leaf commit together. Revoking
     a CVM certificate revokes its loaders' certificates in the same transaction (services/loaders.py).
+    ``fence`` (a single-replica lease's, db/lease.py) runs first in that transaction and raises to
+    write nothing once the caller lost its lease.
 
     Raises:
         SchemaViolation (``request.schema``): unknown reason; NotFound; Conflict (already revoked).
@@ -41,6 +46,8 @@ def revoke(svc: Services, serial: str, *, reason: str, actor: str) -> Certificat
         raise SchemaViolation(f"reason must be one of {', '.join(REASONS)}", field="reason")
     now = svc.clock.now()
     with svc.db.transaction() as session:
+        if fence is not None:
+            fence(session)
         cert = session.execute(select(Certificate).where(Certificate.serial == normalise_serial(serial))
                                .with_for_update()).scalar_one_or_none()
         if cert is None:

@@ -65,6 +65,7 @@ class Stats:
     retry_503: int = 0
     no_retry_after: int = 0
     connect_retries: int = 0
+    connect_errors: dict[str, int] = field(default_factory=dict)  # by exception type
     rechallenged: int = 0
     failures: list[str] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
@@ -101,8 +102,11 @@ async def ask(host: str, port: int, src: str, path: str, body: bytes, stats: Sta
     while True:
         try:
             status, headers, payload = await http_post(host, port, src, path, body, timeout)
-        except (TimeoutError, OSError, IndexError, ValueError):
+        except (TimeoutError, OSError, IndexError, ValueError) as exc:
             stats.connect_retries += 1
+            # IndexError/ValueError: the connection closed before a whole status line came back
+            name = type(exc).__name__
+            stats.connect_errors[name] = stats.connect_errors.get(name, 0) + 1
             await asyncio.sleep(1.0)
             continue
         if status not in RETRY_STATUSES:
@@ -223,7 +227,8 @@ def main() -> None:
               f"per CVM p50 {pct(stats.latencies, 0.5):.1f} s, p99 {pct(stats.latencies, 0.99):.1f} s, "
               f"max {max(stats.latencies, default=float('nan')):.1f} s")
         print(f"told to retry: {stats.retry_429} x 429, {stats.retry_503} x 503 (without Retry-After: "
-              f"{stats.no_retry_after}); connection retries {stats.connect_retries}; new challenge after "
+              f"{stats.no_retry_after}); connection retries {stats.connect_retries} {stats.connect_errors}; "
+              f"new challenge after "
               f"expiry {stats.rechallenged}; failures {len(stats.failures)}")
         for f in stats.failures[:10]:
             print("  " + f)
@@ -231,7 +236,7 @@ def main() -> None:
             errors = [line for line in server_log.read_text(errors="replace").splitlines()
                       if '"levelname": "ERROR"' in line or "Traceback" in line or "Error" in line]
             for line in errors[:args.show_errors]:
-                print("  server: " + line[:600])
+                print("  server: " + (line if len(line) <= 900 else line[:300] + " ... " + line[-600:]))
         print(f"peak memory (VmHWM): server processes {server_kib / 1024:.0f} MiB in all "
               f"(master + {args.workers} workers), client {client_kib / 1024:.0f} MiB")
         proc.terminate()

@@ -30,6 +30,17 @@ def connection_factory(deadline_s: float) -> type:
     return cls
 
 
+def _ready(fd: int, events: int, timeout: float | None) -> bool:
+    """Whether ``fd`` became ready (or failed: POLLERR/POLLHUP, which ``conn.poll()`` then reports)
+    within ``timeout`` seconds. ``poll(2)``, not ``select(2)``: select cannot watch a descriptor
+    of 1024 or above (FD_SETSIZE), and a serve worker holding a thousand client connections opens
+    its database connections above that (issue 15 boot storm: ``ValueError: filedescriptor out of
+    range in select()``, a 500 on POST /v1/challenges)."""
+    poller = select.poll()
+    poller.register(fd, events)
+    return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000) + 1)))
+
+
 def wait(conn: Any) -> None:
     """psycopg2 wait callback: poll until done; raise OperationalError after ``ca_deadline_s`` idle."""
     limit = getattr(conn, "ca_deadline_s", None)
@@ -42,9 +53,9 @@ def wait(conn: Any) -> None:
         if timeout is not None and timeout <= 0:
             raise psycopg2.OperationalError(f"database sent nothing for {limit:g} s (client deadline)")
         if state == extensions.POLL_READ:
-            ready = select.select([conn.fileno()], [], [], timeout)[0]
+            ready = _ready(conn.fileno(), select.POLLIN, timeout)
         elif state == extensions.POLL_WRITE:
-            ready = select.select([], [conn.fileno()], [], timeout)[1]
+            ready = _ready(conn.fileno(), select.POLLOUT, timeout)
         else:  # pragma: no cover - psycopg2 never returns another state
             raise psycopg2.OperationalError(f"unexpected poll state {state}")
         if ready and limit is not None:

@@ -6,7 +6,9 @@ root (pinned for this test only, as TrustRoots documents), its OCSP answers as c
 - no OCSP (for a GPU whose answers the CA does not hold: the CA keeps what it was sent,
   tests/integration/test_nvidia_ocsp_cache.py): refused revocation.nvidia_ocsp_missing, nothing issued;
   a policy with revocation.allow_unchecked issues it with the warning in the certificate's EAR;
-- a dry run of a candidate without allow_unchecked says which recorded issuances it would refuse.
+- a dry run of a candidate without allow_unchecked says which recorded issuances it would refuse;
+- re-appraisal (issue 14): a revoked answer learned later concerns exactly that GPU's certificate, and the
+  collateral duty, refreshing from the replayed NVIDIA responder, revokes or flags exactly those certificates.
 """
 
 from __future__ import annotations
@@ -177,3 +179,59 @@ def test_a_revoked_answer_the_ca_learns_later_reappraises_that_gpus_certificate(
     found = reappraisal.reappraise(ca["svc"], changed={(brom.kind.value, brom.key)})
     assert [f.serial for f in found] == [serial]
     assert found[0].after == "refused" and "evidence.certificate_revoked" in found[0].reasons[0], found[0]
+
+
+def test_the_duty_refreshes_a_revoked_answer_and_acts_on_exactly_that_gpus_certificates(ca, monkeypatch):
+    """issue 14 end to end for NVIDIA: certificates issued over HTTP with good answers; later NVIDIA's
+    responder (the loopback replay, as the mirror of ocsp.ndis.nvidia.com) answers revoked for two GPUs'
+    GSP BROM certificates. The collateral duty's refresh brings those answers into the CA's cache, finds
+    exactly them changed (status good -> revoked; the shared CAs' answers, good again, are no change), and
+    acts on exactly those GPUs' certificates as their policies say: revoked (on the CRL) under a revoke
+    policy, flagged under the default warn; a third GPU's certificate is untouched."""
+    from ca_service.collateral.endpoints import endpoint_for
+    from ca_service.collateral.fetchers import RequestsFetcher
+    from ca_service.evidence.needs import NvidiaOcsp, needs_for
+    from ca_service.services import collateral_duty, reappraisal
+    from tests.collateral.replay import mirrors, serve
+
+    svc = ca["svc"]
+    ref, _ = policies.apply_policy(svc, _policy("sim-gpu-revoke", "collateral:\n  on_collateral_update: revoke\n"),
+                                   actor="test")
+    policies.activate(svc, ref.policy.name, ref.version, actor="test")
+    monkeypatch.setattr(collateral_duty, "trust_roots", reappraisal.trust_roots)  # the test device root too
+    good = dict(this_update=NOW - timedelta(hours=1), next_update=NOW + timedelta(hours=3))
+    gpus = {"revoked": FAKE.other_device(), "flagged": FAKE.other_device(), "bystander": FAKE.other_device()}
+    serials = {}
+    for role, policy in (("revoked", "sim-gpu-revoke"), ("flagged", "sim-gpu"), ("bystander", "sim-gpu-revoke")):
+        r = _issue(ca, policy, gpus[role].all_good(**good), gpus[role])
+        assert r.status_code == 201, r.text
+        serials[role] = r.json()["serial"]
+    assert collateral_duty.run(svc, trigger="worker", actor="test").outcome == "done"  # its mark: the answers held
+    later = dict(this_update=NOW - timedelta(minutes=30), next_update=NOW + timedelta(hours=3))
+    entries, broms = [], {}
+    for role, gpu in gpus.items():
+        (alternative,) = needs_for("nvidia-gpu", gpu.report(), [gpu.chain_pem()], FAKE.roots)
+        eps = [endpoint_for(n) for n in alternative if isinstance(n, NvidiaOcsp)]
+        answers = gpu.all_good(**later)
+        if role != "bystander":
+            answers[-1] = gpu.ocsp(3, status=ocsp.OCSPCertStatus.REVOKED, **later)
+            broms[role] = eps[-1].key
+        entries += [{"url": ep.url, "status": 200, "headers": {"Content-Type": "application/ocsp-response"},
+                     "body_b64": _b64(a), "fetched_at": NOW.isoformat()} for ep, a in zip(eps, answers, strict=True)]
+    with serve(entries) as (replay, base):
+        out = collateral_duty.run(svc, trigger="refresh", actor="test", fetcher=RequestsFetcher(mirrors=mirrors(base)),
+                                  within=timedelta(days=30))
+    assert out.outcome == "done" and out.refresh is not None
+    assert sorted(c.key for c in out.changes) == sorted(broms.values()), [c.to_json() for c in out.changes]
+    assert [c.reason for c in out.changes] == ["OCSP status good -> revoked"] * 2
+    assert sorted((a["serial"], a["action"]) for a in out.actions) == sorted(
+        [(serials["revoked"], "revoke"), (serials["flagged"], "warn")])
+    got = {role: requests.get(f"{ca['url']}/v1/certificates/{s}", timeout=30).json() for role, s in serials.items()}
+    assert got["revoked"]["status"] == "revoked"
+    assert got["flagged"]["status"] == "valid"
+    flag = got["flagged"]["appraisal"]["reappraisal"]
+    assert flag["after"] == "refused" and "evidence.certificate_revoked" in flag["reasons"][0], flag
+    assert got["bystander"]["status"] == "valid" and "reappraisal" not in got["bystander"]["appraisal"]
+    crl = x509.load_der_x509_crl(requests.get(f"{ca['url']}/v1/ca/crl", timeout=30).content)
+    listed = {format(e.serial_number, "x") for e in crl}
+    assert serials["revoked"] in listed and serials["flagged"] not in listed and serials["bystander"] not in listed

@@ -84,7 +84,8 @@ class Lease:
         except IntegrityError:  # another claimant inserted the first row at the same time
             return False
         except DBAPIError as exc:  # lock_timeout: the row stays locked (its holder is being cut off)
-            if self.db.is_postgres and getattr(exc.orig, "sqlstate", None) == "55P03":
+            code = getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", None)  # psycopg2 | 3
+            if self.db.is_postgres and code == "55P03":
                 return False
             raise
         self.lost.clear()

@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
@@ -93,6 +94,7 @@ def test_a_frozen_duty_holder_is_taken_over_and_writes_nothing_after_it_resumes(
         waited = time.monotonic() - frozen
         assert took_over.outcome == "done" and took_over.changes == []
         assert waited < LEASE + 8, f"took {waited:.1f} s to take over a {LEASE} s lease"
+        print(f"took the duty's {LEASE} s lease over {waited:.2f} s after the SIGSTOP")
         state = duty.last_state(svc)
         assert state is not None and state["high_water"] == mark and "error" not in state["last_run"]
         assert _lease_holder(svc) != holder
@@ -132,3 +134,46 @@ def test_a_frozen_duty_holder_is_taken_over_and_writes_nothing_after_it_resumes(
     assert _status(svc, serials["revoked"])["status"] == "revoked"
     assert _status(svc, serials["flagged"])["appraisal"]["reappraisal"]["after"] == "refused"
     assert _status(svc, serials["bystander"])["status"] == "valid"
+
+
+def test_a_holder_frozen_inside_a_fenced_transaction_is_cut_off_by_the_server(tmp_path_factory, db_url_factory):
+    """PostgreSQL: a holder that freezes with the lease row locked (inside one of its fenced transactions)
+    would block every claimant; the transaction's idle_in_transaction_session_timeout (the lease's length)
+    makes the server end its session, the row is free, another holder takes the lease over, and the frozen
+    one's transaction is gone (its commit fails) and its next fence finds the lease lost."""
+    from sqlalchemy.exc import DBAPIError
+
+    from ca_service.db.lease import Lease
+    from ca_service.errors import CollateralDutyLeaseLost
+    from tests.collateral.fixtures import fresh_services
+
+    svc = fresh_services(tmp_path_factory, db_url_factory)
+    try:
+        if not svc.db.is_postgres:
+            pytest.skip("PostgreSQL only: on SQLite a write transaction is the whole database's (BEGIN IMMEDIATE)")
+        frozen = Lease(svc.db, svc.clock, "test-lease", seconds=LEASE, error=CollateralDutyLeaseLost)
+        assert frozen.claim()  # no heartbeat: it is frozen from here on
+        session = svc.db.sessions()
+        session.begin()
+        frozen.fence(session)  # the row locked, then idle in transaction
+        other = Lease(svc.db, svc.clock, "test-lease", seconds=LEASE, error=CollateralDutyLeaseLost)
+        t0 = time.monotonic()
+        with other.hold(wait_seconds=30) as got:
+            waited = time.monotonic() - t0
+            assert got, "the row stayed locked by the frozen holder"
+            assert waited < LEASE + 8, waited
+            print(f"took the {LEASE} s lease over {waited:.2f} s after its holder froze with the row locked")
+            with pytest.raises(DBAPIError):  # its session was terminated: nothing it wrote commits
+                session.commit()
+            session.close()
+            with pytest.raises(CollateralDutyLeaseLost):
+                frozen.ensure()
+            assert _lease_holder_named(svc, "test-lease") == other.holder
+    finally:
+        svc.close()
+
+
+def _lease_holder_named(svc, name: str) -> str | None:
+    with svc.db.read() as s:
+        row = s.get(AnchorWorkerLease, name)
+        return row.holder if row is not None else None

@@ -75,8 +75,8 @@ class Anchor(Base):
 
 
 class AnchorWorkerLease(Base):
-    """The worker lock on SQLite (taken in a BEGIN IMMEDIATE transaction); PostgreSQL uses an
-    advisory lock instead, released by the server if the worker's connection dies."""
+    """Single-replica leases (db/lease.py), one row per duty: ``anchor-worker`` and ``collateral-duty``;
+    the holder's token and when its lease expires unless renewed (PostgreSQL and SQLite alike)."""
 
     __tablename__ = "anchor_worker_leases"
 

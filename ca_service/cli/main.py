@@ -74,3 +74,20 @@ def main() -> None:
     except CAServiceError as exc:
         click.echo(f"error [{exc.code}]: {exc.detail}", err=True)
         sys.exit(1)
+    except Exception as exc:
+        # A CA database that cannot be opened or reached (no `init` yet, a wrong CA_SERVICE_HOME or
+        # CA_SERVICE_DATABASE_URL, PostgreSQL down) is the operator's to fix: one line, not a traceback.
+        # SQLAlchemy is not imported here (CLI start time); its errors are told by their module.
+        if not type(exc).__module__.startswith("sqlalchemy") or not _is_database_unavailable(exc):
+            raise
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        click.echo(f"error [service.database_unavailable]: the CA database cannot be used ({cause}); "
+                   "is the CA initialised (ca-service init), and are CA_SERVICE_HOME and "
+                   "CA_SERVICE_DATABASE_URL the CA's?", err=True)
+        sys.exit(1)
+
+
+def _is_database_unavailable(exc: BaseException) -> bool:
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    return isinstance(exc, (OperationalError, InterfaceError))

@@ -44,3 +44,32 @@ def test_a_file_that_is_not_pem(junk, tmp_path):
     root.write_text("also not PEM\n")
     line = _error_line(CliRunner().invoke(main, ["verify", str(junk), "--root", str(root)]))
     assert "is not a PEM certificate file" in line
+
+
+def test_a_ca_that_is_not_there_is_one_line_naming_it(tmp_path):
+    """``collateral export`` and ``evidence verify --home`` on a home that was never initialised: the
+    database cannot be opened, and the operator is told so in one line (it was a 90-line traceback)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    home = tmp_path / "no-such-ca"
+    quote = tmp_path / "quote.bin"
+    from tests.vectors.manifest import load_manifest
+
+    quote.write_bytes(next(v for v in load_manifest() if v.path == "tdx/gcp-c3-v4-uptodate").read("quote"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CA_SERVICE_")}
+    repo = str(Path(__file__).resolve().parents[3])  # this checkout's code, whatever the cwd
+    env |= {"CA_SERVICE_HOME": str(home), "CA_SERVICE_PROFILE": "insecure-dev",
+            "PYTHONPATH": os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p)}
+    for args in (["collateral", "export", str(tmp_path / "out.json")],
+                 ["evidence", "verify", "tdx-quote", str(quote), "--home", str(home)]):
+        run = subprocess.run([sys.executable, "-m", "ca_service.cli", *args], env=env, capture_output=True,
+                             text=True, timeout=120, cwd=tmp_path)
+        assert run.returncode == 1, (args, run.stdout, run.stderr)
+        assert "Traceback" not in run.stderr, run.stderr
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error [")]
+        assert errors and errors[0].startswith("error [service.database_unavailable]: the CA database cannot be used"), run.stderr
+        assert "ca-service init" in errors[0]
+    assert not (tmp_path / "out.json").exists()

@@ -255,14 +255,23 @@ def _without_digest(value: Any, digest: str, original: str) -> Any:
 
 
 def _only_unmeasured_events(before: Any, after: Any) -> bool:
-    """Every event that differs keeps its register, type and digest, and the claims say its data is
-    not what was measured (docs/event-log.md: ``digest_of_data``)."""
+    """Every event that differs keeps its register and digest, and changes only what the claims say was
+    not measured: its type (``type_measured`` false: a TCG record's type is extended nowhere) or its data
+    (``digest_of_data`` false) (docs/event-log.md)."""
     if not isinstance(before, list) or not isinstance(after, list) or len(before) != len(after):
         return False
     for b, a in zip(before, after, strict=True):
         if a == b:
             continue
-        if any(a.get(k) != b.get(k) for k in ("imr", "type", "type_id", "digest")) or a.get("digest_of_data") is not False:
+        if a.get("imr") != b.get("imr") or a.get("digest") != b.get("digest"):
+            return False
+        changed = {k for k in set(a) | set(b) if a.get(k) != b.get(k)}
+        unmeasured: set[str] = set()
+        if a.get("type_measured") is False and b.get("type_measured") is False:
+            unmeasured |= {"type", "type_id", "description"}  # the claims say the type is not measured
+        if a.get("digest_of_data") is False:
+            unmeasured |= {"description", "digest_of_data"}  # the claims say the data is not what was measured
+        if not changed <= unmeasured:
             return False
     return True
 
@@ -286,8 +295,9 @@ def judge_accepted(case: Case, m: Mutation, mutated: bytes, claims: dict[str, An
                 return Outcome("benign", "nvidia-report: zero padding after the SPDM signature, recorded as "
                                          "trailing_zero_padding (issue 11 section 4)")
             if changed == ["event_log"] and _only_unmeasured_events(base["event_log"], claims["event_log"]):
-                return Outcome("benign", "event log: event data that no longer hashes to its record's digest, "
-                                         "which the claims flag (digest_of_data false); digests unchanged")
+                return Outcome("benign", "event log: an unmeasured event type, or event data that does not hash to "
+                                         "its record's digest, which the claims flag (type_measured, "
+                                         "digest_of_data false); registers and digests unchanged")
             return Outcome("accepted_claims_changed", f"{case.id} {m.label()}: {changed}")
     return Outcome("benign", f"{item.fmt}: {UNSIGNED[item.fmt]}")
 

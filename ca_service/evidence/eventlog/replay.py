@@ -110,7 +110,11 @@ def claims(rep: Replay) -> dict[str, Any]:
                                 "description": describe(e),
                                 # runtime events: the digest was recomputed from type, name and payload
                                 "digest_of_data": e.name is not None
-                                or hmac.compare_digest(hashlib.sha384(e.data).digest(), e.digest)}
+                                or hmac.compare_digest(hashlib.sha384(e.data).digest(), e.digest),
+                                # a TCG record's event type is not extended into any register: only a
+                                # runtime event's (its digest is recomputed from type, name and payload)
+                                # is measured; elsewhere type and description are what the log says
+                                "type_measured": e.name is not None}
         if e.name is not None:
             item["name"] = e.name
             item["payload"] = e.data.hex()

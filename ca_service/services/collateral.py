@@ -262,9 +262,8 @@ def _take_offered(svc: Services, kind: str, offered: tuple[bytes, ...], roots: T
     added: set[str] = set()
     for ep, resp in pairs:
         digest = hashlib.sha256(resp.body).hexdigest()
-        with svc.db.read() as session:
-            if any(hashlib.sha256(b).hexdigest() == digest for b in bodies(session, ep.kind, ep.key)):
-                continue
+        if _held(svc, ep, digest):
+            continue
         try:
             if store_response(svc, ep, resp, roots):
                 added.add(digest)
@@ -365,9 +364,8 @@ def _nvidia(svc: Services, evidence: bytes, at: datetime, offered: tuple[bytes, 
     unverified: list[bytes] = []
     for ep, resp in pairs:
         digest = hashlib.sha256(resp.body).hexdigest()
-        with svc.db.read() as session:
-            if any(hashlib.sha256(b).hexdigest() == digest for b in bodies(session, ep.kind, ep.key)):
-                continue
+        if _held(svc, ep, digest):
+            continue
         try:
             if store_response(svc, ep, resp, roots):
                 added.add(digest)
@@ -459,6 +457,12 @@ class ImportResult:
     def to_json(self) -> dict[str, Any]:
         return {"added": self.added, "already_cached": self.already_cached,
                 "changed": [c.to_json() for c in self.changed]}
+
+
+def _held(svc: Services, ep: Endpoint, digest: str) -> bool:
+    """Whether the cache already holds a response with this body SHA-256 for the endpoint's resource."""
+    with svc.db.read() as session:
+        return any(hashlib.sha256(b).hexdigest() == digest for b in bodies(session, ep.kind, ep.key))
 
 
 def import_bundle(svc: Services, data: bytes, roots: TrustRoots = DEFAULT_ROOTS) -> ImportResult:

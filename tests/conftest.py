@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -36,6 +38,15 @@ if use_postgres():
 # subprocesses (which inherit this): the per-client rate limit is off unless a test turns it on
 # (tests/integration/test_rate_limit.py).
 RATE_LIMIT_OFF = os.environ.setdefault("CA_SERVICE_RATE_LIMIT", "0")
+
+
+# Hypothesis judges each example by its wall-clock time (200 ms by default) and fails a run whose data
+# generation is slow (HealthCheck.too_slow): on a loaded 2-core CI box either fails a test that found
+# nothing (DeadlineExceeded, then Flaky when the replay is fast). The suite's properties are about
+# answers, not speed, so no example has a deadline; a failure prints the blob that reproduces it.
+hypothesis_settings.register_profile("ca-service", deadline=None, print_blob=True,
+                                     suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile(os.environ.get("CA_SERVICE_HYPOTHESIS_PROFILE", "ca-service"))
 
 
 @pytest.fixture(scope="session")

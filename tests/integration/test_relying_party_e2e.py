@@ -20,6 +20,22 @@ CLI = [sys.executable, "-m", "ca_service.cli"]
 pytestmark = pytest.mark.skipif(not ANVIL.exists(), reason=SKIP_NO_ANVIL)
 
 
+def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until /readyz answers 200, however long a loaded box takes to start gunicorn's workers. (It was
+    300 tries: ~30 s while the port refused, no wait at all while it answered 503, and no failure
+    when it never came up, so the next step met a server still starting.)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if requests.get(f"{url}/readyz", timeout=5).ok:
+                return
+        except requests.RequestException:
+            pass
+        assert proc.poll() is None, f"serve exited with {proc.returncode}"
+        assert time.monotonic() < deadline, f"serve was not ready within {timeout:.0f} s"
+        time.sleep(0.2)
+
+
 def test_verify_certificate_log_proof_and_anchor(tmp_path: Path, db_url_factory):
     node = AnvilNode(tmp_path)
     node.start()
@@ -37,12 +53,7 @@ def test_verify_certificate_log_proof_and_anchor(tmp_path: Path, db_url_factory)
         proc = subprocess.Popen([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2",
                                  "--publish-interval", "0.5"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(300):
-            try:
-                if requests.get(f"{url}/readyz", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        _wait_ready(url, proc)
         out = tmp_path / "cvm"
         p = subprocess.run([*CLI, "agent", "request", "--server", url, "--policy", "sim", "--out", str(out), "--sim"],
                            env=env, capture_output=True, text=True, timeout=60)
@@ -108,12 +119,7 @@ def _serve(tmp_path: Path, db_url: str, node: AnvilNode, *extra: str) -> tuple[s
     assert subprocess.run([*CLI, "init"], env=env, capture_output=True, timeout=120).returncode == 0
     proc = subprocess.Popen([*CLI, "serve", "--bind", f"127.0.0.1:{port}", "--workers", "2", *extra], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            if requests.get(f"{url}/readyz", timeout=1).ok:
-                break
-        except requests.RequestException:
-            time.sleep(0.1)
+    _wait_ready(url, proc)
     return proc, url, env, home
 
 

@@ -150,9 +150,9 @@ def test_frozen_worker_is_cut_off_and_sends_nothing_when_it_resumes(anchor_db, a
             time.sleep(0.05)
         assert seen == ["sent", "included", "final"], seen
         print(f"takeover {takeover:.2f} s after SIGSTOP (lease {LEASE} s)")
-        # cut off within seconds: not before the lease ran out, and soon after it (the margin is for the
-        # tick's own RPC calls on a loaded 2-core box: 5.4 s was seen at a load average of 25)
-        assert LEASE <= takeover < LEASE + 6, takeover
+        # cut off within seconds of the lease running out (the margin is for the tick's own RPC calls
+        # on a loaded 2-core box: 5.4 s was seen at a load average of 25); not before is the "locked" above
+        assert takeover < LEASE + 6, takeover
         assert proxy.counts["eth_sendRawTransaction"] == deploy_sends   # A, frozen, sent nothing
 
         proxy.release()                                    # A's held call is answered (into its socket)

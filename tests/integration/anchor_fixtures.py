@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -22,6 +21,7 @@ from ca_service.anchor.chain import ChainClient
 from ca_service.anchor.worker import AnchorPolicy, AnchorWorker
 from ca_service.db.models import Base
 from ca_service.db.session import Database
+from tests.integration.ports import free_port as _free_port
 from tests.unit.anchor.fakes import ListSource, StepClock
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,12 +31,6 @@ PG_ENV = "CA_SERVICE_TEST_POSTGRES_URL"
 CHAIN_ID = 31337
 # Anvil's first well-known dev account (funded on every Anvil); never a real key.
 DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class AnvilNode:

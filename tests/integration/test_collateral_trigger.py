@@ -34,6 +34,7 @@ from tests.collateral import replay
 from tests.collateral.fixtures import fresh_services
 from tests.collateral.make_bundle import intel_entries
 from tests.collateral.recorded import record, vector
+from tests.integration.ports import free_port as _free_port
 
 RECOVERED = "tdx/dcapqvl-v4-uptodate"  # FMSPC b0c06f000000, TCB evaluation 17 -> 20
 BYSTANDER = "tdx/gcp-c3-v4-uptodate"  # FMSPC 00806f050000
@@ -224,14 +225,6 @@ def test_a_crl_that_adds_no_entry_is_no_change():
     assert _change([row(2, [1, 2, 3], 1)], old) == "CRL revokes 1 more certificate(s)"
     assert _change([row(2, [1, 2, 3], -1)], old) is None  # an older CRL arriving late
     assert _change([row(2, [1], 1)], []) == "first amd.vcek_crl held"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_the_duty_serve_runs_refreshes_and_acts(ca):

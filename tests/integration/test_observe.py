@@ -8,7 +8,6 @@ import logging
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,9 @@ from datetime import UTC, datetime, timedelta
 import requests
 
 from ca_service.services.opstate import OpsState
+from tests.integration.ports import free_port as _free_port
 
 CLI = [sys.executable, "-m", "ca_service.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _metric(text: str, name: str, labels: str = "") -> float:

@@ -14,13 +14,9 @@ import time
 import pytest
 import requests
 
+from tests.integration.ports import free_port as _free_port
+
 CLI = [sys.executable, "-m", "ca_service.cli"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:

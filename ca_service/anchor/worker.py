@@ -490,7 +490,9 @@ class AnchorWorker:
                 log.exception("anchor tick crashed")
                 result = TickResult("error", detail="unexpected failure")
             if result.action == "error":
-                delay = min(max_backoff, delay * 2)
+                # from poll_seconds up: after a tick that had more to do (delay 0) a doubled 0 would
+                # retry a dead database or RPC in a tight loop, a log line each time
+                delay = min(max_backoff, max(poll_seconds, delay * 2))
             else:
                 delay = poll_seconds if result.action in ("idle", "waiting", "skipped", "locked") else 0.0
             stop.wait(delay)

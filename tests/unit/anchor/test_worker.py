@@ -191,3 +191,39 @@ def test_run_loop_stops(sqlite_db, embedded_chain) -> None:
     stop.set()
     t.join(5)
     assert _anchors(sqlite_db)[0].state == "final"
+
+
+def test_run_loop_backs_off_from_poll_seconds_after_a_busy_tick(sqlite_db, embedded_chain, caplog) -> None:
+    """A tick that had more to do asks for the next at once (delay 0); when the database or the RPC
+    then fails, the loop backs off from poll_seconds (2, 4, 8, ... 60), not from 0: a doubled 0 kept
+    retrying in a tight loop, a log line each time (thousands of lines in seconds under serve)."""
+    from sqlalchemy.exc import OperationalError
+
+    from ca_service.anchor.worker import TickResult
+
+    w = _worker(sqlite_db, embedded_chain, ListSource(), StepClock())
+    results: list[object] = [TickResult("sent"), *[OperationalError("SELECT 1", {}, Exception("down"))] * 7,
+                             TickResult("sent"), ChainUnavailable("rpc down")]
+
+    def tick() -> TickResult:
+        r = results.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        if isinstance(r, ChainUnavailable):
+            return TickResult("error", detail=r.detail)
+        return r  # type: ignore[return-value]
+
+    waits: list[float] = []
+
+    class Stop:
+        def is_set(self) -> bool:
+            return not results
+
+        def wait(self, delay: float) -> bool:
+            waits.append(delay)
+            return False
+
+    w.tick = tick  # type: ignore[method-assign]
+    w.run(Stop(), poll_seconds=2.0, max_backoff=60.0)  # type: ignore[arg-type]
+    assert waits == [0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0, 0.0, 2.0]
+    assert sum("database unavailable" in r.getMessage() for r in caplog.records) == 7

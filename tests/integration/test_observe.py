@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from datetime import UTC, datetime, timedelta
 
 import requests
@@ -93,3 +94,55 @@ def test_json_logs_keep_extra_fields_and_request_id(client, caplog):
     doc = json.loads(JsonFormatter().format(rec))
     assert doc["msg"] == "published cp" and doc["size"] == 12 and doc["root"] == "ab" * 32
     assert doc["request_id"] == "req-abc-123"
+
+
+def test_readyz_and_gauges_over_the_api_when_checkpointing_is_stuck(tmp_path, db_url_factory):
+    """The app's own /readyz and /metrics, not OpsState by hand: an entry waits behind a checkpoint
+    older than the threshold (the CA's clock moved on, nobody published): degraded, naming it, with
+    the age and lag on /metrics; once published, ready again."""
+    from dataclasses import dataclass
+
+    from ca_service.api.app import create_app
+    from ca_service.services.bootstrap import init_ca, load_sim_tee
+    from ca_service.services.container import Services
+    from ca_service.services.log import publish_checkpoint
+    from ca_service.services.opstate import CHECKPOINT_STUCK_SECONDS
+    from tests.conftest import Issuer, make_settings
+
+    @dataclass
+    class Clock:
+        at: datetime
+
+        def now(self) -> datetime:
+            return self.at
+
+    settings = make_settings(tmp_path / "home", db_url_factory())
+    init_ca(settings)
+    clock = Clock(datetime.now(UTC))
+    svc = Services.create(settings, clock=clock)
+    try:
+        http = create_app(services=svc).test_client()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            issuer = Issuer(http, load_sim_tee(settings))
+        assert issuer.issue().status_code == 201
+        cp = publish_checkpoint(svc)
+        assert cp is not None
+        assert http.get("/readyz").get_json()["status"] == "ready"
+        assert issuer.issue().status_code == 201      # one entry more, not published
+        clock.at += timedelta(seconds=CHECKPOINT_STUCK_SECONDS + 30)
+        r = http.get("/readyz")
+        assert r.status_code == 200                   # degraded, still serving
+        doc = r.get_json()
+        assert doc["status"] == "degraded", doc
+        assert len(doc["degraded"]) == 1 and doc["degraded"][0].startswith("checkpointing: 1 entries unpublished")
+        text = http.get("/metrics").get_data(as_text=True)
+        assert _metric(text, "ca_service_log_size") == cp.size + 1
+        assert _metric(text, "ca_service_checkpoint_size") == cp.size
+        assert _metric(text, "ca_service_checkpoint_age_seconds") >= CHECKPOINT_STUCK_SECONDS + 30
+        assert re.search(r"^# TYPE ca_service_collateral_expiry_seconds gauge$", text, re.M)
+        assert _metric(text, "ca_service_challenges") >= 2
+        assert publish_checkpoint(svc).size == cp.size + 1
+        assert http.get("/readyz").get_json()["status"] == "ready"
+    finally:
+        svc.close()

@@ -95,6 +95,8 @@ def test_slow_clients_cannot_starve_the_api(home_env):
             time.sleep(0.5)
         assert closed == len(slow), "slow requests were not cut off"
         assert time.monotonic() - t0 < 10
+        print(f"\nfault-table: slow clients: 10 /healthz and a challenge answered meanwhile; the slow ones cut"
+              f" {time.monotonic() - t0:.1f} s later (--request-timeout 3)")
     finally:
         for s in slow:
             s.close()
@@ -130,6 +132,7 @@ def test_gunicorn_cmd_args_and_workers_die_with_master(home_env):
             time.sleep(0.2)
         alive = [w for w in workers if _running(w)]
         assert alive == [], "orphaned workers kept running"
+        gone = time.monotonic() - t0
         with pytest.raises(requests.ConnectionError):
             requests.get(f"{url}/healthz", timeout=2)
     finally:
@@ -139,8 +142,11 @@ def test_gunicorn_cmd_args_and_workers_die_with_master(home_env):
             pass
     # a restart binds the same port at once
     again = _serve(home_env, port)
+    t1 = time.monotonic()
     try:
         _wait_ready(url, again, timeout=30)
+        print(f"\nfault-table: kill -9 of the master: workers gone {gone:.1f} s after; the restart answered"
+              f" /healthz {time.monotonic() - t1:.1f} s after it started")
     finally:
         os.killpg(again.pid, signal.SIGTERM)
         again.wait(timeout=30)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,18 +27,13 @@ from sqlalchemy import create_engine, text
 
 from tests.conftest import Issuer
 from tests.integration.pg_cluster import Cluster, pg_cluster  # noqa: F401
+from tests.integration.ports import free_port as _free_port
 
 CLI = [sys.executable, "-m", "ca_service.cli"]
 # small timeouts keep the test bounded (the defaults: 5 s lock, 10 s statement and idle in transaction)
 FAST = {"CA_SERVICE_DB_LOCK_TIMEOUT_MS": "700", "CA_SERVICE_DB_STATEMENT_TIMEOUT_MS": "1500",
         "CA_SERVICE_DB_IDLE_IN_TRANSACTION_TIMEOUT_MS": "2000", "CA_SERVICE_DB_CONNECT_TIMEOUT_SECONDS": "2",
         "CA_SERVICE_CHALLENGE_PURGE_INTERVAL_SECONDS": "1", "CA_SERVICE_ANCHOR_INTERVAL_SECONDS": "1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class _Http:

@@ -28,6 +28,7 @@ from web3 import EthereumTesterProvider, HTTPProvider, Web3
 from web3.exceptions import ContractCustomError, ContractLogicError, TransactionNotFound
 from web3.types import Wei
 
+from ca_service.anchor import recursion_limit_kept
 from ca_service.errors import (
     AnchorContractMissing,
     AnchorTransactionReverted,
@@ -196,7 +197,8 @@ class ChainClient:
         warnings.warn("the in-process chain is ephemeral: its anchors prove nothing to "
                       "third parties; use CA_SERVICE_CHAIN_RPC for a real chain",
                       InsecureEmbeddedChainWarning, stacklevel=2)
-        w3 = Web3(EthereumTesterProvider())
+        with recursion_limit_kept():  # EthereumTesterProvider imports py-evm on first use
+            w3 = Web3(EthereumTesterProvider())
         account = _account(private_key) if private_key else Account.create()
         client = cls(w3, account, embedded=True)
         client._fund()

@@ -30,11 +30,15 @@ from pathlib import Path
 from types import TracebackType
 
 import rlp
-from eth_tester import EthereumTester, PyEVMBackend
-from eth_tester.backends.pyevm.main import get_default_genesis_params
-from web3 import EthereumTesterProvider
 
+from ca_service.anchor import recursion_limit_kept
 from ca_service.errors import EmbeddedChainGone, EmbeddedChainInvalid
+
+with recursion_limit_kept():  # py-evm (eth/__init__.py) raises it to 12,288 when imported
+    import eth  # noqa: F401
+    from eth_tester import EthereumTester, PyEVMBackend
+    from eth_tester.backends.pyevm.main import get_default_genesis_params
+    from web3 import EthereumTesterProvider
 
 FORMAT = "ca-service/embedded-chain/1"
 CHAIN_DIR = "chain"

@@ -143,3 +143,32 @@ def test_no_import_changes_the_recursion_limit_of_the_request_path(tmp_path):
     before, after, web3_loaded = out.stdout.split()
     assert web3_loaded == "True"
     assert after == before == "1000"
+
+
+def test_the_embedded_chain_does_not_change_the_recursion_limit_of_the_request_path(tmp_path):
+    """py-evm (eth_tester's backend) raises the limit to 12,288 when imported. The API process
+    imports it lazily: ``GET /v1/anchors`` confirms final anchors on the embedded chain (the default)
+    through ``existing_embedded_chain``, so after the first such request every later request of that
+    worker ran under the raised limit. Both lazy ways in (the embedded chain kept in the home, and
+    the in-process chain) keep Python's default."""
+    script = textwrap.dedent(f"""
+        import sys, warnings
+        from pathlib import Path
+        warnings.simplefilter("ignore")
+        before = sys.getrecursionlimit()
+        from ca_service.api.app import create_app
+        from ca_service.config import Settings
+        create_app(Settings(home=Path({str(tmp_path)!r}), profile="production"))
+        assert "eth" not in sys.modules  # py-evm is not imported until a chain is used
+        from ca_service.anchor.chain import ChainClient, existing_embedded_chain
+        ChainClient.embedded_in(Path({str(tmp_path)!r}), create=True)  # what `anchor` makes in the home
+        reader = existing_embedded_chain(Path({str(tmp_path)!r}))  # what the API's confirmer reads
+        assert reader is not None and reader.chain_id
+        ChainClient.in_process()
+        print(before, sys.getrecursionlimit(), "eth" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after, evm_loaded = out.stdout.split()
+    assert evm_loaded == "True"
+    assert after == before == "1000"

@@ -234,6 +234,47 @@ def test_a_request_past_the_worker_timeout_is_answered_503(home_env):
         assert requests.post(f"{url}/v1/challenges", timeout=10).status_code == 201
 
 
+def _unread(port: int, client: socket.socket) -> int | None:
+    """Bytes the server has not read yet on its end of ``client``'s connection (Linux /proc/net/tcp:
+    local, remote, state, tx_queue:rx_queue), or None while that end is not listed."""
+    theirs = f"0100007F:{port:04X}"
+    mine = f"0100007F:{client.getsockname()[1]:04X}"
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == theirs and fields[2] == mine:
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def _until_in_flight(env: dict[str, str], port: int, client: socket.socket, timeout: float = 30) -> None:
+    """Until the request sent on ``client`` is in the app, waiting on the database lock: on PostgreSQL
+    until the server shows a lock request not granted in the CA's database; on SQLite, whose waits show
+    nowhere, until the worker has read the request off its socket, and then a second for the app to
+    reach the lock. (It was a second from the send: on a loaded box the worker could still be about to
+    read it, so the SIGABRT found nothing in flight and the connection closed unanswered.)"""
+    deadline = time.monotonic() + timeout
+    if use_postgres():
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(env["CA_SERVICE_DATABASE_URL"])
+        try:
+            with engine.connect() as conn:
+                while not conn.execute(text(
+                        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                        "WHERE NOT l.granted AND a.datname = current_database()")).scalar():
+                    conn.rollback()
+                    assert time.monotonic() < deadline, "the request never waited on the lock"
+                    time.sleep(0.05)
+        finally:
+            engine.dispose()
+        return
+    while _unread(port, client) != 0:
+        assert time.monotonic() < deadline, "the worker never read the request"
+        time.sleep(0.05)
+    time.sleep(1.0)
+
+
 def test_an_aborted_worker_answers_its_requests_first(home_env):
     # SIGABRT is what gunicorn's arbiter sends a worker whose main loop was silent for --timeout
     with served(home_env, "--workers", "1", "--timeout", "60", extra_env=SLOW_DB) as (port, proc):
@@ -242,7 +283,7 @@ def test_an_aborted_worker_answers_its_requests_first(home_env):
         with database_locked(home_env):
             with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
                 s.sendall(b"POST /v1/challenges HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-                time.sleep(1.0)  # the request is waiting on the lock
+                _until_in_flight(home_env, port, s)
                 os.kill(worker, signal.SIGABRT)
                 raw = b""
                 while chunk := s.recv(65536):

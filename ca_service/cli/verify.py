@@ -131,7 +131,7 @@ def verify(cert_file: Path, as_json: bool, **kw: Any) -> None:
 def seal(to_file: Path, in_file: Path, out_file: Path, **kw: Any) -> None:
     """Verify the recipient certificate exactly as `verify` does, then encrypt IN to its key (HPKE)."""
     from ca_service.errors import CAServiceError
-    from ca_service.relying_party.seal import seal_stream
+    from ca_service.relying_party import seal_verified
 
     verdict = run_verify(to_file, **kw)
     _print(verdict, False)
@@ -141,7 +141,7 @@ def seal(to_file: Path, in_file: Path, out_file: Path, **kw: Any) -> None:
     tmp = out_file.with_name(out_file.name + ".part")
     try:
         with in_file.open("rb") as src, tmp.open("wb") as dst:
-            seal_stream(verdict.certificate, src, dst)
+            seal_verified(verdict, src, dst)
         tmp.replace(out_file)
     except CAServiceError as exc:
         tmp.unlink(missing_ok=True)
@@ -159,7 +159,7 @@ def unseal(key_file: Path, in_file: Path, out_file: Path) -> None:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     from ca_service.errors import CAServiceError
-    from ca_service.relying_party.seal import unseal_stream
+    from ca_service.relying_party import unseal as open_sealed
 
     try:
         key = load_pem_private_key(key_file.read_bytes(), password=None)
@@ -168,7 +168,7 @@ def unseal(key_file: Path, in_file: Path, out_file: Path) -> None:
     tmp = out_file.with_name(out_file.name + ".part")
     try:
         with in_file.open("rb") as src, tmp.open("wb") as dst:
-            serial = unseal_stream(key, src, dst)
+            serial = open_sealed(key, src, dst)
         tmp.replace(out_file)
     except CAServiceError as exc:
         tmp.unlink(missing_ok=True)

@@ -3,8 +3,9 @@
 ``verify_certificate`` checks, each as its own step: the chain to a pinned root and validity at a
 time, revocation (OCSP at the AIA URL with a nonce, falling back to the CRL at the CDP; or a CRL /
 OCSP response the caller supplies), the certificate's profile and EAR status, and every stated
-expectation. ``seal`` runs the very same verification first, so data can never be sealed to a key
-that ``verify`` with the same arguments would refuse. The network sits behind a ``Fetcher``.
+expectation. ``seal`` runs the very same verification first (and, given a ``LogTrust``, the log
+and anchor checks), so data can never be sealed to a key that ``verify`` with the same arguments
+would refuse; ``unseal`` opens what it wrote. The network sits behind a ``Fetcher``.
 """
 
 from __future__ import annotations
@@ -12,14 +13,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from cryptography import x509
 
+from ca_service.errors import SealRefused
 from ca_service.relying_party.expect import Expectation
 from ca_service.relying_party.revocation import Fetcher, check_crl, check_ocsp, check_online
 
-__all__ = ["Expectation", "Step", "Verdict", "verify_certificate"]
+if TYPE_CHECKING:
+    from ca_service.relying_party.transparency import LogTrust
+
+__all__ = ["Expectation", "RecipientRefused", "Step", "Verdict", "seal", "seal_verified", "unseal",
+           "verify_certificate"]
 
 PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
 
@@ -167,3 +173,78 @@ def verify_certificate(chain: Sequence[x509.Certificate], root: x509.Certificate
         ok, detail = e.check(base.ear)
         verdict.add(f"expect {e.key}", ok, detail)
     return verdict
+
+
+class RecipientRefused(SealRefused):
+    """``seal.refused``: the recipient's certificate did not pass every check; ``verdict`` says which."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        failed = [f"{s.name}: {s.detail}" for s in verdict.steps if s.state == FAIL]
+        super().__init__("the recipient certificate did not pass every check; nothing was sealed"
+                         + (" (" + "; ".join(failed)[:600] + ")" if failed else ""))
+        self.verdict = verdict
+
+
+def seal_verified(verdict: Verdict, src: BinaryIO, dst: BinaryIO) -> None:
+    """Seal ``src`` to the certificate of a verdict that passed; nothing is written otherwise.
+
+    Raises:
+        RecipientRefused (``seal.refused``): the verdict did not pass.
+        SealRefused (``seal.refused``): its key usage lacks keyAgreement, or its key has no HPKE suite.
+    """
+    from ca_service.relying_party.seal import seal_stream
+
+    if not verdict.ok or verdict.certificate is None:
+        raise RecipientRefused(verdict)
+    seal_stream(verdict.certificate, src, dst)
+
+
+def seal(chain: Sequence[x509.Certificate], root: x509.Certificate, src: BinaryIO, dst: BinaryIO, *,
+         at: datetime, expectations: Sequence[Expectation] = (), revocation: str = "online",
+         crl: bytes | None = None, ocsp_response: bytes | None = None, fetch: Fetcher | None = None,
+         accept_insecure: bool = False, accept_warning: bool = False, log: LogTrust | None = None,
+         proof: str | None = None, server: str | None = None) -> Verdict:
+    """Verify the recipient ``chain`` exactly as ``verify_certificate`` does (with ``log``, also its
+    log inclusion and, when ``log.chain`` is set, the anchor covering it: ``check_transparency``,
+    the proof from ``proof`` or fetched from ``server``), then encrypt ``src`` to its key (HPKE,
+    ``relying_party.seal``) into ``dst``. Returns the verdict; nothing is written unless it passed.
+
+    Raises:
+        RecipientRefused (``seal.refused``): a check failed (``exc.verdict`` holds every step).
+        SealRefused (``seal.refused``): the certificate's key cannot be sealed to.
+    """
+    verdict = verify_certificate(chain, root, at=at, expectations=expectations, revocation=revocation, crl=crl,
+                                 ocsp_response=ocsp_response, fetch=fetch, accept_insecure=accept_insecure,
+                                 accept_warning=accept_warning)
+    if log is not None and verdict.certificate is not None and verdict.ear is not None:
+        from ca_service.relying_party.revocation import requests_fetcher
+        from ca_service.relying_party.transparency import check_transparency
+
+        index = verdict.ear.get("ca-service.log-index")
+        check_transparency(verdict, verdict.certificate, log, fetch=fetch or requests_fetcher(), server=server,
+                           bundle_text=proof, log_index=index if isinstance(index, int) else None)
+    seal_verified(verdict, src, dst)
+    return verdict
+
+
+def unseal(private_key: Any, src: BinaryIO, dst: BinaryIO) -> str:
+    """Decrypt a container ``seal`` wrote with the recipient's private key (a key object or PEM bytes,
+    unencrypted) into ``dst``; returns the recipient certificate's serial (hex).
+
+    ``dst`` receives each chunk as it authenticates: write to a temporary file and keep it only when
+    this returns (the CLI does).
+
+    Raises:
+        UnsealFailed (``seal.open_failed``): not a PEM key, not a container, the wrong key, or tampered bytes.
+    """
+    from ca_service.errors import UnsealFailed
+    from ca_service.relying_party.seal import unseal_stream
+
+    if isinstance(private_key, (bytes, bytearray)):
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+        try:
+            private_key = load_pem_private_key(bytes(private_key), password=None)
+        except (ValueError, TypeError):
+            raise UnsealFailed("the key is not an unencrypted PEM private key") from None
+    return unseal_stream(private_key, src, dst)

@@ -83,7 +83,7 @@ def _chunks(src: BinaryIO) -> Iterator[tuple[bytes, bool]]:
 
 def seal_stream(cert: x509.Certificate, src: BinaryIO, dst: BinaryIO) -> None:
     """Encrypt ``src`` to ``cert``'s public key. The caller has verified ``cert`` first
-    (``relying_party.verify_certificate``); ``seal_to`` does both."""
+    (``relying_party.verify_certificate``); ``relying_party.seal`` does both."""
     try:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
         agreement = ku.key_agreement

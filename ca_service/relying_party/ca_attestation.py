@@ -19,13 +19,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
 from ca_service.relying_party import PASS, WARN, Verdict
 from ca_service.relying_party.expect import Expectation
 from ca_service.relying_party.revocation import Fetcher
+
+if TYPE_CHECKING:
+    from ca_service.evidence.trust import TrustRoots
 
 NONCE_BYTES = 32
 
@@ -80,8 +83,12 @@ def claims_view(kind: str, claims: dict[str, Any], profile: str, tcb_status: str
 
 def verify_ca_attestation(att: CaAttestation, root: x509.Certificate, *, nonce: bytes, at: datetime,
                           sim_root: x509.Certificate | None = None, collateral: Sequence[bytes] = (),
-                          expectations: Sequence[Expectation] = (), accept_insecure: bool = False) -> Verdict:
-    """Check the CA's attestation ``att``, fetched with ``nonce``, against the pinned ``root``."""
+                          expectations: Sequence[Expectation] = (), accept_insecure: bool = False,
+                          roots: TrustRoots | None = None) -> Verdict:
+    """Check the CA's attestation ``att``, fetched with ``nonce``, against the pinned ``root``.
+
+    ``roots``: the vendor roots the evidence must chain to (default: the pinned vendor roots,
+    ``evidence.trust.DEFAULT_ROOTS``)."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     from ca_service import evidence as ev
@@ -110,7 +117,7 @@ def verify_ca_attestation(att: CaAttestation, root: x509.Certificate, *, nonce: 
     else:
         verdict.add("profile", True, f"profile {att.profile}")
     # (3) the evidence is genuine, with the same verifiers as issuance
-    roots = DEFAULT_ROOTS
+    roots = roots if roots is not None else DEFAULT_ROOTS
     if att.kind == "sim":
         if sim_root is None:
             verdict.add("evidence", False, "sim evidence needs the deployment's sim root pinned (--sim-root)")

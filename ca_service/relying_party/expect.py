@@ -3,7 +3,8 @@
 Each expectation is one leaf; an expectation naming something the EAR lacks fails, it never passes
 silently. Names (docs/relying-party.md):
 
-- ``tee``: the TEE type of any evidence item (``tdx``, ``sgx``, ``snp``, ``nvidia``, ``nitro``, ``sim``)
+- ``tee``: the TEE type of any evidence item (``tdx``, ``sgx``, ``snp``, ``nvidia``, ``nitro``, ``sim``;
+  the evidence kind the EAR records, ``tdx-quote``, ``snp-report``..., matches too)
 - ``policy``: ``NAME`` or ``NAME@VERSION`` of the appraisal policy
 - ``status``: the overall EAR status (``affirming``, ``warning``, ``contraindicated``)
 - ``profile``: the CA profile the certificate was issued under (``production``, ``insecure-dev``)
@@ -22,6 +23,11 @@ from typing import Any
 from ca_service.errors import RequestError
 
 _NAME = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+
+# The TEE type of each evidence kind the registry verifies (the EAR's ``ca-service.tee`` is the kind):
+# ``tee=tdx`` is what a relying party writes for a TDX quote (tests check every kind has its name).
+TEE_OF_KIND = {"tdx-quote": "tdx", "sgx-quote": "sgx", "snp-report": "snp", "nvidia-gpu": "nvidia",
+               "nitro": "nitro", "sim": "sim"}
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,8 @@ def _lookup(ear: dict[str, Any], key: str) -> set[str]:
     if key == "profile":
         return _values(ear.get("ca-service.profile"))
     if key == "tee":
-        return {_norm(s["ca-service.tee"]) for s in subs if "ca-service.tee" in s}
+        kinds = {_norm(s["ca-service.tee"]) for s in subs if isinstance(s.get("ca-service.tee"), str)}
+        return kinds | {TEE_OF_KIND[k] for k in kinds if k in TEE_OF_KIND}
     if key == "policy":
         out = set()
         for pid in [ear.get("ear.appraisal-policy-id"), *[s.get("ear.appraisal-policy-id") for s in subs]]:

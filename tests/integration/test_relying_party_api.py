@@ -140,3 +140,41 @@ def test_a_key_not_meant_for_key_agreement_is_not_sealed_to(issuer, services, fe
         seal(chain, services.keys.certificate("root"), io.BytesIO(DATA), dst, at=datetime.now(UTC), fetch=fetch,
              accept_insecure=True)
     assert not isinstance(exc.value, RecipientRefused) and dst.getvalue() == b""
+
+
+def test_online_revocation_falls_back_to_the_crl_at_the_cdp(issuer, services, client, fetch):
+    """OCSP at the AIA URL unreachable: the CRL at the certificate's CDP decides, good then revoked;
+    neither reachable: 'could not be checked', a failure, never a pass."""
+    from ca_service.relying_party import verify_certificate
+
+    root = services.keys.certificate("root")
+    serial, chain = _issue(issuer, ec.generate_private_key(ec.SECP256R1()))
+    cdp = chain[0].extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    crl_url = str(cdp[0].full_name[0].value)
+    assert crl_url.endswith("/v1/ca/crl")
+
+    def no_ocsp(url: str, body: bytes | None, content_type: str | None) -> bytes:
+        if body is not None:
+            raise ConnectionRefusedError(url)  # the responder is down
+        return fetch(url, body, content_type)
+
+    def rev(fetcher) -> tuple[str, str]:
+        v = verify_certificate(chain, root, at=datetime.now(UTC), fetch=fetcher, accept_insecure=True)
+        step = next(s for s in v.steps if s.name == "revocation")
+        return step.state, step.detail
+
+    state, detail = rev(no_ocsp)
+    assert state == "pass" and detail.startswith(f"CRL {crl_url}: not on the CRL"), detail
+    t = tokens.create_token(services, role="admin", name=f"api-{uuid.uuid4().hex[:6]}", expires_in=None, actor="test")
+    assert client.post(f"/v1/certificates/{serial}/revoke", json={"reason": "cessationOfOperation"},
+                       headers={"Authorization": f"Bearer {t.secret}"}).status_code == 200
+    state, detail = rev(no_ocsp)
+    assert state == "fail" and detail.startswith(f"REVOKED (CRL {crl_url}): revoked at ")
+    assert "cessationOfOperation" in detail
+
+    def nothing(url: str, body: bytes | None, content_type: str | None) -> bytes:
+        raise ConnectionRefusedError(url)
+
+    state, detail = rev(nothing)
+    assert state == "fail" and detail.startswith("could not be checked (online)")
+    assert "ConnectionRefusedError" in detail

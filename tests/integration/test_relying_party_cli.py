@@ -181,3 +181,24 @@ def test_openssl_ocsp_over_http_with_several_certificates(server, cvm, tmp_path)
     assert p.returncode == 0, text
     assert "Response verify OK" in text and "a.pem: good" in text and "b.pem: revoked" in text, text
     assert "Reason: superseded" in text, text
+
+
+def test_ocsp_get_form_over_http(server, cvm):  # noqa: F811
+    """RFC 6960 A.1 GET /v1/ocsp/{url-encoded base64 DER} against the served responder (gunicorn),
+    raw and percent-encoded, answers the same signed status as the POST form."""
+    import base64
+    from datetime import UTC, datetime
+    from urllib.parse import quote
+
+    from cryptography.x509 import ocsp
+
+    from ca_service.relying_party.revocation import check_ocsp, ocsp_request
+
+    chain = x509.load_pem_x509_certificates((cvm / "chain.pem").read_bytes())
+    for encode in (lambda b: b, lambda b: quote(b, safe="")):
+        req, nonce = ocsp_request(chain[0], chain[1])
+        r = requests.get(f"{server['url']}/v1/ocsp/{encode(base64.b64encode(req).decode())}", timeout=10)
+        assert r.status_code == 200 and r.headers["Content-Type"] == "application/ocsp-response", r.status_code
+        assert ocsp.load_der_ocsp_response(r.content).serial_number == chain[0].serial_number
+        result = check_ocsp(chain[0], chain[1], r.content, datetime.now(UTC), nonce)
+        assert result.state == "good", result  # signed by the issuer, current, our nonce echoed

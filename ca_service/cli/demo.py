@@ -91,9 +91,13 @@ def _run(home: Path, *, serve: bool = False) -> bool:
     steps = Steps()
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
+    # The log's origin is the one `ca-service serve` derives by default (127.0.0.1:8080), not this run's random
+    # port: a home kept with --home is one log under one origin, so the demo runs on it again and `serve` serves it.
     settings = Settings.from_env(home=home, profile="insecure-dev", public_url=url, database_url="",
-                                 chain_rpc="embedded")
-    click.echo(f"0. CA operator: a fresh CA in {home} (insecure-dev profile, SQLite, embedded chain), serving {url}")
+                                 chain_rpc="embedded", log_origin=Settings(home=home).log_origin)
+    kept = (home / "ca-service.db").exists()
+    what = "the demo CA kept" if kept else "a fresh CA"
+    click.echo(f"0. CA operator: {what} in {home} (insecure-dev profile, SQLite, embedded chain), serving {url}")
     steps.run("ca-service init", lambda: "; ".join(init_ca(settings).notes))
     svc = Services.create(settings)
     server = _serve(create_app(services=svc), port)

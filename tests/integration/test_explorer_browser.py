@@ -71,12 +71,12 @@ def served(demo_home: Path) -> Iterator[tuple[str, Any]]:
     from ca_service.config import Settings
     from ca_service.services.container import Services
 
-    # The demo served on a random port, so its log origin (derived from the public URL) is not the
-    # default: serve it under the origin its checkpoints carry, as an operator would with
-    # CA_SERVICE_LOG_ORIGIN.
+    # The demo served on a random port but signed its checkpoints under the origin a default `serve`
+    # derives (127.0.0.1:8080), so the kept home is served with no CA_SERVICE_LOG_ORIGIN.
     with sqlite3.connect(demo_home / "ca-service.db") as conn:
         note = conn.execute("SELECT note FROM tlog_checkpoints ORDER BY size DESC LIMIT 1").fetchone()[0]
-    settings = Settings(home=demo_home, profile="insecure-dev", log_origin=note.split("\n", 1)[0])
+    settings = Settings(home=demo_home, profile="insecure-dev")
+    assert note.split("\n", 1)[0] == settings.log_origin
     svc = Services.create(settings)
     server = make_server("127.0.0.1", 0, create_app(services=svc), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -173,6 +173,27 @@ def test_demo_exits_zero(tmp_path: Path):
     assert (home / "lab" / "data-key.sealed").exists() and (home / "clinic" / "data-key.sealed").exists()
 
 
+def test_demo_runs_again_on_the_home_it_kept(tmp_path: Path):
+    """`demo --home DIR` twice: the second run uses the CA it kept (one log, one origin, whatever port each run
+    serves on; it failed at the anchor with log.origin_mismatch), and that origin is the one `ca-service serve`
+    derives by default, so the kept home is served without CA_SERVICE_LOG_ORIGIN."""
+    import sqlite3
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CA_SERVICE_")}
+    demo = [*CLI, "demo", "--home", str(tmp_path / "demo")]
+    first = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.stdout.startswith("0. CA operator: a fresh CA in ")
+    second = subprocess.run(demo, env=env, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.startswith("0. CA operator: the demo CA kept in ")
+    assert "FAIL" not in second.stdout and "every check passed" in second.stdout
+    assert second.stdout.split("Then what is refused:")[1].count("[PASS]") == 7
+    with sqlite3.connect(tmp_path / "demo" / "ca-service.db") as conn:
+        notes = [row[0] for row in conn.execute("SELECT note FROM tlog_checkpoints")]
+    assert len(notes) >= 2 and {n.split("\n", 1)[0] for n in notes} == {"127.0.0.1:8080/ca-service/log"}
+
+
 def test_evidence_verify_cli_sim(server, tmp_path: Path):
     import warnings
 

@@ -114,12 +114,22 @@ def submit(server: str, report_file: Path) -> None:
               help="the report's tlog-proof@v1 bundle (or the JSON of GET /v1/integrity-reports/{id})")
 @click.option("--log-vkey", help="the log's note verifier key (GET /v1/log/vkey, kept by you); with --proof")
 @click.option("--at", "at_text", help="RFC 3339 time to verify at (default now)")
+@click.option("--rpc", help="EVM JSON-RPC URL: check the on-chain anchor of the proof's checkpoint (needs --proof); "
+                            "'embedded': the CA's local chain in CA_SERVICE_HOME (demo and development only)")
+@click.option("--contract", envvar="CA_SERVICE_ANCHOR_CONTRACT",
+              help="pin the anchor contract address (default: $CA_SERVICE_ANCHOR_CONTRACT, else asked of --server "
+                   "and reported as a warning)")
+@click.option("--server", help="the CA's base URL: the anchor contract when not pinned, and a consistency proof when "
+                               "the anchored checkpoint is not the proof's")
 @click.option("--json", "as_json", is_flag=True)
 def verify(report_file: Path, root_file: Path, proof_file: Path | None, log_vkey: str | None, at_text: str | None,
-           as_json: bool) -> None:
-    """Offline: the report's signature by its certificate, the chain to the root, and its log inclusion."""
+           rpc: str | None, contract: str | None, server: str | None, as_json: bool) -> None:
+    """Offline: the report's signature by its certificate, the chain to the root, and its log inclusion;
+    with --rpc, the anchor of the checkpoint that includes it."""
     if proof_file is not None and not log_vkey:
         raise click.UsageError("--proof needs --log-vkey")
+    if rpc is not None and proof_file is None:
+        raise click.UsageError("--rpc needs --proof (the anchor is checked for the proof's checkpoint)")
     at = datetime.fromisoformat(at_text.replace("Z", "+00:00")) if at_text else datetime.now(UTC)
     root = x509.load_pem_x509_certificate(root_file.read_bytes())
     checks: list[dict[str, Any]] = []
@@ -133,7 +143,15 @@ def verify(report_file: Path, root_file: Path, proof_file: Path | None, log_vkey
         checks.append({"name": name, "passed": True, "detail": detail})
         return True
 
-    box: dict[str, pure.SignedReport] = {}
+    class Steps:  # what the anchor check of ca_service.relying_party.transparency adds its steps to
+        def add(self, name: str, passed: bool, detail: str = "") -> bool:
+            checks.append({"name": name, "passed": passed, "detail": detail})
+            return passed
+
+        def note(self, name: str, state: str, detail: str) -> None:
+            checks.append({"name": name, "passed": True, "state": state, "detail": detail})
+
+    box: dict[str, Any] = {}
 
     def load() -> str:
         box["s"] = pure.load_signed_report(report_file.read_bytes())
@@ -152,15 +170,30 @@ def verify(report_file: Path, root_file: Path, proof_file: Path | None, log_vkey
             except (ValueError, AttributeError):
                 text = ""
         cp = pure.check_report_proof(box["s"].report, text, vkey)
+        box["proof"] = (cp, text)
         return f"logged leaf included in the signed checkpoint of size {cp.size}"
 
+    def anchored(rpc: str, vkey: str) -> None:
+        from ca_service.cli.proofcheck import open_chain
+        from ca_service.relying_party.revocation import requests_fetcher
+        from ca_service.relying_party.transparency import LogTrust, check_anchored
+
+        steps = Steps()
+        chain = open_chain(steps, rpc)
+        if chain is not None:
+            cp, text = box["proof"]
+            check_anchored(steps, LogTrust(vkey, chain, contract), cp, text, fetch=requests_fetcher(),
+                           server=server.rstrip("/") if server else None)
+
     if check("report", load) and check("signature", signature) and proof_file is not None and log_vkey:
-        check("log_inclusion", lambda: inclusion(proof_file, log_vkey))
+        if check("log_inclusion", lambda: inclusion(proof_file, log_vkey)) and rpc is not None:
+            anchored(rpc, log_vkey)
     ok = bool(checks) and all(c["passed"] for c in checks)
     if as_json:
         click.echo(json.dumps({"ok": ok, "checks": checks}, indent=2))
     else:
         for c in checks:
-            click.echo(f"[{'ok' if c['passed'] else 'FAIL'}] {c['name']}: {c['detail']}")
+            mark = c.get("state") or ("ok" if c["passed"] else "FAIL")
+            click.echo(f"[{mark}] {c['name']}: {c['detail']}")
         click.echo("PASS" if ok else "FAIL")
     sys.exit(0 if ok else 1)

@@ -7,7 +7,8 @@ proof's tree). The anchor is found from the contract's own events: the smallest 
 contains the leaf. Nothing here trusts the server: bundles and consistency proofs are fetched from
 it (``Fetcher``) and then checked against the log key and the chain.
 
-Steps added to the verdict: ``log_leaf``, ``log_inclusion``, ``anchor_contract``, ``anchor``.
+Steps added to the verdict: ``log_leaf``, ``log_inclusion``, ``anchor_contract``, ``anchor``. ``check_anchored``
+runs the last two for any logged leaf (an integrity report's).
 """
 
 from __future__ import annotations
@@ -114,6 +115,23 @@ def check_transparency(report: Report, leaf: x509.Certificate, trust: LogTrust, 
         return False
     if trust.chain is None or events is None or contract is None:
         return True
+    return _check_anchor(report, trust.chain, contract, events, cp, bundle_text, fetch, server)
+
+
+def check_anchored(report: Report, trust: LogTrust, cp: Any, bundle_text: str, *, fetch: Fetcher,
+                   server: str | None = None) -> bool:
+    """The anchor steps for any logged leaf whose ``tlog-proof@v1`` bundle was already checked
+    against the log key (``cp``: its checkpoint), e.g. an integrity report's (``ca-service integrity
+    verify --rpc``): the contract, then the anchor of that checkpoint or one consistent with it, as for
+    a certificate. True without a chain (nothing to check)."""
+    if trust.chain is None:
+        return True
+    contract = _contract(report, trust, fetch, server)
+    if contract is None:
+        return False
+    events = _events(report, trust.chain, contract)
+    if events is None:
+        return False
     return _check_anchor(report, trust.chain, contract, events, cp, bundle_text, fetch, server)
 
 

@@ -78,6 +78,29 @@ def test_lab_seals_to_the_loader_and_the_auditor_checks_its_report(server, tmp_p
               "--log-vkey", vkey, "--json"])
     assert p.returncode == 0, p.stdout + p.stderr
     assert [c["name"] for c in json.loads(p.stdout)["checks"]] == ["report", "signature", "log_inclusion"]
+    # ... and the anchor: the operator anchors the checkpoint on the embedded chain, the auditor checks it there
+    # (`--rpc embedded` reads the chain kept in CA_SERVICE_HOME) under the contract the CA publishes, pinned
+    anchored = _run(["anchor", "--once"], env)
+    assert anchored.returncode == 0, anchored.stdout + anchored.stderr
+    latest = requests.get(f"{url}/v1/anchors/latest", timeout=10).json()
+    size, contract = latest["size"], latest["contract"]
+    audit = ["integrity", "verify", str(report), "--root", root, "--proof", str(tmp_path / "record.json"),
+             "--log-vkey", vkey, "--rpc", "embedded"]
+    p = _run([*audit, "--contract", contract, "--json"], env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    checks = {c["name"]: c for c in json.loads(p.stdout)["checks"]}
+    assert list(checks) == ["report", "signature", "log_inclusion", "anchor_contract", "anchor"]
+    assert checks["anchor"]["passed"] and f"the checkpoint of size {size} is anchored in block" in checks["anchor"][
+        "detail"]
+    # a pinned address that holds no anchor contract
+    p = _run([*audit, "--contract", "0x" + "11" * 20], env)
+    assert p.returncode == 1 and "[FAIL] anchor_contract: the code at 0x" in p.stdout, p.stdout
+    # not pinned: learned from the CA (a warning, not a pass)
+    p = _run([*audit, "--server", url], env)
+    assert p.returncode == 0 and f"[warn] anchor_contract: {contract} holds the CheckpointAnchor code" in p.stdout
+    # without a chain to read: the anchor fails, never passes
+    p = _run([*audit, "--contract", contract], {**env, "CA_SERVICE_HOME": str(tmp_path / "nowhere")})
+    assert p.returncode == 1 and "[FAIL] anchor: no embedded chain in" in p.stdout, p.stdout
     # the operator revokes the CVM certificate: the loader's goes with it, and the lab's seal is refused
     cvm_serial = json.loads((cvm / "response.json").read_text())["serial"]
     p = _run(["revoke", cvm_serial, "--reason", "keyCompromise"], env)
@@ -87,6 +110,17 @@ def test_lab_seals_to_the_loader_and_the_auditor_checks_its_report(server, tmp_p
     assert requests.get(f"{url}/v1/certificates/{loader_serial}", timeout=10).json()["status"] == "revoked"
     p = _run(["seal", "--to", str(loader / "chain.pem"), *expect, str(lab / "key.bin"), str(lab / "late.sealed")])
     assert p.returncode == 1 and "REVOKED" in p.stdout and not (lab / "late.sealed").exists()
+    # the auditor again, later: the report's proof is now under a checkpoint that grew past the anchored one (the
+    # revocation leaves); it is consistent with the anchor by an RFC 9162 proof the CA serves (--server)
+    assert _run(["log", "publish"], env).returncode == 0
+    (tmp_path / "later.json").write_text(requests.get(f"{url}/v1/integrity-reports/{rec_id}", timeout=10).text)
+    later = ["integrity", "verify", str(report), "--root", root, "--proof", str(tmp_path / "later.json"),
+             "--log-vkey", vkey, "--rpc", "embedded", "--contract", contract]
+    p = _run([*later, "--server", url], env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "is consistent (RFC 9162 proof" in p.stdout and f"with the checkpoint of size {size} anchored" in p.stdout
+    p = _run(later, env)
+    assert p.returncode == 1 and "a consistency proof is needed and no CA server is known" in p.stdout, p.stdout
 
 
 def test_a_loader_running_another_engine_is_refused(server, tmp_path: Path):  # noqa: F811

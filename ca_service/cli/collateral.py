@@ -27,7 +27,7 @@ import click
 
 from ca_service.cli.common import actor, open_services
 from ca_service.cli.progress import progress_bar
-from ca_service.collateral.fetchers import RequestsFetcher, dump_bundle
+from ca_service.collateral.fetchers import RequestsFetcher, dump_bundle, load_bundle
 from ca_service.collateral.store import newest_per_key
 from ca_service.errors import CAServiceError
 from ca_service.evidence.trust import DEFAULT_ROOTS
@@ -63,7 +63,10 @@ def import_(bundle: Path, no_reappraise: bool, as_json: bool) -> None:
     try:
         with svc.db.read() as session:
             mark = high_water(session)
-        result = service.import_bundle(svc, bundle.read_bytes(), roots=trust_roots(svc))
+        data = bundle.read_bytes()
+        # the bar's total: the bundle read as import reads it (its nesting bound, its refusals)
+        with progress_bar("import", len(load_bundle(data))) as step:
+            result = service.import_bundle(svc, data, roots=trust_roots(svc), progress=step)
         duty = None
         if result.changed:
             from ca_service.services import collateral_duty

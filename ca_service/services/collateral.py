@@ -23,7 +23,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -53,6 +53,9 @@ from ca_service.evidence.collateral_items import load_collateral
 from ca_service.evidence.needs import needs_for
 from ca_service.evidence.trust import DEFAULT_ROOTS, TrustRoots
 from ca_service.services.container import Services
+
+if TYPE_CHECKING:
+    from ca_service.services.collateral_bundles import Progress
 
 log = logging.getLogger("ca_service.collateral")
 
@@ -465,8 +468,10 @@ def _held(svc: Services, ep: Endpoint, digest: str) -> bool:
         return any(hashlib.sha256(b).hexdigest() == digest for b in bodies(session, ep.kind, ep.key))
 
 
-def import_bundle(svc: Services, data: bytes, roots: TrustRoots = DEFAULT_ROOTS) -> ImportResult:
+def import_bundle(svc: Services, data: bytes, roots: TrustRoots = DEFAULT_ROOTS,
+                  progress: Progress | None = None) -> ImportResult:
     """Import an offline bundle: every item verified, all or nothing (one transaction).
+    ``progress(url)`` is called after each item is verified and stored (the CLI's progress bar).
 
     Raises:
         BundleInvalid, HostNotAllowed, UrlNotAllowed, FetchFailed (a non-200 item),
@@ -483,6 +488,8 @@ def import_bundle(svc: Services, data: bytes, roots: TrustRoots = DEFAULT_ROOTS)
         for ep, resp in parsed:
             item = verify_response(ep, resp, roots, _amd_chains(session, ep))
             (result.added if insert(session, item, now) else result.already_cached).append(ep.url)
+            if progress is not None:
+                progress(ep.url)
         result.changed = changes.since(session, mark)
     return result
 

@@ -426,7 +426,19 @@ def test_an_sgx_tcb_recovery_goes_the_same_way(tmp_path_factory, db_url_factory,
         serial = {k: v["serial"] for k, v in issued.items()}
         recovery = ti.collateral(ti.fmspc, evaluation=21, issued=ti.now - timedelta(minutes=30),
                                  levels=ti.tcb_levels(recovery=ADVISORY))
-        got = ca.import_bundle(tmp_path / "n1.json", ti.bundle(recovery))
+        # as the TDX recovery: `collateral fetch --for` the SGX quotes from the test vendor's PCS (loopback
+        # replay), which asks its /sgx/ endpoints, then `collateral import`
+        for name, host in hosts.items():
+            (tmp_path / f"{name}.quote").write_bytes(ti.quote(host, bytes(64)))
+        with serve(json.loads(ti.bundle(recovery))) as (app, base):
+            fetched = json.loads(ca.cli("collateral", "fetch", "--for", str(tmp_path / "sgx-old.quote"),
+                                        "--for", str(tmp_path / "sgx-patched.quote"), str(tmp_path / "n1.json"),
+                                        *mirror_args(base), "--json"))
+        assert fetched["refused"] == [] and len(fetched["fetched"]) == 4 and len(app.requests) == 4
+        assert sorted(app.requests) == ["/IntelSGXRootCA.der", "/sgx/certification/v4/pckcrl?ca=platform&encoding=der",
+                                        "/sgx/certification/v4/qe/identity",
+                                        f"/sgx/certification/v4/tcb?fmspc={ti.fmspc.hex().upper()}"]
+        got = json.loads(ca.cli("collateral", "import", "--no-reappraise", "--json", str(tmp_path / "n1.json")))
         assert sorted(u.split("?")[0].rsplit("/", 1)[-1] for u in got["added"]) == ["identity", "tcb"]
         results = _dry_run(ca)
         assert {s for s, r in results.items() if r["changed"]} == {serial[("sgx-old", a)] for a in ACTIONS}

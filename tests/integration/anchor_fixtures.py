@@ -26,6 +26,18 @@ from tests.unit.anchor.fakes import ListSource, StepClock
 
 REPO = Path(__file__).resolve().parents[2]
 ANVIL = REPO / "node_modules" / ".bin" / "anvil"
+
+
+def _anvil_executable() -> Path:
+    """Anvil itself, from the platform package npm installed beside the wrapper. ``.bin/anvil`` is a
+    node script that on SIGTERM signals its Anvil child and exits at once, without waiting for it: a
+    ``stop()`` that waited on the wrapper returned while Anvil was still answering (and still writing
+    ``--state``), so "the chain cannot be asked" was sometimes asked and answered, and a restart could
+    meet the old process."""
+    found = sorted((REPO / "node_modules" / "@foundry-rs").glob("anvil-*/bin/anvil"))
+    return found[0] if len(found) == 1 and os.access(found[0], os.X_OK) else ANVIL
+
+
 SKIP_NO_ANVIL = "anvil is not installed: run `npm ci` at the repo root (@foundry-rs/anvil)"
 PG_ENV = "CA_SERVICE_TEST_POSTGRES_URL"
 CHAIN_ID = 31337
@@ -44,7 +56,7 @@ class AnvilNode:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(ANVIL), "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", str(CHAIN_ID),
+            [str(_anvil_executable()), "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", str(CHAIN_ID),
              "--state", str(self.state), "--silent"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         w3 = Web3(HTTPProvider(self.url, request_kwargs={"timeout": 1}, exception_retry_configuration=None))

@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=8)
     ap.add_argument("--serve-arg", action="append", default=[])
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--gil", action="store_true",
+                    help="sample only the thread holding the GIL (py-spy --gil): where the workers' Python CPU goes")
     ap.add_argument("--pg", default=os.environ.get("CA_SERVICE_TEST_POSTGRES_URL",
                                                    "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
     args = ap.parse_args()
@@ -54,7 +56,8 @@ def main() -> None:
         bodies, _ = bench.our_bodies(url, tee, args.n)
         out = work / "stacks.txt"
         spy = subprocess.Popen(["py-spy", "record", "--nonblocking", "--subprocesses", "--format", "raw",
-                                "-r", "200", "-d", str(args.duration), "-o", str(out), "-p", str(proc.pid)],
+                                "-r", "200", "-d", str(args.duration), "-o", str(out), "-p", str(proc.pid),
+                                *(["--gil"] if args.gil else [])],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result: dict[str, bench.Result] = {}
         t = threading.Thread(target=lambda: result.update(

@@ -110,12 +110,18 @@ def scalar(session: Session, sql_pg: str, sql_other: str, params: Sequence[Any])
 
 
 @contextmanager
-def as_sqlalchemy_error(dialect: Dialect, sql: str) -> Iterator[None]:
+def as_sqlalchemy_error(dialect: Dialect, sql: str, *, invalidate: Any = None) -> Iterator[None]:
     """A DBAPI error on the raw cursor as SQLAlchemy's own (``OperationalError`` for a lock or
     statement timeout, a lost connection...), as ``session.execute`` would raise it: the API maps
-    those to 503 ``service.database_*``; a bare psycopg2 error was a 500 ``internal``."""
+    those to 503 ``service.database_*``; a bare psycopg2 error was a 500 ``internal``.
+    ``invalidate``: a pooled connection (not under a session) to discard when the error says it
+    is lost, as SQLAlchemy does for its own connections."""
     dbapi = dialect.loaded_dbapi
     try:
         yield
     except dbapi.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, dbapi.Error, hide_parameters=True, dialect=dialect) from exc
+        lost = invalidate is not None and dialect.is_disconnect(exc, invalidate.dbapi_connection, None)
+        if lost:
+            invalidate.invalidate(exc)
+        raise DBAPIError.instance(sql, None, exc, dbapi.Error, hide_parameters=True, dialect=dialect,
+                                  connection_invalidated=lost) from exc

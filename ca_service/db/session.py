@@ -163,6 +163,35 @@ class Database:
         with self.sessions() as session:
             yield session
 
+    @contextmanager
+    def autocommit_cursor(self, sql: str) -> Iterator[Any]:
+        """A DBAPI cursor on a pooled PostgreSQL connection in autocommit mode, for one read
+        statement ``sql`` (named for error reports): one round trip, where a session's read is
+        three (BEGIN, the statement, ROLLBACK at check-in), and none of the ORM session's
+        bookkeeping (the issuance pre-read, issue 15). A DBAPI error is raised as SQLAlchemy's
+        (what ``session.execute`` raises: the API maps it to 503 ``service.database_*``); a
+        connection found lost is discarded from the pool.
+        """
+        from ca_service.db.rawsql import as_sqlalchemy_error
+
+        dialect = self.engine.dialect
+        proxied = self.engine.raw_connection()
+        dbapi_conn = proxied.dbapi_connection
+        cursor = None
+        try:
+            with as_sqlalchemy_error(dialect, sql, invalidate=proxied):
+                dbapi_conn.autocommit = True  # type: ignore[union-attr]
+                try:
+                    cursor = dbapi_conn.cursor()  # type: ignore[union-attr]
+                    yield cursor
+                finally:
+                    if cursor is not None:
+                        cursor.close()
+                    if not dbapi_conn.closed:  # type: ignore[union-attr]
+                        dbapi_conn.autocommit = False  # type: ignore[union-attr]
+        finally:
+            proxied.close()  # back to the pool (an invalidated one is closed)
+
     def ping(self) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(text("SELECT 1")).scalar() == 1

@@ -12,19 +12,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ca_service import evidence as evidence_mod
 from ca_service.ca.ear import build_ear
 from ca_service.ca.lifetime import cap_lifetime
 from ca_service.ca.profile import check_request, leaf_not_after, prepare_end_entity
 from ca_service.crypto.keys import KEY_TYPES, ParsedCSR, parse_csr
-from ca_service.db import rawsql
 from ca_service.db.models import Certificate
 from ca_service.errors import (
     AppraisalFailed,
@@ -80,7 +79,9 @@ class IssuedCertificate:
     collateral: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def chain_pem(self) -> str:
-        return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in self.chain)
+        # the issuing CA's PEM is the same in every answer: encoded once per process
+        leaf, *cas = self.chain
+        return leaf.public_bytes(serialization.Encoding.PEM).decode() + "".join(_ca_pem(c) for c in cas)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +93,11 @@ class IssuedCertificate:
                        "digest": self.policy.policy.digest, "id": self.policy.id},
             "log_index": self.log_index,
         }
+
+
+@lru_cache(maxsize=8)
+def _ca_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
 @dataclass(frozen=True)
@@ -205,12 +211,16 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
     csr = parse_csr(req.csr_pem, allowed=KEY_TYPES)
     # One read: the challenge's nonce and the active policy
     policy_error: PolicyError | None = None
-    with svc.db.read() as session:
-        nonce, ref_or_none = _pre_read(session, req.challenge_id, req.policy, now)
-        try:
-            ref = ref_or_none or policies.active_policy(session, req.policy)
-        except PolicyError as exc:
-            policy_error = exc
+    fast = _pre_read_pg(svc, req.challenge_id, req.policy, now)
+    if fast is not None:
+        nonce, ref = fast
+    else:
+        with svc.db.read() as session:
+            nonce = read_challenge(session, req.challenge_id, now)
+            try:
+                ref = policies.active_policy(session, req.policy)
+            except PolicyError as exc:
+                policy_error = exc
     try:
         if policy_error is not None:
             raise policy_error
@@ -231,23 +241,22 @@ _PRE_READ_PG = (
     "LEFT JOIN policy_versions v ON v.name = p.name AND v.version = p.active_version")
 
 
-def _pre_read(session: Session, challenge_id: str, policy: str,
-              now: datetime) -> tuple[bytes, policies.PolicyRef | None]:
-    """The challenge's nonce (or its refusal: unknown, used, expired) and, when this process has
-    parsed it already, the active policy (else ``None``: ask :func:`policies.active_policy`)."""
-    if session.get_bind().dialect.name == "postgresql" and valid_challenge_id(challenge_id):
-        cursor = session.connection().connection.cursor()
-        try:
-            with rawsql.as_sqlalchemy_error(session.get_bind().dialect, _PRE_READ_PG):
-                cursor.execute(_PRE_READ_PG, (challenge_id, now.astimezone(UTC), policy))
-                row = cursor.fetchone()
-        finally:
-            cursor.close()
-        nonce, version, digest = row if row is not None else (None, None, None)
-        if nonce is not None:
-            return bytes(nonce), (None if version is None or digest is None
-                                  else policies.parsed_policy(policy, int(version), str(digest)))
-    return read_challenge(session, challenge_id, now), None
+def _pre_read_pg(svc: Services, challenge_id: str, policy: str,
+                 now: datetime) -> tuple[bytes, policies.PolicyRef] | None:
+    """PostgreSQL, the common case: a usable challenge's nonce and the active policy this process
+    has parsed already, in one statement on an autocommit connection (one round trip, no session).
+    ``None`` for anything else (SQLite, an unusable challenge, a policy not parsed yet, none
+    active): :func:`read_challenge` and :func:`policies.active_policy` then answer or say why."""
+    if not svc.db.is_postgres or not valid_challenge_id(challenge_id):
+        return None
+    with svc.db.autocommit_cursor(_PRE_READ_PG) as cursor:
+        cursor.execute(_PRE_READ_PG, (challenge_id, now.astimezone(UTC), policy))
+        row = cursor.fetchone()
+    nonce, version, digest = row if row is not None else (None, None, None)
+    if nonce is None or version is None or digest is None:
+        return None
+    ref = policies.parsed_policy(policy, int(version), str(digest))
+    return None if ref is None else (bytes(nonce), ref)
 
 
 def _prepare(svc: Services, req: CertificateRequest, now: datetime, csr: ParsedCSR, nonce: bytes,

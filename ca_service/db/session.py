@@ -175,7 +175,8 @@ class Database:
         from ca_service.db.rawsql import as_sqlalchemy_error
 
         dialect = self.engine.dialect
-        proxied = self.engine.raw_connection()
+        with as_sqlalchemy_error(dialect, "connect"):  # the pool's connect raises the DBAPI's own error
+            proxied = self.engine.raw_connection()
         dbapi_conn = proxied.dbapi_connection
         cursor = None
         try:

@@ -73,17 +73,20 @@ def test_database_down_is_503_then_recovers(ca, caplog):
     issuer = Issuer(client, ca["tee"])
     assert issuer.issue().status_code == 201
     before = _count(ca["svc"])
+    # its challenge asked for before the outage: the issuance's pre-read (an autocommit pooled
+    # connection, not a session) meets the dead server
+    pending, _ = issuer.body()
     ca["cluster"].stop()
     try:
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="ca_service.api"):
             codes = [_is_503(client.get("/v1/log/checkpoint")), _is_503(client.post("/v1/challenges")),
-                     _is_503(client.get("/v1/anchors"))]
+                     _is_503(client.get("/v1/anchors")), _is_503(client.post("/v1/certificates", json=pending))]
         assert set(codes) == {"service.database_unavailable"}
         assert client.get("/healthz").status_code == 200
         # one line per failure, no traceback
         lines = [r for r in caplog.records if r.name == "ca_service.api"]
-        assert len(lines) == 3 and all(r.exc_info is None for r in lines)
+        assert len(lines) == 4 and all(r.exc_info is None for r in lines)
         assert all("database unavailable" in r.getMessage() for r in lines)
     finally:
         ca["cluster"].start()
@@ -92,7 +95,9 @@ def test_database_down_is_503_then_recovers(ca, caplog):
     while client.get("/v1/log/checkpoint").status_code == 503 and time.time() < deadline:
         time.sleep(0.2)
     assert issuer.issue().status_code == 201
-    assert _count(ca["svc"]) == before + 1
+    # the refused request's challenge was not used up (nothing reached the server): it issues now
+    assert client.post("/v1/certificates", json=pending).status_code == 201
+    assert _count(ca["svc"]) == before + 2
 
 
 def test_frozen_database_fails_fast_and_healthz_answers(ca):

@@ -62,12 +62,7 @@ class RawInsert:
             tail=f" ON CONFLICT ({quote(self.conflict)}) DO NOTHING" if self.conflict else "",
         )
 
-    def execute(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Insert ``rows`` (each with the same keys) in the session's transaction."""
-        if not rows:
-            return
-        conn = session.connection()
-        dialect = conn.dialect
+    def _params(self, dialect: Dialect, rows: Sequence[Mapping[str, Any]]) -> tuple[_Prepared, list[tuple[Any, ...]]]:
         keys = tuple(sorted(rows[0]))
         cache_key = (dialect.name, keys)
         prep = self._prepared.get(cache_key)
@@ -80,18 +75,40 @@ class RawInsert:
                 value = row.get(name, default)
                 values.append(value if proc is None or value is None else proc(value))
             params.append(tuple(values))
-        cursor = conn.connection.cursor()
-        try:
-            if dialect.name == "postgresql":
-                flat = [v for p in params for v in p]
-                sql = prep.head + ", ".join([prep.row] * len(params)) + prep.tail
+        return prep, params
+
+    def execute(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert ``rows`` (each with the same keys) in the session's transaction."""
+        execute_all(session, [(self, rows)])
+
+
+def execute_all(session: Session, inserts: Sequence[tuple[RawInsert, Sequence[Mapping[str, Any]]]]) -> None:
+    """Each ``(insert, rows)`` in order, in the session's transaction: on PostgreSQL every one in a
+    single round trip (one multi-row INSERT each, sent together), elsewhere ``executemany`` each."""
+    conn = session.connection()
+    dialect = conn.dialect
+    cursor = conn.connection.cursor()
+    try:
+        if dialect.name == "postgresql":
+            texts: list[str] = []
+            flat: list[Any] = []
+            for ins, rows in inserts:
+                if rows:
+                    prep, params = ins._params(dialect, rows)
+                    texts.append(prep.head + ", ".join([prep.row] * len(params)) + prep.tail)
+                    flat += [v for p in params for v in p]
+            if texts:
+                sql = "; ".join(texts)
                 with as_sqlalchemy_error(dialect, sql):
                     cursor.execute(sql, flat)
-            else:
-                with as_sqlalchemy_error(dialect, prep.head + prep.row + prep.tail):
-                    cursor.executemany(prep.head + prep.row + prep.tail, params)
-        finally:
-            cursor.close()
+        else:
+            for ins, rows in inserts:
+                if rows:
+                    prep, params = ins._params(dialect, rows)
+                    with as_sqlalchemy_error(dialect, prep.head + prep.row + prep.tail):
+                        cursor.executemany(prep.head + prep.row + prep.tail, params)
+    finally:
+        cursor.close()
 
 
 def scalar(session: Session, sql_pg: str, sql_other: str, params: Sequence[Any]) -> Any:

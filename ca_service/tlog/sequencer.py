@@ -21,8 +21,8 @@ before COMMIT to keep the serialised section short.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 from sqlalchemy import Table, insert, select, text, update
 from sqlalchemy.orm import Session
@@ -111,8 +111,11 @@ def append_leaves(session: Session, leaves: Sequence[bytes]) -> int:
     return start
 
 
-def append_leaves_at(session: Session, start: int, leaves: Sequence[bytes]) -> None:
+def append_leaves_at(session: Session, start: int, leaves: Sequence[bytes], *,
+                     along: Sequence[tuple[rawsql.RawInsert, Sequence[Mapping[str, Any]]]] = ()) -> None:
     """Append ``leaves`` at indexes ``start, start + 1, ...`` in the caller's transaction.
+    ``along``: the caller's other inserts of this transaction, sent before the leaves' in the same
+    round trip (:func:`rawsql.execute_all`).
 
     For a caller that took the sequencing lock and read ``start`` with :func:`lock_and_next_index`
     in this same transaction (it signed certificates naming those indexes): the lock holds until
@@ -125,10 +128,11 @@ def append_leaves_at(session: Session, start: int, leaves: Sequence[bytes]) -> N
     for leaf in leaves:
         _check_leaf(leaf)
     if not leaves:
+        rawsql.execute_all(session, along)
         return
     hashes = [leaf_hash(x) for x in leaves]
-    _ENTRIES.execute(session, [{"idx": start + i, "leaf": x, "leaf_hash": h}
-                               for i, (x, h) in enumerate(zip(leaves, hashes, strict=True))])
+    rawsql.execute_all(session, [*along, (_ENTRIES, [{"idx": start + i, "leaf": x, "leaf_hash": h}
+                                                     for i, (x, h) in enumerate(zip(leaves, hashes, strict=True))])])
     _complete_tiles(session, start, hashes)
 
 

@@ -848,6 +848,15 @@ class CollateralDutyLeaseLost(LeaseLost):
     title = "Another replica took the collateral duty's lease over"
 
 
+class CollateralDutyBusy(CAServiceError):
+    """Another process holds the collateral duty's lease (serve's duty, a ``collateral refresh``, another
+    ``ca-service reappraise``): two re-appraisals never act at once, so this one does not start."""
+
+    code = "collateral.duty_busy"
+    status = 409
+    title = "Another process holds the collateral duty's lease"
+
+
 class AnchorLeaseLost(LeaseLost):
     """The anchoring worker's lease went to another worker (this one froze or was cut off)."""
 

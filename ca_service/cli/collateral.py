@@ -29,7 +29,7 @@ from ca_service.cli.common import actor, open_services
 from ca_service.cli.progress import progress_bar
 from ca_service.collateral.fetchers import RequestsFetcher, dump_bundle, load_bundle
 from ca_service.collateral.store import newest_per_key
-from ca_service.errors import CAServiceError
+from ca_service.errors import CAServiceError, CollateralDutyLeaseLost
 from ca_service.evidence.trust import DEFAULT_ROOTS
 from ca_service.policy.model import parse_duration
 from ca_service.services import collateral as service
@@ -166,7 +166,11 @@ def refresh(within: str, mirrors: tuple[str, ...], no_reappraise: bool, loop: bo
         else:
             duty = collateral_duty.run(svc, trigger="refresh", actor=actor(), fetcher=fetcher,
                                        within=parse_duration(within), wait_seconds=DUTY_WAIT)
-            if duty.refresh is None:  # the lease stayed taken (or was lost): refresh without judging
+            if duty.outcome == "lost":  # froze past the lease: the new holder refreshes; not this one
+                raise CollateralDutyLeaseLost(
+                    "another process took the collateral duty's lease over during this refresh; it wrote "
+                    "nothing more (the new holder's duty refreshes and judges)")
+            if duty.refresh is None:  # the lease stayed taken: refresh without judging
                 result = service.refresh(svc, fetcher, within=parse_duration(within), roots=trust_roots(svc))
             else:
                 result = duty.refresh

@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -45,6 +45,7 @@ from ca_service.errors import (
     CollateralMissing,
     EvidenceError,
     EvidenceUnsupported,
+    LeaseLost,
     RevocationUnchecked,
     revocation_error,
 )
@@ -63,6 +64,9 @@ SUPPLIED_KINDS = frozenset({"tdx-quote", "sgx-quote", "snp-report"})
 # Refresh an item this long before its nextUpdate, when a fetcher is at hand (Intel publishes TCB Info
 # and QE Identity for 30 days and CRLs for about as long: a day of margin keeps issuance off the edge).
 REFRESH_MARGIN = timedelta(hours=24)
+# a single-replica lease's fence (db/lease.py ``Lease.fence``): first in a write transaction, raises
+# LeaseLost once another holder has the lease
+Fence = Callable[[Session], None]
 
 
 def refresh_margin(row: CollateralItem) -> timedelta:
@@ -95,14 +99,20 @@ def _amd_chains(session: Session, ep: Endpoint) -> list[bytes]:
     return bodies(session, _chain_kind(ep.kind), ep.key.split("/", 1)[0])
 
 
-def store_response(svc: Services, ep: Endpoint, resp: Response, roots: TrustRoots = DEFAULT_ROOTS) -> bool:
+def store_response(svc: Services, ep: Endpoint, resp: Response, roots: TrustRoots = DEFAULT_ROOTS,
+                   fence: Fence | None = None) -> bool:
     """Verify one response and cache it in its own transaction; False if it was cached already.
+    ``fence`` (the collateral duty's lease, db/lease.py) runs first in that transaction: a holder that
+    lost the lease writes nothing.
 
     Raises:
         FetchFailed, RollbackRefused (``collateral.*``); EvidenceError leaves for a response that
-        does not verify (``evidence.collateral_invalid``...).
+        does not verify (``evidence.collateral_invalid``...); the fence's LeaseLost
+        (``collateral.duty_lease_lost``).
     """
     with svc.db.transaction() as session:
+        if fence is not None:
+            fence(session)
         item = verify_response(ep, resp, roots, _amd_chains(session, ep))
         return insert(session, item, svc.clock.now())
 
@@ -117,9 +127,10 @@ def _with_cached_issuer_chain(svc: Services, ep: Endpoint) -> Endpoint:
     return dataclasses.replace(ep, issuer_chain=chain)
 
 
-def fetch_and_store(svc: Services, ep: Endpoint, fetcher: Fetcher, roots: TrustRoots = DEFAULT_ROOTS) -> bool:
+def fetch_and_store(svc: Services, ep: Endpoint, fetcher: Fetcher, roots: TrustRoots = DEFAULT_ROOTS,
+                    fence: Fence | None = None) -> bool:
     """GET one endpoint and cache the verified response (a VCEK or CRL needs its cert_chain first;
-    an NVIDIA OCSP answer its issuer chain)."""
+    an NVIDIA OCSP answer its issuer chain); ``fence`` as :func:`store_response`."""
     if ep.kind is Kind.NVIDIA_OCSP and not ep.issuer_chain:
         ep = _with_cached_issuer_chain(svc, ep)
     if ep.kind in (Kind.VCEK, Kind.VCEK_CRL, Kind.VLEK_CRL):
@@ -128,8 +139,8 @@ def fetch_and_store(svc: Services, ep: Endpoint, fetcher: Fetcher, roots: TrustR
         with svc.db.read() as session:
             have_chain = bool(bodies(session, _chain_kind(ep.kind), product))
         if not have_chain:
-            fetch_and_store(svc, endpoints.amd_cert_chain(product, signer), fetcher, roots)
-    return store_response(svc, ep, fetcher.fetch(ep), roots)
+            fetch_and_store(svc, endpoints.amd_cert_chain(product, signer), fetcher, roots, fence)
+    return store_response(svc, ep, fetcher.fetch(ep), roots, fence)
 
 
 @dataclass(frozen=True)
@@ -511,11 +522,16 @@ class RefreshResult:
 
 
 def refresh(svc: Services, fetcher: Fetcher, *, within: timedelta,
-            roots: TrustRoots = DEFAULT_ROOTS) -> RefreshResult:
+            roots: TrustRoots = DEFAULT_ROOTS, fence: Fence | None = None) -> RefreshResult:
     """Fetch again every cached resource whose newest item's nextUpdate falls within ``within`` of now.
 
     Each resource in its own transaction: one vendor failure or refused rollback does not stop the
-    others, and is reported (``refused``: url, code) rather than raised.
+    others, and is reported (``refused``: url, code) rather than raised. ``fence``: the collateral
+    duty's lease, checked first in each of those transactions (:func:`store_response`).
+
+    Raises:
+        the fence's LeaseLost (``collateral.duty_lease_lost``): another holder took the duty over; this
+        refresh stops and writes nothing more.
     """
     now = svc.clock.now()
     with svc.db.read() as session:
@@ -525,7 +541,9 @@ def refresh(svc: Services, fetcher: Fetcher, *, within: timedelta,
     for url, _ in due:
         ep = endpoints.parse_url(url)
         try:
-            added = fetch_and_store(svc, ep, fetcher, roots)
+            added = fetch_and_store(svc, ep, fetcher, roots, fence)
+        except LeaseLost:
+            raise  # not this resource's failure: the whole refresh stops
         except CAServiceError as exc:
             result.refused.append({"url": ep.url, "code": exc.code, "detail": exc.detail})
             continue

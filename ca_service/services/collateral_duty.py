@@ -6,8 +6,9 @@ of ``anchor_worker_leases``, renewed by a heartbeat every third of ``CA_SERVICE_
 and taken over once it expires; PostgreSQL and SQLite alike). Every write of the run is fenced: the state
 it records and each revocation or flag check the lease in their own transaction, so a holder that froze
 (SIGSTOP, a paused VM) and resumed after another replica took over writes nothing (outcome ``lost``,
-``collateral.duty_lease_lost``). What it may have written before, into the cache by its refresh, is
-vendor collateral, verified: the next holder's scan judges it.
+``collateral.duty_lease_lost``). The refresh's cache writes are fenced too (``services/collateral.py``
+``refresh(fence=...)``): once the lease is lost it caches nothing more. What it cached while it still
+held the lease is vendor collateral, verified: the next holder's scan judges it.
 
 1. read where the duty left off (``duty_states``): the highest collateral row id it has judged;
 2. when a fetcher is given, refresh every cached resource whose nextUpdate falls within ``within``
@@ -23,7 +24,8 @@ in whichever process holds the lease (every gunicorn worker and replica tries; t
 shared state keeps them from running it again before the interval). ``collateral import`` and
 ``collateral refresh`` run it after a change, waiting for the lease. The first run of a CA with no
 recorded state starts from the collateral held then (``since``): ``ca-service reappraise`` judges
-everything on demand.
+everything on demand, under the same lease (:func:`reappraise_now`). Every write of a run is fenced,
+its refresh's cache writes included (a holder that lost the lease caches nothing more either).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from ca_service.collateral.changes import Change
 from ca_service.collateral.fetchers import Fetcher
 from ca_service.db.lease import Lease
 from ca_service.db.models.collateral import DutyState
-from ca_service.errors import CollateralDutyLeaseLost
+from ca_service.errors import CollateralDutyBusy, CollateralDutyLeaseLost
 from ca_service.services.collateral import RefreshResult, attached_fetcher, refresh
 from ca_service.services.container import Services
 from ca_service.services.reappraisal import Reappraised, apply, reappraise
@@ -197,7 +199,8 @@ def _run(svc: Services, state: dict[str, Any], lease: Lease, *, trigger: str, ac
         with svc.db.read() as s:
             mark = changes.high_water(s)
     pending = {int(k): _parse(v) for k, v in (state.get("missing") or {}).items()}
-    refreshed = refresh(svc, fetcher, within=within, roots=trust_roots(svc)) if fetcher is not None else None
+    refreshed = (refresh(svc, fetcher, within=within, roots=trust_roots(svc), fence=lease.fence)
+                 if fetcher is not None else None)
     with svc.db.read() as s:
         scan = changes.scan(s, mark, also=frozenset(pending))
     results: list[Reappraised] = []
@@ -223,6 +226,31 @@ def _run(svc: Services, state: dict[str, Any], lease: Lease, *, trigger: str, ac
         log.info("collateral duty: %d resource(s) changed, %d certificate(s) re-appraised, %s",
                  len(scan.changes), len(results), out.counts(), extra={"trigger": trigger})
     return out
+
+
+# --- on demand (ca-service reappraise) ---------------------------------------------------------------------
+
+
+def reappraise_now(svc: Services, *, actor: str, at: datetime | None = None,
+                   wait_seconds: float = 0.0) -> tuple[list[Reappraised], list[dict[str, str]]]:
+    """``ca-service reappraise`` (not a dry run): re-appraise every valid certificate and act on those
+    judged worse, holding the duty's lease, so it never acts at the same time as the duty (or another
+    on-demand run) of any process on this database. Each revocation and flag is fenced as the duty's
+    are. The duty's state (its high-water mark) is left as it is: what the duty has not judged yet, it
+    still judges.
+
+    Raises:
+        CollateralDutyBusy (``collateral.duty_busy``): another holder kept the lease for ``wait_seconds``;
+        nothing was done. CollateralDutyLeaseLost (``collateral.duty_lease_lost``): this run lost the
+        lease while acting (it froze past the lease); what it did before stands, nothing after.
+    """
+    with exclusive(svc, wait_seconds=wait_seconds) as lease:
+        if lease is None:
+            raise CollateralDutyBusy(
+                f"another process holds the collateral duty's lease (held for more than {wait_seconds:g} s): "
+                "it is re-appraising now; try again, or wait longer with --wait")
+        results = reappraise(svc, at=at)
+        return results, apply(svc, results, actor=actor, fence=lease.fence)
 
 
 # --- in the background (serve) ------------------------------------------------------------------------------

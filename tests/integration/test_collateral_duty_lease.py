@@ -2,10 +2,10 @@
 """A frozen collateral duty holder is cut off within seconds (db/lease.py, as the anchor worker's): a real
 ``ca-service collateral refresh --loop`` takes the duty's lease and is held mid-refresh by the loopback
 vendor replay, which brings the August 2026 TCB recovery; it is frozen (SIGSTOP). Another holder takes the
-lease over within about its length (2 s) and runs. After SIGCONT the old holder finishes its refresh (the
-recovery lands in the cache) and judges it, but its re-appraisal actions and its state are fenced: it
-revokes and flags nothing and records nothing. The next run of the new holder then acts on that
-recovery. The session's database: PostgreSQL with CA_SERVICE_TEST_DATABASE=postgres, else SQLite."""
+lease over within about its length (2 s) and runs. After SIGCONT the old holder gets the vendor's answer,
+but its cache write is fenced like every other write of the duty: it caches, revokes, flags and records
+nothing. The next run of the new holder then refreshes and acts on that recovery. The session's
+database: PostgreSQL with CA_SERVICE_TEST_DATABASE=postgres, else SQLite."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,6 +23,7 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 
 from ca_service.collateral import changes
+from ca_service.collateral.fetchers import RequestsFetcher, load_bundle
 from ca_service.db.models.anchor import AnchorWorkerLease
 from ca_service.services import collateral_duty as duty
 from tests.collateral import replay
@@ -107,8 +109,8 @@ def test_a_frozen_duty_holder_is_taken_over_and_writes_nothing_after_it_resumes(
         assert any("lease lost to another replica (collateral.duty_lease_lost)" in ln for ln in lines), (
             lines, (svc.settings.home / "loop.stderr").read_text()[-3000:])
         with svc.db.read() as s:
-            assert changes.high_water(s) > mark  # the recovery is in the cache (vendor data, verified)
-        # ... but the resumed holder revoked, flagged and recorded nothing
+            assert changes.high_water(s) == mark  # the vendor answered, but the stale holder cached nothing
+        # ... and revoked, flagged and recorded nothing
         for serial in serials.values():
             got = _status(svc, serial)
             assert got["status"] == "valid" and "reappraisal" not in got["appraisal"], (serial, got)
@@ -124,11 +126,14 @@ def test_a_frozen_duty_holder_is_taken_over_and_writes_nothing_after_it_resumes(
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
         gate.opened.set()
-        server.shutdown()
         err.close()
-    # the holder's next run acts on that recovery: there was something to act on
-    after = duty.run(svc, trigger="worker", actor="replica-b", wait_seconds=30)
-    assert after.outcome == "done"
+    # the holder's next run (refreshing from the same vendor) brings the recovery in and acts on it
+    try:
+        after = duty.run(svc, trigger="worker", actor="replica-b", wait_seconds=30, within=timedelta(days=3650),
+                         fetcher=RequestsFetcher(clock=svc.clock, mirrors=replay.mirrors(base)))
+    finally:
+        server.shutdown()
+    assert after.outcome == "done" and after.refresh is not None and len(after.refresh.refreshed) == 1
     assert [c.key for c in after.changes] == ["b0c06f000000"]
     assert sorted(a["serial"] for a in after.actions) == sorted([serials["revoked"], serials["flagged"]])
     assert _status(svc, serials["revoked"])["status"] == "revoked"
@@ -177,3 +182,41 @@ def _lease_holder_named(svc, name: str) -> str | None:
     with svc.db.read() as s:
         row = s.get(AnchorWorkerLease, name)
         return row.holder if row is not None else None
+
+
+def test_a_stale_holder_caches_nothing(ca):
+    """The duty's refresh writes the cache under its lease's fence (services/collateral.py
+    ``refresh(fence=...)``): a holder whose lease expired (it froze) and was claimed by another gets the
+    vendor's answer, but its write is refused (collateral.duty_lease_lost) and the cache is as it was;
+    the new holder's write of the same answer goes in."""
+    import json
+
+    from ca_service.collateral.fetchers import ReplayFetcher
+    from ca_service.collateral.store import newest_per_key
+    from ca_service.db.lease import Lease
+    from ca_service.db.models.collateral import CollateralItem
+    from ca_service.errors import CollateralDutyLeaseLost
+    from ca_service.services import collateral as cs
+    from ca_service.services.roots import trust_roots
+
+    svc, _ = ca
+    served = _tcb_only(intel_entries(NEW))  # the August 2026 TCB recovery of FMSPC B0C06F000000
+    fetcher = ReplayFetcher.from_bundle(load_bundle(json.dumps(served).encode()))
+    # the duty's lease, claimed without a heartbeat: it lapses after a second, as a frozen holder's does
+    stale = Lease(svc.db, svc.clock, duty.LEASE_NAME, seconds=1.0, error=CollateralDutyLeaseLost)
+    assert stale.claim()
+    time.sleep(stale.seconds + 0.3)
+    taker = duty.lease_for(svc)
+    assert taker.claim()  # taken over: the stale one's lease had expired
+    with svc.db.read() as s:
+        mark, rows = changes.high_water(s), len(s.scalars(select(CollateralItem)).all())
+        due = len(newest_per_key(s))
+    with pytest.raises(CollateralDutyLeaseLost):
+        cs.refresh(svc, fetcher, within=timedelta(days=3650), roots=trust_roots(svc), fence=stale.fence)
+    assert len(fetcher.calls) == 1  # it asked the vendor (the first resource due), and stopped at the write
+    with svc.db.read() as s:
+        assert changes.high_water(s) == mark and len(s.scalars(select(CollateralItem)).all()) == rows
+    # the holder's refresh of the same answers goes in
+    out = cs.refresh(svc, fetcher, within=timedelta(days=3650), roots=trust_roots(svc), fence=taker.fence)
+    assert len(fetcher.calls) == 1 + due
+    assert [c.key for c in out.changed] == ["b0c06f000000"] and len(out.refreshed) == 1

@@ -10,8 +10,10 @@ a werkzeug loopback port; ``--postgres URL``: on a fresh PostgreSQL database, el
 
 Prints: tried, refused with a code (by code), accepted benign (by why: the script re-reads the
 mutated item's signed content, independently of ca_service, and counts a mutation as benign only if
-it is unchanged and so are the claims), accepted with signed bytes or claims changed, crashed. Exits
-1 if any mutation crashed or was wrongly accepted.
+it is unchanged and so are the claims, or the claims change only where they flag themselves as
+unverified: an unmeasured event type or data, a relabelled RTMR3 runtime event counted in
+``rtmr3_unverified_events``; tests/mutation/corpus.py ``judge_accepted``), accepted with signed bytes
+or claims changed, crashed. Exits 1 if any mutation crashed or was wrongly accepted.
 
     python benchmarks/mutation_corpus.py [--seed 11] [--density 0.25] [--max-positions 8192]
         [--http 2000 [--postgres URL]] [--json OUT]

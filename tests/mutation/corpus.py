@@ -7,7 +7,10 @@ through ``ca_service.evidence.verify`` (or over HTTP, see ``tests/mutation/http.
 
 - ``refused``: a :class:`~ca_service.errors.CAServiceError`, by code;
 - ``benign``: accepted, and the item's signed content (``tests/mutation/views.py``, read without
-  ca_service's parsers) is unchanged, and so are the verified claims;
+  ca_service's parsers) is unchanged, and so are the verified claims, or they differ only where the
+  claims themselves flag what they say as unverified, so no appraisal rests on it (an unmeasured event
+  type or event data; a relabelled RTMR3 runtime event, counted in ``rtmr3_unverified_events``, which
+  fails every ``runtime_events`` pin);
 - ``accepted_signed_changed`` / ``accepted_claims_changed``: accepted although a signed byte changed,
   or with claims that differ from the unmutated case's (a finding: must be 0);
 - ``crashed``: anything else raised (must be 0).
@@ -276,6 +279,41 @@ def _only_unmeasured_events(before: Any, after: Any) -> bool:
     return True
 
 
+_UNVERIFIED_EVENT_KEYS = frozenset({"imr", "type", "type_id", "digest", "description", "digest_of_data", "type_measured"})
+
+
+def _only_flagged_runtime_events(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """The appraisal's own flag covers the change: one or more RTMR3 runtime events were relabelled
+    (their type is not measured), keep their register and digest, and are now unverified events with
+    no name or payload; ``runtime_events`` lost exactly those, in log order; and
+    ``rtmr3_unverified_events`` grew by exactly their number, so no ``runtime_events`` pin passes
+    (policy/appraise.py ``_runtime_events``, docs/event-log.md). Any other event changes only what
+    :func:`_only_unmeasured_events` allows."""
+    be, ae = before.get("event_log"), after.get("event_log")
+    if not isinstance(be, list) or not isinstance(ae, list) or len(be) != len(ae):
+        return False
+    relabelled: list[dict[str, Any]] = []
+    for b, a in zip(be, ae, strict=True):
+        if a == b:
+            continue
+        if (b.get("imr") == a.get("imr") == 3 and a.get("digest") == b.get("digest")
+                and b.get("type_measured") is True and b.get("name") is not None
+                and a.get("type_measured") is False and set(a) <= _UNVERIFIED_EVENT_KEYS):
+            relabelled.append({"name": b["name"], "payload": b.get("payload")})
+        elif not _only_unmeasured_events([b], [a]):
+            return False
+    runtime = before.get("runtime_events")
+    unverified = before.get("rtmr3_unverified_events")
+    if not relabelled or not isinstance(runtime, list) or not isinstance(unverified, int):
+        return False
+    left = list(runtime)
+    for r in relabelled:
+        if r not in left:
+            return False
+        left.remove(r)
+    return after.get("runtime_events") == left and after.get("rtmr3_unverified_events") == unverified + len(relabelled)
+
+
 def judge_accepted(case: Case, m: Mutation, mutated: bytes, claims: dict[str, Any] | None) -> Outcome:
     """An accepted mutation is benign only if the item's signed content is unchanged (checked, not
     assumed) and the verified claims equal the unmutated case's (``claims`` None: not compared)."""
@@ -298,6 +336,11 @@ def judge_accepted(case: Case, m: Mutation, mutated: bytes, claims: dict[str, An
                 return Outcome("benign", "event log: an unmeasured event type, or event data that does not hash to "
                                          "its record's digest, which the claims flag (type_measured, "
                                          "digest_of_data false); registers and digests unchanged")
+            if (set(changed) <= {"event_log", "runtime_events", "rtmr3_unverified_events"}
+                    and "rtmr3_unverified_events" in changed and _only_flagged_runtime_events(base, claims)):
+                return Outcome("benign", "event log: a relabelled RTMR3 runtime event (its type is not measured), "
+                                         "out of runtime_events and counted in rtmr3_unverified_events, which "
+                                         "fails every runtime_events pin; registers and digests unchanged")
             return Outcome("accepted_claims_changed", f"{case.id} {m.label()}: {changed}")
     return Outcome("benign", f"{item.fmt}: {UNSIGNED[item.fmt]}")
 

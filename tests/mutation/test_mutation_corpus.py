@@ -19,7 +19,16 @@ import pytest
 from ca_service.errors import CAServiceError
 from ca_service.evidence import verify
 from tests.mutation import views
-from tests.mutation.corpus import Case, Mutation, build_cases, judge_accepted, run, run_entry_point, sampled
+from tests.mutation.corpus import (
+    Case,
+    Mutation,
+    _verify_case,
+    build_cases,
+    judge_accepted,
+    run,
+    run_entry_point,
+    sampled,
+)
 from tests.mutation.http import run_http, served
 from tests.vectors.manifest import load_manifest
 
@@ -197,3 +206,58 @@ def test_gpu_zero_padding_is_benign_and_recorded() -> None:
     end = len(case.evidence.data)
     assert run_entry_point(case, Mutation("report", "extend", end, 0x00)).kind == "benign"
     assert _code(case, Mutation("report", "extend", end, 0x01)) == "evidence.nvidia.trailing_data"
+
+
+DSTACK = "tdx-eventlog/dstack-verifier-json:from-tdx/dcapqvl-v5-no-tcb-level"
+
+
+def _relabel_first_runtime_event() -> tuple[Case, Mutation]:
+    """A digit of the first RTMR3 runtime event's ``event_type`` (134217729, dstack's runtime event)
+    changed: the replay still matches (types are not measured), and the event drops out of runtime_events."""
+    case = BY_ID[DSTACK]
+    data = case.item("event_log").data
+    at = data.index(b'"imr":3,"event_type":134217729') + len(b'"imr":3,"event_type":')
+    return case, Mutation("event_log", "replace", at, ord("3"))
+
+
+def test_a_relabelled_runtime_event_flagged_by_the_claims_is_benign() -> None:
+    """The 55 tdx-eventlog results once counted "claims changed": the claims flag the relabelled event
+    (rtmr3_unverified_events 0 -> 1), and while they do no runtime_events pin passes."""
+    case, m = _relabel_first_runtime_event()
+    out = run_entry_point(case, m)
+    assert out.kind == "benign" and "relabelled RTMR3 runtime event" in out.detail, out
+    # and the appraisal does refuse a pin on it: the flag is what makes the change benign
+    from ca_service.policy.appraise import _runtime_events
+
+    items = {i.name: i.data for i in case.items()}
+    items[m.item] = m.apply(items[m.item])
+    ve = _verify_case(case, items)
+    assert ve.claims["rtmr3_unverified_events"] == 1
+    checks = _runtime_events("tdx-quote", {"app-id": [e["payload"] for e in case.claims["runtime_events"]
+                                                      if e["name"] == "app-id"]}, ve)
+    assert [c.passed for c in checks] == [False]
+
+
+def test_a_claim_change_the_claims_do_not_flag_is_still_wrong() -> None:
+    """The same relabelling with the flag taken away (or not matching what changed), or a runtime event's
+    payload changed with the flag up, is a finding: the judge excuses only what the claims flag."""
+    import copy
+
+    case, m = _relabel_first_runtime_event()
+    mutated = m.apply(case.item("event_log").data)
+    items = {i.name: i.data for i in case.items()}
+    items[m.item] = mutated
+    flagged = dict(_verify_case(case, items).claims)
+    assert judge_accepted(case, m, mutated, flagged).kind == "benign"
+    unflagged = {**flagged, "rtmr3_unverified_events": case.claims["rtmr3_unverified_events"]}
+    overcounted = {**flagged, "rtmr3_unverified_events": flagged["rtmr3_unverified_events"] + 1}
+    payload = copy.deepcopy(flagged)
+    payload["runtime_events"][0]["payload"] = "00" * 20  # a kept runtime event says something else
+    kept = copy.deepcopy(flagged)
+    kept["runtime_events"] = case.claims["runtime_events"]  # still listed although relabelled
+    moved = copy.deepcopy(flagged)
+    first = next(i for i, e in enumerate(moved["event_log"]) if e.get("imr") == 3)
+    moved["event_log"][first]["digest"] = "00" * 48  # the relabelled event's digest changed
+    for name, claims in (("unflagged", unflagged), ("overcounted", overcounted), ("payload", payload),
+                         ("kept", kept), ("moved", moved)):
+        assert judge_accepted(case, m, mutated, claims).kind == "accepted_claims_changed", name

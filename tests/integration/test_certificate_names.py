@@ -93,7 +93,8 @@ def test_ip_and_other_sans_are_refused(server, san):
 
 
 def _lint(tool: list[str], path: Path) -> list[dict]:
-    exe = shutil.which(tool[0])
+    # the venv's own scripts first: the suite may run as .venv/bin/python without the venv on PATH
+    exe = shutil.which(tool[0], path=os.path.dirname(sys.executable)) or shutil.which(tool[0])
     assert exe, f"{tool[0]} (pkilint) is not installed: pip install -e '.[test]'"
     out = subprocess.run([exe, "lint", *tool[1:], "-s", "ERROR", "-f", "JSON", str(path)],
                          capture_output=True, text=True, timeout=120)

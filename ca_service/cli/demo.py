@@ -45,19 +45,23 @@ class Steps:
         return bool(self.results) and all(ok for _, ok in self.results)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _listening() -> socket.socket:
+    """A loopback socket bound and listening now, on a port the kernel picks: the server takes it over
+    (``fd=``), so nothing else can take the port between choosing it and serving on it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
 
 
-def _serve(app: Any, port: int) -> Any:
+def _serve(app: Any, sock: socket.socket) -> Any:
     import logging
 
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = make_server("127.0.0.1", port, app, threaded=True)
+    port = int(sock.getsockname()[1])
+    server = make_server("127.0.0.1", port, app, threaded=True, fd=sock.fileno())
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
 
@@ -89,8 +93,8 @@ def _run(home: Path, *, serve: bool = False) -> bool:
     from ca_service.services.container import Services
 
     steps = Steps()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
+    sock = _listening()
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     # The log's origin is the one `ca-service serve` derives by default (127.0.0.1:8080), not this run's random
     # port: a home kept with --home is one log under one origin, so the demo runs on it again and `serve` serves it.
     settings = Settings.from_env(home=home, profile="insecure-dev", public_url=url, database_url="",
@@ -100,7 +104,7 @@ def _run(home: Path, *, serve: bool = False) -> bool:
     click.echo(f"0. CA operator: {what} in {home} (insecure-dev profile, SQLite, embedded chain), serving {url}")
     steps.run("ca-service init", lambda: "; ".join(init_ca(settings).notes))
     svc = Services.create(settings)
-    server = _serve(create_app(services=svc), port)
+    server = _serve(create_app(services=svc), sock)
     try:
         steps.run("GET /readyz", lambda: requests.get(f"{url}/readyz", timeout=10).json()["status"])
         story = Story(steps=steps, url=url, home=home, svc=svc, tee=load_sim_tee(settings))
@@ -117,6 +121,8 @@ def _run(home: Path, *, serve: bool = False) -> bool:
             _hold(url, story.loader["serial"] if story.loader else "", steps.passed)
     finally:
         server.shutdown()
+        server.server_close()
+        sock.close()
         svc.close()
     return steps.passed
 

@@ -14,6 +14,7 @@ from ca_service.api.app import create_app
 from ca_service.clock import FixedClock
 from ca_service.services import policies
 from ca_service.services.container import Services
+from tests.conftest import make_settings
 from tests.vectors.manifest import vectors_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,20 +27,40 @@ def _body(v, policy="tdx-cvm"):
 
 
 @pytest.fixture(scope="module")
-def with_tdx_policy(services):
-    ref, _ = policies.apply_policy(services, (REPO / "policies" / "tdx-cvm.yaml").read_text(), actor="test")
-    policies.activate(services, "tdx-cvm", ref.version, actor="test")
+def own_settings(tmp_path_factory, db_url_factory):
+    """A CA of this module's own, not the session's: that one's collateral cache holds what other modules
+    sent it and only moves forward (test_eventlog_api leaves a newer TCB info for this quote's FMSPC,
+    b0c06f000000, not yet issued at this vector's time), so whether such a module had run first in the
+    same xdist worker decided the outcome (422 evidence.collateral_missing)."""
+    from ca_service.services.bootstrap import init_ca
+
+    settings = make_settings(tmp_path_factory.mktemp("home"), db_url_factory())
+    init_ca(settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def own_services(own_settings):
+    svc = Services.create(own_settings)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def with_tdx_policy(own_services):
+    ref, _ = policies.apply_policy(own_services, (REPO / "policies" / "tdx-cvm.yaml").read_text(), actor="test")
+    policies.activate(own_services, "tdx-cvm", ref.version, actor="test")
     return ref
 
 
-def test_real_quote_now_is_refused_as_expired(client, with_tdx_policy):
-    r = client.post("/v1/attestations", json=_body(TDX))
+def test_real_quote_now_is_refused_as_expired(own_services, with_tdx_policy):
+    r = create_app(services=own_services).test_client().post("/v1/attestations", json=_body(TDX))
     assert r.status_code == 422, r.get_json()
     assert r.get_json()["code"] == "evidence.collateral_expired"
 
 
-def test_real_quote_as_of_its_time(ca_settings, with_tdx_policy):
-    svc = Services.create(ca_settings, clock=FixedClock(TDX.verify_time))
+def test_real_quote_as_of_its_time(own_settings, with_tdx_policy):
+    svc = Services.create(own_settings, clock=FixedClock(TDX.verify_time))
     try:
         client = create_app(services=svc).test_client()
         r = client.post("/v1/attestations", json=_body(TDX))
@@ -68,12 +89,12 @@ def test_real_quote_as_of_its_time(ca_settings, with_tdx_policy):
         svc.close()
 
 
-def test_real_quote_fails_a_policy_it_does_not_meet(ca_settings, services):
+def test_real_quote_fails_a_policy_it_does_not_meet(own_settings, own_services):
     doc = (REPO / "policies" / "tdx-cvm.yaml").read_text().replace("name: tdx-cvm", "name: tdx-strict").replace(
         "min_tcb_evaluation_data_number: 17", "min_tcb_evaluation_data_number: 99")
-    ref, _ = policies.apply_policy(services, doc, actor="test")
-    policies.activate(services, "tdx-strict", ref.version, actor="test")
-    svc = Services.create(ca_settings, clock=FixedClock(TDX.verify_time))
+    ref, _ = policies.apply_policy(own_services, doc, actor="test")
+    policies.activate(own_services, "tdx-strict", ref.version, actor="test")
+    svc = Services.create(own_settings, clock=FixedClock(TDX.verify_time))
     try:
         r = create_app(services=svc).test_client().post("/v1/attestations", json=_body(TDX, "tdx-strict"))
         out = r.get_json()

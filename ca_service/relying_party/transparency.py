@@ -92,12 +92,9 @@ def check_transparency(report: Report, leaf: x509.Certificate, trust: LogTrust, 
     serial = format(leaf.serial_number, "x")
     contract = events = None
     if trust.chain is not None:
-        contract = _contract(report, trust, fetch, server)
-        if contract is None:
+        if (found := _contract_and_events(report, trust, fetch, server)) is None:
             return False
-        events = _events(report, trust.chain, contract)
-        if events is None:
-            return False
+        contract, events = found
     if bundle_text is None:
         if server is None:
             return report.add("log_inclusion", False, "no proof given and the certificate names no CA server")
@@ -126,13 +123,22 @@ def check_anchored(report: Report, trust: LogTrust, cp: Any, bundle_text: str, *
     a certificate. True without a chain (nothing to check)."""
     if trust.chain is None:
         return True
+    if (found := _contract_and_events(report, trust, fetch, server)) is None:
+        return False
+    contract, events = found
+    return _check_anchor(report, trust.chain, contract, events, cp, bundle_text, fetch, server)
+
+
+def _contract_and_events(report: Report, trust: LogTrust, fetch: Fetcher, server: str | None) -> Any:
+    """The pinned (or found) contract and its Anchored events, or None once a step has failed."""
+    assert trust.chain is not None
     contract = _contract(report, trust, fetch, server)
     if contract is None:
-        return False
+        return None
     events = _events(report, trust.chain, contract)
     if events is None:
-        return False
-    return _check_anchor(report, trust.chain, contract, events, cp, bundle_text, fetch, server)
+        return None
+    return contract, events
 
 
 def _why(exc: Exception) -> str:

@@ -99,3 +99,18 @@ def pg_cluster() -> Iterator[Cluster]:
         while (cluster.data / "postmaster.pid").exists() and time.time() < deadline:
             time.sleep(0.1)
         shutil.rmtree(root, ignore_errors=True)
+
+
+# A replica that takes the log's sequencing lock and then stalls (the tests SIGSTOP it): its own session
+# settings decide when the server ends its stalled transaction. argv[1]: the database URL.
+LOG_LOCK_HOLDER = """
+import sys, time
+from sqlalchemy import text
+from ca_service.db.session import Database, DbTimeouts
+from ca_service.tlog.sequencer import LOG_LOCK_KEY
+db = Database(sys.argv[1], DbTimeouts(lock_ms=700, statement_ms=1500, idle_in_transaction_ms=2000))
+with db.transaction() as s:
+    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOG_LOCK_KEY})
+    print("locked", flush=True)
+    time.sleep(3600)
+"""

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tests.conftest import Issuer, make_settings
-from tests.integration.pg_cluster import Cluster, pg_cluster  # noqa: F401
+from tests.integration.pg_cluster import LOG_LOCK_HOLDER, Cluster, pg_cluster  # noqa: F401
 
 # small timeouts keep the test bounded; the defaults are checked in test_default_timeouts_are_sane
 FAST = {"db_lock_timeout_ms": 700, "db_statement_timeout_ms": 1500, "db_idle_in_transaction_timeout_ms": 2000,
@@ -121,18 +121,6 @@ def test_frozen_database_fails_fast_and_healthz_answers(ca):
     assert issuer.issue().status_code == 201
 
 
-HOLDER = """
-import sys, time
-from sqlalchemy import text
-from ca_service.db.session import Database, DbTimeouts
-from ca_service.tlog.sequencer import LOG_LOCK_KEY
-# the holder's own session settings decide when the server ends its stalled transaction
-db = Database(sys.argv[1], DbTimeouts(lock_ms=700, statement_ms=1500, idle_in_transaction_ms=2000))
-with db.transaction() as s:
-    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOG_LOCK_KEY})
-    print("locked", flush=True)
-    time.sleep(3600)
-"""
 
 
 def test_stalled_lock_holder_is_cut_off_and_issuance_carries_on(ca):
@@ -148,7 +136,7 @@ def test_stalled_lock_holder_is_cut_off_and_issuance_carries_on(ca):
     # cuts the holder off 2 s after it locked, and on a loaded box building it inside that window too
     # could let the request reach the lock after the cut-off (a 201, not the 503 under test)
     body, _ = issuer.body()
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, ca["settings"].database_url],
+    holder = subprocess.Popen([sys.executable, "-c", LOG_LOCK_HOLDER, ca["settings"].database_url],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"

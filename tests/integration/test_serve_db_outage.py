@@ -26,7 +26,7 @@ import requests
 from sqlalchemy import create_engine, text
 
 from tests.conftest import Issuer
-from tests.integration.pg_cluster import Cluster, pg_cluster  # noqa: F401
+from tests.integration.pg_cluster import LOG_LOCK_HOLDER, Cluster, pg_cluster  # noqa: F401
 from tests.integration.ports import free_port as _free_port
 
 CLI = [sys.executable, "-m", "ca_service.cli"]
@@ -195,23 +195,12 @@ def test_database_frozen_then_thawed(served):
           f" issuance back {up:.1f} s after the thaw")
 
 
-HOLDER = """
-import sys, time
-from sqlalchemy import text
-from ca_service.db.session import Database, DbTimeouts
-from ca_service.tlog.sequencer import LOG_LOCK_KEY
-db = Database(sys.argv[1], DbTimeouts(lock_ms=700, statement_ms=1500, idle_in_transaction_ms=2000))
-with db.transaction() as s:
-    s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOG_LOCK_KEY})
-    print("locked", flush=True)
-    time.sleep(3600)
-"""
 
 
 def test_paused_replica_holding_the_log_lock(served):
     ca = served
     body, _ = ca["issuer"].body()  # made before the holder starts its 2 s of idleness: one POST then
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, ca["cluster"].url], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", LOG_LOCK_HOLDER, ca["cluster"].url], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         holder.send_signal(signal.SIGSTOP)

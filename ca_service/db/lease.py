@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import cast
@@ -38,6 +38,10 @@ from ca_service.clock import Clock
 from ca_service.db.models.anchor import AnchorWorkerLease
 from ca_service.db.session import Database
 from ca_service.errors import LeaseLost
+
+# what a fenced write takes (``Lease.fence``): run first in its transaction, it raises LeaseLost once
+# another holder has the lease
+Fence = Callable[[Session], None]
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -39,6 +39,7 @@ from ca_service.collateral.fetchers import Fetcher, Response, load_bundle
 from ca_service.collateral.offered import nvidia_ocsp_responses, offered_responses
 from ca_service.collateral.store import bodies, insert, newest_per_key, select_at
 from ca_service.collateral.verify import issuer_chain_der, verify_response
+from ca_service.db.lease import Fence
 from ca_service.db.models.collateral import CollateralItem
 from ca_service.errors import (
     CAServiceError,
@@ -64,9 +65,6 @@ SUPPLIED_KINDS = frozenset({"tdx-quote", "sgx-quote", "snp-report"})
 # Refresh an item this long before its nextUpdate, when a fetcher is at hand (Intel publishes TCB Info
 # and QE Identity for 30 days and CRLs for about as long: a day of margin keeps issuance off the edge).
 REFRESH_MARGIN = timedelta(hours=24)
-# a single-replica lease's fence (db/lease.py ``Lease.fence``): first in a write transaction, raises
-# LeaseLost once another holder has the lease
-Fence = Callable[[Session], None]
 
 
 def refresh_margin(row: CollateralItem) -> timedelta:

@@ -20,17 +20,17 @@ when one of the resources its evidence needs is among ``changed`` (or always, wh
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from ca_service import evidence as evidence_mod
 from ca_service.collateral.endpoints import endpoint_for
+from ca_service.db.lease import Fence
 from ca_service.db.models import Certificate, EvidenceBlob
 from ca_service.errors import CAServiceError, Conflict, RequestError
 from ca_service.evidence.base import VerifiedEvidence
@@ -186,7 +186,7 @@ def on_collateral_update(svc: Services, cert_policy: str, version: int) -> str:
 
 
 def apply(svc: Services, results: list[Reappraised], *, actor: str,
-          fence: Callable[[Session], None] | None = None) -> list[dict[str, str]]:
+          fence: Fence | None = None) -> list[dict[str, str]]:
     """Act on each certificate judged worse, as its policy version says (module docstring). Returns
     ``[{serial, action, before, after}]`` for every certificate acted on (ignore included).
     ``fence``: the collateral duty's lease (db/lease.py), checked first in each revocation's and
@@ -217,7 +217,7 @@ def _finding(after: object, reasons: Collection[str]) -> tuple[object, tuple[str
     return after, tuple(r.split("]", 1)[0] + "]" if r.startswith("refused [") else r for r in reasons)
 
 
-def _warn(svc: Services, r: Reappraised, actor: str, fence: Callable[[Session], None] | None = None) -> bool:
+def _warn(svc: Services, r: Reappraised, actor: str, fence: Fence | None = None) -> bool:
     now = svc.clock.now()
     with svc.db.transaction() as session:
         if fence is not None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509 import ocsp
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from ca_service.ca.ocsp import OcspMalformed, SingleAnswer, build_response, parse_request
 from ca_service.ca.revocation import (
@@ -19,6 +17,7 @@ from ca_service.ca.revocation import (
     build_crl,
     ocsp_error,
 )
+from ca_service.db.lease import Fence
 from ca_service.db.models import Certificate
 from ca_service.errors import Conflict, NotFound, SchemaViolation
 from ca_service.services import audit
@@ -33,7 +32,7 @@ _crl_lock = threading.Lock()
 
 
 def revoke(svc: Services, serial: str, *, reason: str, actor: str,
-           fence: Callable[[Session], None] | None = None) -> Certificate:
+           fence: Fence | None = None) -> Certificate:
     """Revoke one certificate: status, audit record and revocation leaf commit together. Revoking
     a CVM certificate revokes its loaders' certificates in the same transaction (services/loaders.py).
     ``fence`` (a single-replica lease's, db/lease.py) runs first in that transaction and raises to

@@ -115,6 +115,29 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
+def postgres_cpu_seconds() -> float:
+    """User + system CPU of every live PostgreSQL process on the box (postmaster, backends, WAL
+    writer...): the database's share, which the server column leaves out. A backend that exits
+    during the window loses its count, so this is a lower bound; the pools keep theirs open."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if text[text.index("(") + 1:text.rindex(")")] != "postgres":
+            continue
+        fields = text.rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLK_TCK
+
+
+def idle_seconds() -> float:
+    """The box's idle CPU time so far (/proc/stat idle + iowait, all cores)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return (int(fields[3]) + int(fields[4])) / CLK_TCK
+
+
 @dataclass
 class Result:
     ok: int
@@ -125,6 +148,8 @@ class Result:
     p99_ms: float
     client_cpu_ms: float  # wrk CPU per request
     server_cpu_ms: float  # server processes' CPU per request (PostgreSQL not counted)
+    pg_cpu_ms: float  # every PostgreSQL process's CPU per request
+    idle: float  # share of the box's CPU left idle during the window
 
 
 def run_wrk(url: str, path: str, bodies: list[str], conns: int, duration: float, server_pid: int) -> Result:
@@ -134,12 +159,15 @@ def run_wrk(url: str, path: str, bodies: list[str], conns: int, duration: float,
         bodies_file = f.name
     try:
         before_server = cpu_seconds(server_pid)
+        before_pg, before_idle, t0 = postgres_cpu_seconds(), idle_seconds(), time.monotonic()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         out = subprocess.run(["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{max(1, round(duration))}s",
                               "--timeout", "10s", "-s", str(LUA), url, "--", bodies_file, path, str(threads)],
                              capture_output=True, text=True, check=True).stdout
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         server = cpu_seconds(server_pid) - before_server
+        pg = postgres_cpu_seconds() - before_pg
+        idle = (idle_seconds() - before_idle) / ((time.monotonic() - t0) * (os.cpu_count() or 1))
     finally:
         os.unlink(bodies_file)
     line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
@@ -152,7 +180,8 @@ def run_wrk(url: str, path: str, bodies: list[str], conns: int, duration: float,
     n = max(1, w["requests"])
     return Result(ok=ok, errors=errors, exhausted=w["exhausted"], rate=ok / (w["duration_us"] / 1e6),
                   p50_ms=w["p50_us"] / 1000, p99_ms=w["p99_us"] / 1000,
-                  client_cpu_ms=client * 1000 / n, server_cpu_ms=server * 1000 / n)
+                  client_cpu_ms=client * 1000 / n, server_cpu_ms=server * 1000 / n, pg_cpu_ms=pg * 1000 / n,
+                  idle=idle)
 
 
 # --- CFSSL -------------------------------------------------------------------------------------
@@ -325,7 +354,7 @@ def main() -> None:
               f"(PostgreSQL {make_url(dbs[0]).host}); peer: cfssl serve (sign endpoint)"
               + "".join(f"; {s.label} = {t}" for s, t in zip(servers[1:], args.baseline, strict=True)))
         head = (f"{'c':>3} | {'side':<10} | {'issuances/s':>11} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} | "
-                f"{'client CPU ms/req':>17} | {'server CPU ms/req':>17} | ratio")
+                f"{'client CPU ms/req':>17} | {'server CPU ms/req':>17} | {'PG CPU ms/req':>13} | {'idle':>4} | ratio")
         print(head)
         print("-" * len(head))
         # a short warm-up for every server (caches, connections and pools)
@@ -349,7 +378,8 @@ def main() -> None:
                 flag = f"  (pool of {n} ran out: raise the guess)" if r.exhausted else ""
                 ratio = f"{r.rate / cf.rate:5.3f}" if r is not cf else ""
                 print(f"{c:>3} | {label:<10} | {r.rate:>11.1f} | {r.p50_ms:>7.2f} | {r.p99_ms:>7.2f} | "
-                      f"{r.errors:>6} | {r.client_cpu_ms:>17.3f} | {r.server_cpu_ms:>17.3f} | {ratio}{flag}")
+                      f"{r.errors:>6} | {r.client_cpu_ms:>17.3f} | {r.server_cpu_ms:>17.3f} | {r.pg_cpu_ms:>13.3f} | "
+                      f"{r.idle:>4.0%} | {ratio}{flag}")
             print(f"    ({'; '.join(notes)}, before the window; TTL {servers[0].settings.challenge_ttl_seconds} s)")
             cf_guess = max(cf_guess, cf.rate * 1.2)
         for p in procs:

@@ -10,6 +10,7 @@ instead of ``challenge.expired``: refused either way.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
@@ -56,9 +57,38 @@ class IssuedChallenge:
     expires_at: datetime
 
 
+# The nonce of a challenge is derived from its id (docs/adr/0007-challenge-nonce-derived-from-its-id.md):
+# the id is 122 random bits from the CSPRNG, so the nonce is as fresh and unpredictable as a random one,
+# and an issuance needs no read to learn it. Such ids are UUIDs of version 8 (RFC 9562's custom
+# version); a version-4 id is a challenge made before, whose random nonce only its row knows.
+_NONCE_CONTEXT = b"ca-service challenge nonce v1\0"
+
+
+def derived_nonce(challenge_id: str) -> bytes:
+    """The nonce of a challenge whose id is of the derived kind (:func:`has_derived_nonce`)."""
+    return hashlib.sha256(_NONCE_CONTEXT + challenge_id.encode("ascii")).digest()
+
+
+def _new_id() -> str:
+    raw = bytearray(secrets.token_bytes(16))
+    raw[6] = (raw[6] & 0x0F) | 0x80  # version 8
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 9562 variant
+    return str(uuid.UUID(bytes=bytes(raw)))
+
+
+def has_derived_nonce(challenge_id: str) -> bool:
+    """Whether ``challenge_id`` is a well-formed id whose nonce is :func:`derived_nonce` of it."""
+    try:
+        parsed = uuid.UUID(challenge_id)
+    except (ValueError, AttributeError, TypeError):
+        return False
+    return parsed.version == 8 and str(parsed) == challenge_id
+
+
 def create_challenge(svc: Services) -> IssuedChallenge:
     now = svc.clock.now()
-    ch = IssuedChallenge(id=str(uuid.uuid4()), nonce=secrets.token_bytes(NONCE_BYTES),
+    cid = _new_id()
+    ch = IssuedChallenge(id=cid, nonce=derived_nonce(cid),
                          expires_at=now + timedelta(seconds=svc.settings.challenge_ttl_seconds))
     with svc.db.transaction() as session:
         session.add(Challenge(id=ch.id, nonce=ch.nonce, created_at=now, expires_at=ch.expires_at))
@@ -81,8 +111,10 @@ def valid_challenge_id(challenge_id: str) -> bool:
     return True
 
 
-def _why_not(session: Session, challenge_id: str) -> CAServiceError:
-    """The refusal for a challenge that could not be used: unknown, used, or else expired."""
+def _why_not(session: Session, challenge_id: str, at: datetime | None = None) -> Exception:
+    """The refusal for a challenge that could not be used: unknown, used, or else expired; with
+    ``at`` (a claim that expected a nonce and a policy version), :class:`PolicyMoved` when the
+    challenge itself was still usable at ``at``."""
     row = session.execute(
         select(Challenge.consumed_at, Challenge.expires_at).where(Challenge.id == challenge_id)
     ).one_or_none()
@@ -90,6 +122,8 @@ def _why_not(session: Session, challenge_id: str) -> CAServiceError:
         return ChallengeUnknown("challenge id is not a known challenge")
     if row.consumed_at is not None:
         return ChallengeConsumed("challenge was already used")
+    if at is not None and row.expires_at > at:
+        return PolicyMoved("the policy's active version changed since it was read")
     return ChallengeExpired("challenge expired; ask for a new one")
 
 
@@ -139,18 +173,47 @@ def use_up(svc: Services, challenge_id: str, now: datetime) -> None:
         pass
 
 
-def consume_challenges_in(session: Session, claims: Sequence[tuple[str, datetime]]) -> list[CAServiceError | None]:
-    """Use up each ``(challenge id, as of)`` in the caller's transaction (an issuance batch,
-    services/group_commit.py): per claim, ``None`` when this transaction used it, else the refusal.
+class PolicyMoved(Exception):
+    """A claim's appraisal was made under a policy version that is no longer the active one (or
+    the challenge's row does not hold the nonce the evidence was checked against). The challenge
+    was not used: the caller reads the policy again and appraises again (services/issuance.py).
+    Never reaches a client: it is not a CAServiceError."""
+
+
+@dataclass(frozen=True)
+class Expect:
+    """What an issuance that read nothing assumed (services/issuance.py, the PostgreSQL fast path):
+    the challenge's nonce and the active version of the policy it was appraised under. Its claim
+    uses the challenge up only if both still hold, in the same statement."""
+
+    nonce: bytes
+    policy: str
+    version: int
+    digest: str
+
+
+def consume_challenges_in(session: Session,
+                          claims: Sequence[tuple[str, datetime] | tuple[str, datetime, Expect | None]],
+                          ) -> list[Exception | None]:
+    """Use up each ``(challenge id, as of[, expect])`` in the caller's transaction (an issuance
+    batch, services/group_commit.py): per claim, ``None`` when this transaction used it, else the
+    refusal.
 
     Exactly one claim of any challenge succeeds, across batches and processes: on PostgreSQL the
     rows are locked in id order (``FOR UPDATE``; two batches that share a challenge cannot deadlock)
     and updated only where still unused and unexpired, in one round trip; a claim whose row did
-    not change is refused. A second claim of the same id within ``claims`` is refused as used.
+    not change is refused. A second claim of the same id within ``claims`` is refused as used. A
+    claim with an :class:`Expect` also needs the row's nonce and the policy's active version to be
+    the expected ones; where only that failed, its refusal is :class:`PolicyMoved` (unused).
     """
-    out: list[CAServiceError | None] = [None] * len(claims)
+    out: list[Exception | None] = [None] * len(claims)
     first: dict[str, int] = {}
-    for i, (cid, _at) in enumerate(claims):
+    expects: dict[str, Expect] = {}
+    for i, claim in enumerate(claims):
+        cid = claim[0]
+        expect = claim[2] if len(claim) > 2 else None
+        if expect is not None:
+            expects[cid] = expect
         try:
             _valid_id(cid)
         except ChallengeUnknown as exc:
@@ -162,6 +225,8 @@ def consume_challenges_in(session: Session, claims: Sequence[tuple[str, datetime
             first[cid] = i
     if not first:
         return out
+    if expects and session.get_bind().dialect.name != "postgresql":  # pragma: no cover - a caller's bug
+        raise TypeError("claims with an Expect are made on PostgreSQL only")
     if session.get_bind().dialect.name != "postgresql":
         # SQLite: the transaction began IMMEDIATE (db/session.py), writers are serialised already
         for cid, i in first.items():
@@ -174,12 +239,18 @@ def consume_challenges_in(session: Session, claims: Sequence[tuple[str, datetime
     # only placeholders are joined into the text; every id and time is a bound parameter
     marks = ", ".join(["%s"] * len(ids))
     lock = f"SELECT id FROM challenges WHERE id IN ({marks}) ORDER BY id FOR UPDATE; "  # noqa: S608
-    values = ", ".join(["(%s, %s::timestamptz)"] * len(ids))
+    values = ", ".join(["(%s, %s::timestamptz, %s::bytea, %s::text, %s::integer, %s::text)"] * len(ids))
     sql = lock + ("UPDATE challenges AS c SET consumed_at = v.at FROM (VALUES " + values  # noqa: S608
-                  + ") AS v(id, at) WHERE c.id = v.id AND c.consumed_at IS NULL AND c.expires_at > v.at RETURNING c.id")
+                  + ") AS v(id, at, nonce, policy, version, digest) WHERE c.id = v.id AND c.consumed_at IS NULL "
+                  "AND c.expires_at > v.at AND (v.policy IS NULL OR (c.nonce = v.nonce AND EXISTS ("
+                  "SELECT 1 FROM policies p JOIN policy_versions pv ON pv.name = p.name AND pv.version = "
+                  "p.active_version WHERE p.name = v.policy AND p.active_version = v.version "
+                  "AND pv.digest = v.digest))) RETURNING c.id")
     params: list[Any] = [*ids]
     for cid in ids:
-        params += [cid, claims[first[cid]][1].astimezone(UTC)]
+        e = expects.get(cid)
+        params += [cid, claims[first[cid]][1].astimezone(UTC), *((e.nonce, e.policy, e.version, e.digest) if e else
+                                                                  (None, None, None, None))]
     cursor = session.connection().connection.cursor()
     try:
         with rawsql.as_sqlalchemy_error(session.get_bind().dialect, sql):
@@ -189,7 +260,7 @@ def consume_challenges_in(session: Session, claims: Sequence[tuple[str, datetime
         cursor.close()
     for cid, i in first.items():
         if cid not in used:
-            out[i] = _why_not(session, cid)
+            out[i] = _why_not(session, cid, claims[i][1]) if cid in expects else _why_not(session, cid)
     return out
 
 

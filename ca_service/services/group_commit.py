@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from ca_service.db.models import Certificate, EvidenceBlob
 from ca_service.db.rawsql import RawInsert
 from ca_service.db.session import Database
-from ca_service.services.challenges import consume_challenges_in
+from ca_service.services.challenges import Expect, consume_challenges_in
 from ca_service.tlog.sequencer import append_leaves_at, lock_and_next_index
 
 # Enough to absorb every thread of a worker (gunicorn --threads) and bound one transaction.
@@ -58,8 +58,9 @@ Build = Callable[[int], Built]
 # Run in the batch's transaction before the log lock: an item's row locks (a loader's CVM
 # certificate, services/loaders.py); raising refuses that item only.
 Hold = Callable[[Session], None]
-# A single-use challenge an item uses up in the batch's transaction, as of a time (its request's).
-Claim = tuple[str, datetime]
+# A single-use challenge an item uses up in the batch's transaction, as of a time (its request's),
+# and what the request assumed without reading it (services/challenges.py Expect), if anything.
+Claim = tuple[str, datetime] | tuple[str, datetime, Expect | None]
 
 
 @dataclass(eq=False)

@@ -1,6 +1,7 @@
 """Flow 1: evidence + CSR in, certificate out. Owns its transactions.
 
-Order (DESIGN.md flow 1): parse the CSR, read the challenge and the active policy (one read),
+Order (DESIGN.md flow 1): parse the CSR, read the challenge and the active policy (one read, or
+none on PostgreSQL: docs/adr/0007-challenge-nonce-derived-from-its-id.md),
 verify every evidence item, check each binding, appraise against the active policy version, apply
 the policy's certificate rules, then in ONE transaction use the challenge up, append the log leaf,
 sign, and insert the certificate with its appraisal and evidence digests (a refused request uses
@@ -41,7 +42,15 @@ from ca_service.policy.appraise import Appraisal, appraise
 from ca_service.policy.model import Policy, check_applicable
 from ca_service.services import collateral as collateral_service
 from ca_service.services import group_commit, loaders, policies
-from ca_service.services.challenges import read_challenge, use_up, valid_challenge_id
+from ca_service.services.challenges import (
+    Expect,
+    PolicyMoved,
+    derived_nonce,
+    has_derived_nonce,
+    read_challenge,
+    use_up,
+    valid_challenge_id,
+)
 from ca_service.services.container import Services
 from ca_service.services.roots import trust_roots
 from ca_service.tlog import leaves as tlog_leaves
@@ -202,13 +211,38 @@ def _evidence_rows(items: tuple[EvidenceItem, ...], now: datetime) -> tuple[list
 def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertificate:
     """Issue a certificate for an attested key, or raise a CAServiceError naming what failed.
 
-    The challenge is read first (a used, expired or unknown one is refused before any work) and
-    used up in the final transaction with the certificate (services/group_commit.py): of
-    concurrent requests for one challenge only one is issued. A request refused before that
-    transaction uses its challenge up in a short transaction of its own.
+    The challenge is used up in the final transaction with the certificate
+    (services/group_commit.py): of concurrent requests for one challenge only one is issued. On
+    PostgreSQL, with a challenge whose nonce is derived from its id and a policy this process has
+    read before, nothing is read first: the claim checks that the challenge is usable and the policy
+    version still active (docs/adr/0007-challenge-nonce-derived-from-its-id.md). Otherwise the
+    challenge and the policy are read first, and a used, expired or unknown challenge is refused
+    before any work. A request refused before that transaction uses its challenge up in a short
+    transaction of its own.
     """
     now = svc.clock.now()
     csr = parse_csr(req.csr_pem, allowed=KEY_TYPES)
+    # PostgreSQL, the common case: nothing to read. The nonce is derived from the challenge id and
+    # the policy is the version this process read last; the claim checks both (challenges.Expect).
+    cached = policies.cached_active(svc.db.url, req.policy) if svc.db.is_postgres else None
+    if cached is not None and has_derived_nonce(req.challenge_id):
+        nonce = derived_nonce(req.challenge_id)
+        try:
+            build, hold = _prepare(svc, req, now, csr, nonce, cached)
+        except CAServiceError:
+            # decided under a pointer that may be stale, and before the challenge was looked at:
+            # the read below decides (a refusal costs a second verification, an issuance none)
+            pass
+        else:
+            expect = Expect(nonce=nonce, policy=cached.policy.name, version=cached.version,
+                            digest=cached.policy.digest)
+            try:
+                issued: IssuedCertificate = svc.group_commit.submit(
+                    svc.db, build, hold=hold, claim=(req.challenge_id, now, expect))
+                return issued
+            except PolicyMoved:  # another version is active now (or none): read it, appraise again
+                pass
+        policies.forget_active(svc.db.url, req.policy)
     # One read: the challenge's nonce and the active policy
     policy_error: PolicyError | None = None
     fast = _pre_read_pg(svc, req.challenge_id, req.policy, now)
@@ -221,9 +255,12 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
                 ref = policies.active_policy(session, req.policy)
             except PolicyError as exc:
                 policy_error = exc
+    if policy_error is not None:
+        use_up(svc, req.challenge_id, now)
+        raise policy_error
+    if svc.db.is_postgres:
+        policies.remember_active(svc.db.url, ref)
     try:
-        if policy_error is not None:
-            raise policy_error
         build, hold = _prepare(svc, req, now, csr, nonce, ref)
     except CAServiceError:
         use_up(svc, req.challenge_id, now)

@@ -75,6 +75,30 @@ _ACTIVE = text(
     "JOIN policy_versions v ON v.name = p.name AND v.version = p.active_version WHERE p.name = :name")
 
 
+# The active version of each policy as this process last read it (issue 15: the policy pointer
+# cached per process). Only a hint: an issuance appraised under it is claimed only if that version
+# is still the active one, checked in the claim's statement (services/challenges.py Expect); one
+# that was not is read again (services/issuance.py).
+_pointers: dict[tuple[str, str], PolicyRef] = {}
+
+
+def cached_active(database: str, name: str) -> PolicyRef | None:
+    """The active version of ``name`` in ``database`` (its URL) as this process last read it."""
+    with _parsed_lock:
+        return _pointers.get((database, name))
+
+
+def remember_active(database: str, ref: PolicyRef) -> None:
+    with _parsed_lock:
+        _pointers[(database, ref.policy.name)] = ref
+
+
+def forget_active(database: str, name: str) -> None:
+    """Drop this process's pointer for ``name`` (its claim found another version active)."""
+    with _parsed_lock:
+        _pointers.pop((database, name), None)
+
+
 def parsed_policy(name: str, version: int, digest: str) -> PolicyRef | None:
     """The active ``version`` of ``name`` as a PolicyRef, when this process has parsed the document
     of ``digest`` already (the issuance pre-read found version and digest); else ``None``."""

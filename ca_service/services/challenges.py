@@ -211,9 +211,6 @@ def consume_challenges_in(session: Session,
     expects: dict[str, Expect] = {}
     for i, claim in enumerate(claims):
         cid = claim[0]
-        expect = claim[2] if len(claim) > 2 else None
-        if expect is not None:
-            expects[cid] = expect
         try:
             _valid_id(cid)
         except ChallengeUnknown as exc:
@@ -221,8 +218,11 @@ def consume_challenges_in(session: Session,
             continue
         if cid in first:
             out[i] = ChallengeConsumed("challenge was already used")
-        else:
-            first[cid] = i
+            continue
+        first[cid] = i
+        expect = claim[2] if len(claim) > 2 else None
+        if expect is not None:  # the first claim of an id is the one that may use it
+            expects[cid] = expect
     if not first:
         return out
     if expects and session.get_bind().dialect.name != "postgresql":  # pragma: no cover - a caller's bug

@@ -157,3 +157,27 @@ def test_a_challenge_of_before_with_a_random_nonce_still_issues(ca):
     assert issued.ear["eat_nonce"] == nonce.hex()
     with svc.db.read() as s:
         assert s.get(Challenge, cid).consumed_at is not None
+
+
+def test_of_two_claims_of_one_challenge_the_first_decides_with_its_own_expectation(ca):
+    """Two claims of one id in one batch: the first is judged by its own Expect (right), not by the
+    second's (a stale version); the second is refused as used."""
+    from ca_service.services.challenges import Expect, PolicyMoved, consume_challenges_in
+
+    svc = ca["svc"]
+    ch = create_challenge(svc)
+    now = svc.clock.now()
+    with svc.db.read() as s:
+        ref = policies.active_policy(s, "sim")
+    right = Expect(ch.nonce, "sim", ref.version, ref.policy.digest)
+    stale = Expect(ch.nonce, "sim", ref.version + 1, ref.policy.digest)
+    with svc.db.transaction() as s:
+        out = consume_challenges_in(s, [(ch.id, now, right), (ch.id, now, stale)])
+    assert out[0] is None and isinstance(out[1], ChallengeConsumed)
+    other = create_challenge(svc)
+    with svc.db.transaction() as s:
+        moved = consume_challenges_in(s, [(other.id, now, stale)])
+    assert isinstance(moved[0], PolicyMoved)
+    with svc.db.read() as s:
+        assert s.get(Challenge, ch.id).consumed_at is not None
+        assert s.get(Challenge, other.id).consumed_at is None  # a moved policy uses nothing up

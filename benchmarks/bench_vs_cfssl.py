@@ -103,33 +103,27 @@ def process_tree(pid: int) -> list[int]:
     return out
 
 
+def _stat(path: Path) -> tuple[str, float] | None:
+    """The command name and user + system CPU seconds of one /proc/PID/stat, if it is still there."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return text[text.index("(") + 1:text.rindex(")")], (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of ``pid`` and its live descendants."""
-    total = 0
-    for p in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
+    return sum(st[1] for p in process_tree(pid) if (st := _stat(Path(f"/proc/{p}/stat"))) is not None)
 
 
 def postgres_cpu_seconds() -> float:
     """User + system CPU of every live PostgreSQL process on the box (postmaster, backends, WAL
     writer...): the database's share, which the server column leaves out. A backend that exits
     during the window loses its count, so this is a lower bound; the pools keep theirs open."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        if text[text.index("(") + 1:text.rindex(")")] != "postgres":
-            continue
-        fields = text.rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+    return sum(st[1] for path in Path("/proc").glob("[0-9]*/stat")
+               if (st := _stat(path)) is not None and st[0] == "postgres")
 
 
 def idle_seconds() -> float:

@@ -225,9 +225,10 @@ def consume_challenges_in(session: Session,
             expects[cid] = expect
     if not first:
         return out
-    if expects and session.get_bind().dialect.name != "postgresql":  # pragma: no cover - a caller's bug
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if expects and not postgres:  # pragma: no cover - a caller's bug
         raise TypeError("claims with an Expect are made on PostgreSQL only")
-    if session.get_bind().dialect.name != "postgresql":
+    if not postgres:
         # SQLite: the transaction began IMMEDIATE (db/session.py), writers are serialised already
         for cid, i in first.items():
             try:

@@ -9,7 +9,6 @@ expired challenge are each caught there, and a challenge made before (random non
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -26,21 +25,10 @@ from ca_service.evidence.binding import binding_value
 from ca_service.services import issuance, policies
 from ca_service.services.challenges import create_challenge, derived_nonce, has_derived_nonce
 from ca_service.services.issuance import CertificateRequest, EvidenceItem, issue_certificate
-from tests.conftest import make_settings, use_postgres
+from tests.conftest import use_postgres
+from tests.integration.test_group_commit import ca  # noqa: F401 - the same CA of its own per test
 
 pytestmark = pytest.mark.skipif(not use_postgres(), reason="the read-nothing path is PostgreSQL's")
-
-
-@pytest.fixture
-def ca(tmp_path: Any, db_url_factory: Callable[[], str]) -> Iterator[dict[str, Any]]:
-    from ca_service.services.bootstrap import init_ca, load_sim_tee
-    from ca_service.services.container import Services
-
-    settings = make_settings(tmp_path / "home", db_url_factory())
-    init_ca(settings)
-    svc = Services.create(settings)
-    yield {"svc": svc, "tee": load_sim_tee(settings)}
-    svc.close()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -111,12 +112,22 @@ def _name(cert: x509.Certificate) -> str:
 def load_pem_chain(data: bytes, what: str) -> tuple[x509.Certificate, ...]:
     """Raises ChainInvalid (``evidence.chain_invalid``) if ``data`` holds no parseable certificate."""
     try:
-        certs = x509.load_pem_x509_certificates(data)
-        for cert in certs:  # pyca parses lazily: a mangled name would surface in whoever reads it first
-            parse_fully(cert)
+        # pyca parses lazily: a mangled name would surface in whoever reads it first. Each exact
+        # certificate is read in full once: the root ends every chain of a collateral document.
+        return tuple(_PARSED.get_or_compute(cert, partial(_parse_fully, cert))
+                     for cert in x509.load_pem_x509_certificates(data))
     except Exception as exc:  # noqa: BLE001 - the pyca boundary: any parse failure is a chain failure
         raise ChainInvalid(f"{what} certificate chain cannot be parsed") from exc
-    return tuple(certs)
+
+
+# Fully parsed certificates, keyed by themselves (pyca hashes and compares a certificate by its
+# DER): a hit returns an object whose fields an identical certificate already parsed.
+_PARSED: LRU[x509.Certificate] = LRU(256)
+
+
+def _parse_fully(cert: x509.Certificate) -> x509.Certificate:
+    parse_fully(cert)
+    return cert
 
 
 def verify_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], what: str) -> VerifiedChain:
@@ -300,3 +311,4 @@ def _verify_pck(cert_data: bytes, digest: bytes, pins: frozenset[str]) -> Verifi
 def clear_cache() -> None:
     _PCK_CACHE.clear()
     _LINKS.clear()
+    _PARSED.clear()

@@ -9,7 +9,7 @@ raises :class:`DerError`, which the caller turns into ``evidence.malformed``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 BOOLEAN = 0x01
 INTEGER = 0x02
@@ -27,10 +27,10 @@ class DerError(ValueError):
     """Not DER of the expected shape."""
 
 
-@dataclass(frozen=True, slots=True)
-class Tlv:
+class Tlv(NamedTuple):
     tag: int
     value: bytes
+    children: tuple[Tlv, ...] | None = None  # a SEQUENCE's, once read_tree has read them
 
 
 def read_all(data: bytes) -> list[Tlv]:
@@ -70,26 +70,27 @@ def read_all(data: bytes) -> list[Tlv]:
 
 def read_tree(data: bytes, allowed: frozenset[int], depth: int = 8) -> list[Tlv]:
     """:func:`read_all`, and every TLV below it checked too: each tag in ``allowed``, SEQUENCEs
-    read recursively (at most ``depth`` deep), BOOLEANs one byte of 0x00 or 0xFF (X.690 11.1).
+    read recursively (at most ``depth`` deep) and kept as ``children``, BOOLEANs one byte of 0x00
+    or 0xFF (X.690 11.1), OBJECT IDENTIFIERs well-formed.
 
     Raises:
         DerError: anything :func:`read_all` refuses, at any depth, or a tag not in ``allowed``.
     """
-    top = read_all(data)
-    todo = [(t, depth) for t in top]
-    while todo:
-        tlv, d = todo.pop()
-        if tlv.tag not in allowed:
-            raise DerError(f"tag {tlv.tag:#04x} does not belong in this structure")
-        if tlv.tag == SEQUENCE:
-            if d <= 0:
+    out = []
+    for tlv in read_all(data):
+        tag = tlv.tag
+        if tag not in allowed:
+            raise DerError(f"tag {tag:#04x} does not belong in this structure")
+        if tag == SEQUENCE:
+            if depth <= 0:
                 raise DerError("nested too deep")
-            todo += [(c, d - 1) for c in read_all(tlv.value)]
-        elif tlv.tag == BOOLEAN and tlv.value not in (b"\x00", b"\xff"):
+            tlv = Tlv(tag, tlv.value, tuple(read_tree(tlv.value, allowed, depth - 1)))
+        elif tag == BOOLEAN and tlv.value not in (b"\x00", b"\xff"):
             raise DerError("BOOLEAN is not DER")
-        elif tlv.tag == OID:
+        elif tag == OID:
             check_oid(tlv.value)
-    return top
+        out.append(tlv)
+    return out
 
 
 def expect(tlv: Tlv, tag: int, what: str) -> bytes:
@@ -99,7 +100,8 @@ def expect(tlv: Tlv, tag: int, what: str) -> bytes:
 
 
 def sequence(tlv: Tlv, what: str) -> list[Tlv]:
-    return read_all(expect(tlv, SEQUENCE, what))
+    value = expect(tlv, SEQUENCE, what)
+    return list(tlv.children) if tlv.children is not None else read_all(value)
 
 
 def check_oid(raw: bytes) -> None:

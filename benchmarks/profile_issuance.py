@@ -113,9 +113,10 @@ def main() -> None:
         print(f"{'sqlite' if args.sqlite else 'postgres'}: {cpu * 1000:.2f} ms CPU per issuance without the profiler; "
               f"{wall / n * 1000:.2f} ms wall per issuance under cProfile, "
               f"{counts['statements'] / n:.1f} SQL statements and {counts['commits'] / n:.1f} commits per issuance")
-        out = io.StringIO()
-        pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
-        print(out.getvalue())
+        if not args.no_profile:
+            out = io.StringIO()
+            pstats.Stats(prof, stream=out).sort_stats(args.sort).print_stats(args.top)
+            print(out.getvalue())
         if phases is not None:
             calls = phases.pop("calls")
             total = phases.pop("issue_certificate")

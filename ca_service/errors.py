@@ -543,6 +543,16 @@ class CollateralExpiring(CertificateRequestRefused):
     title = "Collateral the evidence was judged by expires before the minimum certificate lifetime"
 
 
+class PolicyChanging(CAServiceError):
+    """The policy's active version changed between the read and the claim of every attempt to issue
+    (services/issuance.py): nothing was issued and the challenge is still usable."""
+
+    code = "policy.changing"
+    status = 503
+    title = "The policy's active version changed while the request was appraised; retry"
+    retry_after = 1
+
+
 class PolicyRetired(PolicyError):
     code = "policy.retired"
     status = 409

@@ -127,6 +127,19 @@ def _why_not(session: Session, challenge_id: str, at: datetime | None = None) ->
     return ChallengeExpired("challenge expired; ask for a new one")
 
 
+_STILL_HOLDS = text(
+    "SELECT c.nonce, pv.digest FROM challenges c, policies p JOIN policy_versions pv ON pv.name = p.name "
+    "AND pv.version = p.active_version WHERE c.id = :id AND p.name = :policy AND p.active_version = :version"
+).columns(nonce=LargeBinary())
+
+
+def _still_holds(session: Session, challenge_id: str, expect: Expect) -> bool:
+    """Whether the challenge holds the expected nonce and the policy's active version is the expected one."""
+    row = session.execute(_STILL_HOLDS, {"id": challenge_id, "policy": expect.policy,
+                                         "version": expect.version}).one_or_none()
+    return row is not None and bytes(row.nonce) == expect.nonce and row.digest == expect.digest
+
+
 def consume_challenge_in(session: Session, challenge_id: str, now: datetime) -> bytes:
     """Atomically mark the challenge used, in the caller's transaction, and return its nonce.
 
@@ -182,9 +195,9 @@ class PolicyMoved(Exception):
 
 @dataclass(frozen=True)
 class Expect:
-    """What an issuance that read nothing assumed (services/issuance.py, the PostgreSQL fast path):
-    the challenge's nonce and the active version of the policy it was appraised under. Its claim
-    uses the challenge up only if both still hold, in the same statement."""
+    """What an issuance assumed (services/issuance.py): the challenge's nonce and the active version
+    of the policy it was appraised under. Its claim uses the challenge up only if both still hold,
+    and the policy stays as it is until the claim's transaction commits."""
 
     nonce: bytes
     policy: str
@@ -204,7 +217,9 @@ def consume_challenges_in(session: Session,
     and updated only where still unused and unexpired, in one round trip; a claim whose row did
     not change is refused. A second claim of the same id within ``claims`` is refused as used. A
     claim with an :class:`Expect` also needs the row's nonce and the policy's active version to be
-    the expected ones; where only that failed, its refusal is :class:`PolicyMoved` (unused).
+    the expected ones; where only that failed, its refusal is :class:`PolicyMoved` (unused). Those
+    policy rows are then locked shared until COMMIT (PostgreSQL ``FOR SHARE``, after the challenge
+    rows; SQLite's writer lock): no version is activated between the claim and the certificate.
     """
     out: list[Exception | None] = [None] * len(claims)
     first: dict[str, int] = {}
@@ -225,13 +240,15 @@ def consume_challenges_in(session: Session,
             expects[cid] = expect
     if not first:
         return out
-    postgres = session.get_bind().dialect.name == "postgresql"
-    if expects and not postgres:  # pragma: no cover - a caller's bug
-        raise TypeError("claims with an Expect are made on PostgreSQL only")
-    if not postgres:
-        # SQLite: the transaction began IMMEDIATE (db/session.py), writers are serialised already
+    if session.get_bind().dialect.name != "postgresql":
+        # SQLite: the transaction began IMMEDIATE (db/session.py), writers are serialised already:
+        # what is read here stays so until COMMIT
         for cid, i in first.items():
+            expect = expects.get(cid)
             try:
+                if expect is not None and not _still_holds(session, cid, expect):
+                    out[i] = _why_not(session, cid, claims[i][1])
+                    continue
                 consume_challenge_in(session, cid, claims[i][1])
             except CAServiceError as exc:
                 out[i] = exc
@@ -240,6 +257,13 @@ def consume_challenges_in(session: Session,
     # only placeholders are joined into the text; every id and time is a bound parameter
     marks = ", ".join(["%s"] * len(ids))
     lock = f"SELECT id FROM challenges WHERE id IN ({marks}) ORDER BY id FOR UPDATE; "  # noqa: S608
+    names = sorted({e.policy for e in expects.values()})
+    if names:
+        # The policy rows too, shared: an activation (which updates the row) waits for this batch's
+        # COMMIT, and one that committed before is seen by the UPDATE below (a statement of its own,
+        # so a snapshot of its own): what the claim checks still holds when the certificate commits.
+        lock += ("SELECT name FROM policies WHERE name IN (" + ", ".join(["%s"] * len(names))  # noqa: S608
+                 + ") ORDER BY name FOR SHARE; ")
     values = ", ".join(["(%s, %s::timestamptz, %s::bytea, %s::text, %s::integer, %s::text)"] * len(ids))
     sql = lock + ("UPDATE challenges AS c SET consumed_at = v.at FROM (VALUES " + values  # noqa: S608
                   + ") AS v(id, at, nonce, policy, version, digest) WHERE c.id = v.id AND c.consumed_at IS NULL "
@@ -247,7 +271,7 @@ def consume_challenges_in(session: Session,
                   "SELECT 1 FROM policies p JOIN policy_versions pv ON pv.name = p.name AND pv.version = "
                   "p.active_version WHERE p.name = v.policy AND p.active_version = v.version "
                   "AND pv.digest = v.digest))) RETURNING c.id")
-    params: list[Any] = [*ids]
+    params: list[Any] = [*ids, *names]
     for cid in ids:
         e = expects.get(cid)
         params += [cid, claims[first[cid]][1].astimezone(UTC), *((e.nonce, e.policy, e.version, e.digest) if e else

@@ -31,6 +31,7 @@ from ca_service.errors import (
     CAServiceError,
     InsecureEvidenceRefused,
     NotFound,
+    PolicyChanging,
     PolicyError,
     evidence_error_for,
 )
@@ -243,6 +244,27 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             except PolicyMoved:  # another version is active now (or none): read it, appraise again
                 pass
         policies.forget_active(svc.db.url, req.policy)
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            return _issue_after_read(svc, req, now, csr)
+        except PolicyMoved:  # an activation committed between this read and the claim: again
+            policies.forget_active(svc.db.url, req.policy)
+    raise PolicyChanging(f"policy {req.policy} changed its active version during each of "
+                         f"{_READ_ATTEMPTS} attempts to issue; retry")
+
+
+# Reads of the challenge and the policy before the claim finds the policy moved; each move is an
+# activation that committed within those few milliseconds.
+_READ_ATTEMPTS = 3
+
+
+def _issue_after_read(svc: Services, req: CertificateRequest, now: datetime, csr: ParsedCSR) -> IssuedCertificate:
+    """The issuance with the challenge and the active policy read first.
+
+    Raises:
+        PolicyMoved: the active version changed between the read and the claim (nothing was used).
+        CAServiceError: the refusal (the challenge is used up, unless it was unusable).
+    """
     # One read: the challenge's nonce and the active policy
     policy_error: PolicyError | None = None
     fast = _pre_read_pg(svc, req.challenge_id, req.policy, now)
@@ -265,7 +287,10 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
     except CAServiceError:
         use_up(svc, req.challenge_id, now)
         raise
-    result: IssuedCertificate = svc.group_commit.submit(svc.db, build, hold=hold, claim=(req.challenge_id, now))
+    # the claim checks the version read here is still the active one, and keeps it so until COMMIT
+    expect = Expect(nonce=nonce, policy=ref.policy.name, version=ref.version, digest=ref.policy.digest)
+    result: IssuedCertificate = svc.group_commit.submit(svc.db, build, hold=hold,
+                                                        claim=(req.challenge_id, now, expect))
     return result
 
 

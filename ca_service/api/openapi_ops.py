@@ -172,7 +172,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("/v1/certificates", "post"): {
         "body": "model",
         "ok": ok(ref("IssuedCertificate"), status="201", description="issued", links=CERTIFICATE_LINKS),
-        "errors": ["403", "404", "409", "422"]},
+        "errors": ["403", "404", "409", "422"],
+        "unavailable": "policy.changing: the policy's active version changed during each attempt to issue "
+                       "(docs/adr/0008); the challenge is still usable"},
     ("/v1/certificates", "get"): {
         "description": "At least one of spki_sha256 and measurement (400 request.invalid without either).",
         "parameters": [query("spki_sha256", text(HEX_PATTERN, maxLength=256), "SHA-256 of a SubjectPublicKeyInfo, "

@@ -91,8 +91,8 @@ def main() -> None:
         bench_case(label, tee, path, args.number, args.runs)
 
 
-def cold_only(side: str, path: str, n: int) -> None:
-    """Verify one vector's quote cold ``n`` times after one warm-up (run under callgrind)."""
+def cold_calls(path: str) -> tuple[Callable[[], object], Callable[[], object]]:
+    """One vector's quote verified cold: ours (caches cleared first), dcap-qvl (collateral re-read)."""
     tee = path.split("/")[0]
     v = next(x for x in vectors_for(tee) if x.path == path)
     quote, coll_bytes, at = v.read("quote"), v.read("collateral"), v.verify_time
@@ -105,6 +105,12 @@ def cold_only(side: str, path: str, n: int) -> None:
     def theirs() -> object:
         return dcap_qvl.verify(quote, dcap_qvl.QuoteCollateralV3.from_json(coll_bytes.decode()), now)
 
+    return ours, theirs
+
+
+def cold_only(side: str, path: str, n: int) -> None:
+    """Verify one vector's quote cold ``n`` times after one warm-up (run under callgrind)."""
+    ours, theirs = cold_calls(path)
     fn = ours if side == "ours" else theirs
     for _ in range(n + 1):
         fn()
@@ -132,20 +138,13 @@ def bench_case(label: str, tee: str, path: str, number: int, runs: int) -> None:
     now = int(at.timestamp())
     coll = load_collateral([coll_bytes])
     qcoll = dcap_qvl.QuoteCollateralV3.from_json(coll_bytes.decode())
-    kind = f"{tee}-quote"
+    ours_cold, theirs_cold = cold_calls(path)
 
     def ours_warm() -> object:
-        return verify(kind, quote, collateral=coll, at=at)
-
-    def ours_cold() -> object:
-        clear_ours()
-        return verify(kind, quote, collateral=[coll_bytes], at=at)
+        return verify(f"{tee}-quote", quote, collateral=coll, at=at)
 
     def theirs_warm() -> object:
         return dcap_qvl.verify(quote, qcoll, now)
-
-    def theirs_cold() -> object:
-        return dcap_qvl.verify(quote, dcap_qvl.QuoteCollateralV3.from_json(coll_bytes.decode()), now)
 
     for mode, a, b, n in (
         ("warm", ours_warm, theirs_warm, number),
@@ -154,6 +153,7 @@ def bench_case(label: str, tee: str, path: str, number: int, runs: int) -> None:
         ta = per_call(a, n, runs)
         tb = per_call(b, n, runs)
         print(f"{label:8} {mode:5} {ta * 1e6:9.1f} {tb * 1e6:12.1f} {ta / tb:6.2f}")
+
 
 if __name__ == "__main__":
     main()

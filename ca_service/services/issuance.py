@@ -235,8 +235,7 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             # the read below decides (a refusal costs a second verification, an issuance none)
             pass
         else:
-            expect = Expect(nonce=nonce, policy=cached.policy.name, version=cached.version,
-                            digest=cached.policy.digest)
+            expect = _expect(nonce, cached)
             try:
                 issued: IssuedCertificate = svc.group_commit.submit(
                     svc.db, build, hold=hold, claim=(req.challenge_id, now, expect))
@@ -251,6 +250,11 @@ def issue_certificate(svc: Services, req: CertificateRequest) -> IssuedCertifica
             policies.forget_active(svc.db.url, req.policy)
     raise PolicyChanging(f"policy {req.policy} changed its active version during each of "
                          f"{_READ_ATTEMPTS} attempts to issue; retry")
+
+
+def _expect(nonce: bytes, ref: policies.PolicyRef) -> Expect:
+    """What the claim checks: the nonce the evidence was bound to, and the version appraised under."""
+    return Expect(nonce=nonce, policy=ref.policy.name, version=ref.version, digest=ref.policy.digest)
 
 
 # Reads of the challenge and the policy before the claim finds the policy moved; each move is an
@@ -288,7 +292,7 @@ def _issue_after_read(svc: Services, req: CertificateRequest, now: datetime, csr
         use_up(svc, req.challenge_id, now)
         raise
     # the claim checks the version read here is still the active one, and keeps it so until COMMIT
-    expect = Expect(nonce=nonce, policy=ref.policy.name, version=ref.version, digest=ref.policy.digest)
+    expect = _expect(nonce, ref)
     result: IssuedCertificate = svc.group_commit.submit(svc.db, build, hold=hold,
                                                         claim=(req.challenge_id, now, expect))
     return result

@@ -69,7 +69,11 @@ DEFAULT_ROOTS = TrustRoots()
 
 def is_pinned(cert: x509.Certificate, pins: frozenset[str]) -> bool:
     """True iff the DER of ``cert`` hashes to one of ``pins`` (constant-time per comparison)."""
-    digest = der_sha256(cert)
+    return digest_pinned(der_sha256(cert), pins)
+
+
+def digest_pinned(digest: str, pins: frozenset[str]) -> bool:
+    """True iff ``digest`` (a DER's SHA-256, lower-case hex) is one of ``pins`` (constant-time per pin)."""
     found = False
     for pin in pins:
         found |= hmac.compare_digest(digest, pin)

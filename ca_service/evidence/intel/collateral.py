@@ -37,7 +37,16 @@ from ca_service.errors import CollateralExpired, CollateralInvalid, CollateralMi
 from ca_service.evidence.base import Check
 from ca_service.evidence.collateral_items import Collateral
 from ca_service.evidence.intel.cache import LRU
-from ca_service.evidence.intel.pck import VerifiedChain, load_pem_chain, verify_chain
+from ca_service.evidence.intel.der import signed_part
+from ca_service.evidence.intel.pck import (
+    Facts,
+    VerifiedChain,
+    ecdsa_valid,
+    facts,
+    load_pem_chain,
+    subject_text,
+    verify_chain,
+)
 from ca_service.evidence.intel.tcb import QeIdentity, TcbInfo, parse_qe_identity, parse_tcb_info
 
 _V3_FIELDS = (
@@ -220,7 +229,7 @@ def _verify_document(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
             digests[name] = hashlib.sha256(value.encode()).hexdigest() if not _is_hex(value) else (
                 hashlib.sha256(bytes.fromhex(value)).hexdigest())
     return VerifiedCollateral(tcb_info, qe_identity, chains, tuple(usable), revoked, digests,
-                              (pck_src, root_src), tcb_chain.root.subject.public_bytes())
+                              (pck_src, root_src), tcb_chain.windows[-1].facts.subject)
 
 
 def _is_hex(value: str) -> bool:
@@ -236,25 +245,29 @@ def crl_source(value: object, issuer: x509.Certificate, item: str, what: str) ->
     if not isinstance(value, str) or not value:
         return CrlSource(item, "missing", "not in the collateral")
     try:
-        der = bytes.fromhex(value)
-        crl = x509.load_der_x509_crl(der)
-        parsed = Crl(issuer=crl.issuer.public_bytes(), revoked=frozenset(r.serial_number for r in crl),
-                     this_update=crl.last_update_utc, next_update=crl.next_update_utc)
-        signed = crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
+        signer = facts(issuer)
+        raw = bytes.fromhex(value)
+        crl = x509.load_der_x509_crl(raw)
+        parsed = _crl(crl)
+        signed = parsed.issuer == signer.subject and _crl_signed(crl, raw, signer)
     except Exception:  # noqa: BLE001 - the pyca boundary: not hex, not DER, a mangled field: unparseable
         return CrlSource(item, "invalid", f"{what} cannot be parsed")
     if not signed:
-        return CrlSource(item, "bad_signature", f"{what} is not signed by {_name(issuer)}")
+        return CrlSource(item, "bad_signature", f"{what} is not signed by {subject_text(issuer)}")
     if parsed.next_update is None:
         return CrlSource(item, "invalid", f"{what} has no nextUpdate")
-    return CrlSource(item, "good", f"signed by {_name(issuer)}", parsed)
+    return CrlSource(item, "good", f"signed by {subject_text(issuer)}", parsed)
 
 
-def _name(cert: x509.Certificate) -> str:
-    try:
-        return cert.subject.rfc4514_string()
-    except (ValueError, KeyError):
-        return "<unparseable name>"
+def _crl_signed(crl: x509.CertificateRevocationList, raw: bytes, signer: Facts) -> bool:
+    """The CRL's ECDSA signature over its tbsCertList as ``raw`` encodes it (the bytes pyca parsed).
+    pyca's ``is_signature_valid`` encodes the list again first: ~200 µs of ~300 µs for a PCK CRL."""
+    return ecdsa_valid(signer.key, crl.signature, signed_part(raw), crl.signature_algorithm_oid)
+
+
+def _crl(crl: x509.CertificateRevocationList) -> Crl:
+    return Crl(issuer=crl.issuer.public_bytes(), revoked=frozenset(r.serial_number for r in crl),
+               this_update=crl.last_update_utc, next_update=crl.next_update_utc)
 
 
 def _unhex(value: str, what: str) -> bytes:
@@ -292,14 +305,10 @@ def load_verified_crl(der: bytes, issuer: x509.Certificate, what: str) -> Crl:
 
     def compute() -> Crl:
         try:
+            signer = facts(issuer)
             crl = x509.load_der_x509_crl(der)
-            ok = crl.issuer == issuer.subject and crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
-            parsed = Crl(
-                issuer=crl.issuer.public_bytes(),
-                revoked=frozenset(r.serial_number for r in crl),
-                this_update=crl.last_update_utc,
-                next_update=crl.next_update_utc,
-            )
+            parsed = _crl(crl)
+            ok = parsed.issuer == signer.subject and _crl_signed(crl, der, signer)
         except Exception as exc:  # noqa: BLE001 - the pyca boundary: any parse failure is bad collateral
             raise CollateralInvalid(f"{what} cannot be parsed") from exc
         if not ok:
@@ -311,7 +320,7 @@ def load_verified_crl(der: bytes, issuer: x509.Certificate, what: str) -> Crl:
 
 def verify_raw_signature(cert: x509.Certificate, sig_hex: str, data: bytes, what: str) -> None:
     raw = _unhex(sig_hex, f"{what} signature")
-    key = cert.public_key()
+    key = facts(cert).key
     if len(raw) != 64 or not isinstance(key, ec.EllipticCurvePublicKey):
         raise CollateralInvalid(f"{what} signature is not a raw P-256 r||s")
     der = encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))

@@ -9,6 +9,7 @@ raises :class:`DerError`, which the caller turns into ``evidence.malformed``.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 BOOLEAN = 0x01
@@ -33,6 +34,41 @@ class Tlv(NamedTuple):
     children: tuple[Tlv, ...] | None = None  # a SEQUENCE's, once read_tree has read them
 
 
+_new = tuple.__new__  # builds a Tlv without the Python-level __new__ a NamedTuple adds
+# A byte that ends an arc (top bit clear) followed by 0x80: the next arc has a leading zero group.
+_NON_MINIMAL_ARC = re.compile(rb"[\x00-\x7f]\x80")
+
+
+def _tlv_at(data: bytes, pos: int, end: int) -> tuple[int, int, int]:
+    """The TLV at ``pos``: its tag and where its value starts and stops (X.690 8.1, DER lengths).
+
+    Raises:
+        DerError: a truncated TLV, a multi-byte tag, an indefinite or non-minimal length.
+    """
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise DerError("multi-byte tags are not used in this structure")
+    if pos + 1 >= end:
+        raise DerError("truncated length")
+    first = data[pos + 1]
+    pos += 2
+    if first < 0x80:
+        length = first
+    else:
+        n = first & 0x7F
+        if n == 0:
+            raise DerError("indefinite length is not DER")  # X.690 10.1
+        if n > _MAX_LENGTH_BYTES or pos + n > end:
+            raise DerError("truncated or oversized length")
+        length = int.from_bytes(data[pos:pos + n], "big")
+        if data[pos] == 0 or length < 0x80:
+            raise DerError("length not in minimal form")  # X.690 10.1
+        pos += n
+    if pos + length > end:
+        raise DerError("value runs past the end")
+    return tag, pos, pos + length
+
+
 def read_all(data: bytes) -> list[Tlv]:
     """The TLVs that make up ``data`` exactly (X.690 8.1), in order.
 
@@ -42,29 +78,8 @@ def read_all(data: bytes) -> list[Tlv]:
     out = []
     pos, end = 0, len(data)
     while pos < end:
-        tag = data[pos]
-        if tag & 0x1F == 0x1F:
-            raise DerError("multi-byte tags are not used in this structure")
-        if pos + 1 >= end:
-            raise DerError("truncated length")
-        first = data[pos + 1]
-        pos += 2
-        if first < 0x80:
-            length = first
-        else:
-            n = first & 0x7F
-            if n == 0:
-                raise DerError("indefinite length is not DER")  # X.690 10.1
-            if n > _MAX_LENGTH_BYTES or pos + n > end:
-                raise DerError("truncated or oversized length")
-            length = int.from_bytes(data[pos:pos + n], "big")
-            if data[pos] == 0 or length < 0x80:
-                raise DerError("length not in minimal form")  # X.690 10.1
-            pos += n
-        if pos + length > end:
-            raise DerError("value runs past the end")
-        out.append(Tlv(tag, data[pos:pos + length]))
-        pos += length
+        tag, start, pos = _tlv_at(data, pos, end)
+        out.append(_new(Tlv, (tag, data[start:pos], None)))
     return out
 
 
@@ -77,20 +92,44 @@ def read_tree(data: bytes, allowed: frozenset[int], depth: int = 8) -> list[Tlv]
         DerError: anything :func:`read_all` refuses, at any depth, or a tag not in ``allowed``.
     """
     out = []
-    for tlv in read_all(data):
-        tag = tlv.tag
+    pos, end = 0, len(data)
+    while pos < end:
+        tag, start, pos = _tlv_at(data, pos, end)
+        value = data[start:pos]
         if tag not in allowed:
             raise DerError(f"tag {tag:#04x} does not belong in this structure")
+        children = None
         if tag == SEQUENCE:
             if depth <= 0:
                 raise DerError("nested too deep")
-            tlv = Tlv(tag, tlv.value, tuple(read_tree(tlv.value, allowed, depth - 1)))
-        elif tag == BOOLEAN and tlv.value not in (b"\x00", b"\xff"):
+            children = tuple(read_tree(value, allowed, depth - 1))
+        elif tag == BOOLEAN and value not in (b"\x00", b"\xff"):
             raise DerError("BOOLEAN is not DER")
         elif tag == OID:
-            check_oid(tlv.value)
-        out.append(tlv)
+            check_oid(value)
+        out.append(_new(Tlv, (tag, value, children)))
     return out
+
+
+def signed_part(data: bytes) -> bytes:
+    """The complete encoding of the first element of a SIGNED SEQUENCE (RFC 5280 4.1, 5.1): the
+    exact bytes of a certificate's tbsCertificate or a CRL's tbsCertList, as they were signed.
+
+    Raises:
+        DerError: ``data`` is not one SEQUENCE whose content starts with a SEQUENCE.
+    """
+    end = len(data)
+    if end < 2:
+        raise DerError("truncated")
+    tag, start, stop = _tlv_at(data, 0, end)
+    if tag != SEQUENCE or stop != end:
+        raise DerError("not one SEQUENCE")
+    if start >= stop:
+        raise DerError("empty SEQUENCE")
+    tag, _, inner_stop = _tlv_at(data, start, stop)
+    if tag != SEQUENCE:
+        raise DerError("the signed part is not a SEQUENCE")
+    return data[start:inner_stop]
 
 
 def expect(tlv: Tlv, tag: int, what: str) -> bytes:
@@ -108,11 +147,8 @@ def check_oid(raw: bytes) -> None:
     """OBJECT IDENTIFIER content octets: non-empty, last arc complete, every arc minimal (X.690 8.19.2)."""
     if not raw or raw[-1] & 0x80:
         raise DerError("empty or truncated object identifier")
-    start = True
-    for b in raw:
-        if start and b == 0x80:
-            raise DerError("object identifier arc not minimal")
-        start = not b & 0x80
+    if raw[0] == 0x80 or _NON_MINIMAL_ARC.search(raw):
+        raise DerError("object identifier arc not minimal")
 
 
 def oid(tlv: Tlv) -> str:

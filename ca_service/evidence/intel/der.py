@@ -132,6 +132,56 @@ def signed_part(data: bytes) -> bytes:
     return data[start:inner_stop]
 
 
+def elements(data: bytes) -> list[bytes]:
+    """The complete encodings of the TLVs inside the one SEQUENCE that ``data`` is, in order.
+
+    Raises:
+        DerError: ``data`` is not exactly one SEQUENCE of TLVs.
+    """
+    end = len(data)
+    if end < 2:
+        raise DerError("truncated")
+    tag, pos, stop = _tlv_at(data, 0, end)
+    if tag != SEQUENCE or stop != end:
+        raise DerError("not one SEQUENCE")
+    out = []
+    while pos < stop:
+        first = pos
+        _, _, pos = _tlv_at(data, pos, stop)
+        out.append(data[first:pos])
+    return out
+
+
+def certificate_names(tbs: bytes) -> tuple[bytes, bytes]:
+    """The issuer and subject Names of a tbsCertificate, as encoded (RFC 5280 4.1: [0] version,
+    serialNumber, signature, issuer, validity, subject, ...).
+
+    Raises:
+        DerError: not of that shape.
+    """
+    els = elements(tbs)
+    if els and els[0][0] == 0xA0:  # [0] EXPLICIT version; absent in a v1 certificate
+        els = els[1:]
+    if len(els) < 5 or els[0][0] != INTEGER or any(e[0] != SEQUENCE for e in els[1:5]):
+        raise DerError("not a tbsCertificate")
+    return els[2], els[4]
+
+
+def crl_issuer(tbs: bytes) -> bytes:
+    """The issuer Name of a tbsCertList, as encoded (RFC 5280 5.1: [version], signature, issuer,
+    thisUpdate, ...).
+
+    Raises:
+        DerError: not of that shape.
+    """
+    els = elements(tbs)
+    if els and els[0][0] == INTEGER:  # version, present in a v2 CRL
+        els = els[1:]
+    if len(els) < 3 or els[0][0] != SEQUENCE or els[1][0] != SEQUENCE or els[2][0] not in (0x17, 0x18):
+        raise DerError("not a tbsCertList")
+    return els[1]
+
+
 def expect(tlv: Tlv, tag: int, what: str) -> bytes:
     if tlv.tag != tag:
         raise DerError(f"{what}: tag {tlv.tag:#04x}, expected {tag:#04x}")

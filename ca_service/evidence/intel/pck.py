@@ -52,8 +52,9 @@ class Facts:
 
     cert: x509.Certificate
     sha256: str  # of the DER, lower-case hex: the form of a pin
-    subject: bytes  # DER of the subject Name
-    issuer: bytes  # DER of the issuer Name, to find the CRL that covers this certificate
+    subject: bytes  # the subject Name as encoded (issuer links and CRLs are matched on these bytes)
+    issuer: bytes  # the issuer Name as encoded, to find the CRL that covers this certificate
+    subject_name: x509.Name
     not_before: datetime
     not_after: datetime
     serial: int
@@ -70,9 +71,10 @@ def _read_facts(cert: x509.Certificate) -> Facts:
         ca: bool | None = read.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except (x509.ExtensionNotFound, ValueError):
         ca = None
-    return Facts(cert, der_sha256(cert), read.subject.public_bytes(), read.issuer.public_bytes(),
-                 read.not_before, read.not_after, read.serial, read.public_key, ca,
-                 cert.tbs_certificate_bytes, cert.signature, cert.signature_algorithm_oid)
+    tbs = cert.tbs_certificate_bytes
+    issuer, subject = der.certificate_names(tbs)
+    return Facts(cert, der_sha256(cert), subject, issuer, read.subject, read.not_before, read.not_after,
+                 read.serial, read.public_key, ca, tbs, cert.signature, cert.signature_algorithm_oid)
 
 
 # By the certificate itself (pyca hashes and compares a certificate by its DER): a hit returns what an
@@ -166,7 +168,7 @@ def subject_text(cert: x509.Certificate) -> str:
 
 def _render_name(cert: x509.Certificate) -> str:
     try:
-        return cert.subject.rfc4514_string()
+        return facts(cert).subject_name.rfc4514_string()
     except (ValueError, KeyError):  # a mangled name must not turn a refusal into a crash
         return "<unparseable name>"
 

@@ -125,3 +125,32 @@ def test_every_flip_of_the_pck_crl_signed_part_is_refused() -> None:
         seen[state] = seen.get(state, 0) + 1
     assert set(seen) <= {"bad_signature", "invalid"}, seen
     assert seen.get("bad_signature", 0) > len(tbs) // 2, seen  # most flips still parse: the signature fails
+
+
+def test_names_as_encoded_are_what_pyca_reads() -> None:
+    roots = x509.load_pem_x509_certificates(DOC["tcb_info_issuer_chain"].encode())
+    for cert in [*PCK_CHAIN, *roots, CRL_ISSUER]:
+        issuer, subject = der.certificate_names(cert.tbs_certificate_bytes)
+        assert (issuer, subject) == (cert.issuer.public_bytes(), cert.subject.public_bytes())
+    for field in ("pck_crl", "root_ca_crl"):
+        crl = x509.load_der_x509_crl(bytes.fromhex(DOC[field]))
+        assert der.crl_issuer(crl.tbs_certlist_bytes) == crl.issuer.public_bytes()
+
+
+def test_names_of_a_v1_certificate_and_a_v1_crl() -> None:
+    """No [0] version in a v1 certificate, no version INTEGER in a v1 CRL (RFC 5280 4.1, 5.1)."""
+    alg = b"\x30\x0a\x06\x08\x2a\x86\x48\xce\x3d\x04\x03\x02"
+    issuer, subject = b"\x30\x03\x31\x01\x00", b"\x30\x02\x31\x00"
+    validity = b"\x30\x00"
+    body = b"\x02\x01\x01" + alg + issuer + validity + subject + b"\x30\x00"
+    assert der.certificate_names(bytes([0x30, len(body)]) + body) == (issuer, subject)
+    this_update = b"\x17\x0d" + b"261208000000Z"
+    crl_body = alg + issuer + this_update
+    assert der.crl_issuer(bytes([0x30, len(crl_body)]) + crl_body) == issuer
+    # A tbsCertList is not a tbsCertificate, nor the other way round.
+    with pytest.raises(der.DerError):
+        der.certificate_names(bytes([0x30, len(crl_body)]) + crl_body)
+    with pytest.raises(der.DerError):
+        der.crl_issuer(bytes([0x30, len(body)]) + body)
+    with pytest.raises(der.DerError):
+        der.elements(bytes([0x30, len(body)]) + body + b"\x00")  # trailing data

@@ -29,6 +29,9 @@ class Collateral:
     certificates: tuple[x509.Certificate, ...] = ()
     crls: tuple[x509.CertificateRevocationList, ...] = ()
     json_documents: tuple[bytes, ...] = ()
+    # each JSON document as parsed here, in the same order: a verifier reads it instead of parsing
+    # the same bytes again (never changed in place)
+    json_values: tuple[object, ...] = ()
     xml_documents: tuple[bytes, ...] = ()
     raw: tuple[bytes, ...] = ()
     ocsp_responses: tuple[ocsp.OCSPResponse, ...] = ()
@@ -132,6 +135,7 @@ def load_collateral(items: Iterable[bytes], *, keep_unparsed_crls: bool = False)
     certs: list[x509.Certificate] = []
     crls: list[x509.CertificateRevocationList] = []
     jsons: list[bytes] = []
+    json_values: list[object] = []
     xmls: list[bytes] = []
     raw: list[bytes] = []
     ocsps: list[ocsp.OCSPResponse] = []
@@ -155,7 +159,7 @@ def load_collateral(items: Iterable[bytes], *, keep_unparsed_crls: bool = False)
             elif kind == "certificate":
                 certs.append(x509.load_der_x509_certificate(item))
             elif kind == "json":
-                boundedjson.loads(item)
+                json_values.append(boundedjson.loads(item))
                 jsons.append(item)
             elif kind == "xml":
                 xmls.append(item)
@@ -184,5 +188,5 @@ def load_collateral(items: Iterable[bytes], *, keep_unparsed_crls: bool = False)
             unparsed_crls.append(crl.public_bytes(Encoding.DER))
         else:
             good_crls.append(crl)
-    return Collateral(tuple(certs), tuple(good_crls), tuple(jsons), tuple(xmls), tuple(raw), tuple(ocsps),
-                      tuple(ocsp_raw), unparsed, tuple(unparsed_crls))
+    return Collateral(tuple(certs), tuple(good_crls), tuple(jsons), tuple(json_values), tuple(xmls), tuple(raw),
+                      tuple(ocsps), tuple(ocsp_raw), unparsed, tuple(unparsed_crls))

@@ -152,14 +152,18 @@ def clear_caches() -> None:
         cache.clear()
 
 
-def find_v3_document(collateral: Collateral) -> bytes:
-    """The QuoteCollateralV3 JSON among the collateral items.
+def find_v3_document(collateral: Collateral) -> tuple[bytes, object | None]:
+    """The QuoteCollateralV3 JSON among the collateral items, and its value as the items were
+    parsed (None if they were not).
 
     Raises:
         CollateralMissing (``evidence.collateral_missing``): none given.
         CollateralInvalid (``evidence.collateral_invalid``): more than one.
     """
-    found = [doc for doc in collateral.json_documents if b'"tcb_info"' in doc and b'"qe_identity"' in doc]
+    docs = collateral.json_documents
+    values = collateral.json_values if len(collateral.json_values) == len(docs) else (None,) * len(docs)
+    found = [(doc, value) for doc, value in zip(docs, values, strict=True)
+             if b'"tcb_info"' in doc and b'"qe_identity"' in doc]
     if not found:
         raise CollateralMissing("Intel collateral (QuoteCollateralV3 JSON) is missing")
     if len(found) > 1:
@@ -167,21 +171,24 @@ def find_v3_document(collateral: Collateral) -> bytes:
     return found[0]
 
 
-def verified_collateral(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
+def verified_collateral(doc: bytes, pins: frozenset[str], parsed: object | None = None) -> VerifiedCollateral:
     """Verify (C1-C5) a QuoteCollateralV3 document, or return the cached result for the same bytes.
+    ``parsed``: ``doc`` as ``boundedjson.loads`` read it already, if it did (only read here).
 
     Raises:
         CollateralInvalid, RootUntrusted, ChainInvalid, CertificateRevoked (``evidence.*``).
     """
     key = (hashlib.sha256(doc).digest(), pins)
-    return _COLLATERAL_CACHE.get_or_compute(key, lambda: _verify_document(doc, pins))
+    return _COLLATERAL_CACHE.get_or_compute(key, lambda: _verify_document(doc, pins, parsed))
 
 
-def _verify_document(doc: bytes, pins: frozenset[str]) -> VerifiedCollateral:
-    try:
-        obj = boundedjson.loads(doc)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CollateralInvalid("Intel collateral is not JSON") from exc
+def _verify_document(doc: bytes, pins: frozenset[str], parsed: object | None = None) -> VerifiedCollateral:
+    obj = parsed
+    if obj is None:
+        try:
+            obj = boundedjson.loads(doc)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CollateralInvalid("Intel collateral is not JSON") from exc
     if not isinstance(obj, dict) or not all(isinstance(obj.get(f), str) for f in _V3_FIELDS):
         raise CollateralInvalid("Intel collateral is not a QuoteCollateralV3 document")
     if not all(obj.get(f) is None or isinstance(obj.get(f), str) for f in _CRL_FIELDS):

@@ -90,8 +90,8 @@ def _verify(
     if not hmac.compare_digest(hdr.qe_vendor_id, INTEL_QE_VENDOR_ID):
         raise EvidenceUnsupported("QE vendor ID is not Intel's", field="qe_vendor_id")
     # (2) collateral, verified once per document; its windows at `at`.
-    doc = find_v3_document(collateral)
-    coll = verified_collateral(doc, roots.intel)
+    doc, parsed = find_v3_document(collateral)
+    coll = verified_collateral(doc, roots.intel, parsed)
     # (3) PCK chain to the pinned root; validity at `at`; revocation against the PCK and root CRLs.
     pck = verified_pck(quote.cert_data, roots.intel)
     pck.chain.check_time(at)

@@ -75,3 +75,23 @@ def test_status_merge_keeps_the_worse_and_unions_advisories() -> None:
     m = a.merge(b)
     assert m.status == "OutOfDate" and m.advisory_ids == ("INTEL-SA-1", "INTEL-SA-2")
     assert m.tcb_date == "2024-01-01"
+
+
+def test_cold_quote_parses_its_collateral_document_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The items' parse is the verifier's too: the same bytes are not read again (issue 15)."""
+    from ca_service import boundedjson
+
+    coll_mod.clear_caches()
+    pck_mod.clear_cache()
+    doc = V4.read("collateral")
+    seen: list[bytes] = []
+    real = boundedjson.loads
+
+    def counting(text, *a, **k):  # type: ignore[no-untyped-def]
+        seen.append(bytes(text) if isinstance(text, bytes) else text.encode())
+        return real(text, *a, **k)
+
+    monkeypatch.setattr(boundedjson, "loads", counting)
+    verify("tdx-quote", V4.read("quote"), collateral=[doc], at=V4.verify_time)
+    assert seen.count(doc) == 1
+    assert len(seen) == 3  # the document, and the signed TCB Info and QE Identity inside it

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dcap_qvl  # noqa: E402
 
-from ca_service.evidence import verify  # noqa: E402
+from ca_service.evidence import collateral_items, verify  # noqa: E402
 from ca_service.evidence.collateral_items import load_collateral  # noqa: E402
 from ca_service.evidence.intel import collateral as intel_collateral  # noqa: E402
 from ca_service.evidence.intel import pck as intel_pck  # noqa: E402
@@ -60,6 +60,7 @@ def per_call(fn: Callable[[], object], number: int, runs: int) -> float:
 
 
 def clear_ours() -> None:
+    collateral_items.clear_cache()
     intel_collateral.clear_caches()
     intel_pck.clear_cache()
 

@@ -95,3 +95,28 @@ def test_cold_quote_parses_its_collateral_document_once(monkeypatch: pytest.Monk
     verify("tdx-quote", V4.read("quote"), collateral=[doc], at=V4.verify_time)
     assert seen.count(doc) == 1
     assert len(seen) == 3  # the document, and the signed TCB Info and QE Identity inside it
+
+
+def test_collateral_json_is_parsed_once_per_exact_bytes() -> None:
+    """The same document again is kept without a parse; a bad one is refused every time."""
+    from ca_service.errors import CollateralInvalid
+    from ca_service.evidence import collateral_items
+
+    collateral_items.clear_cache()
+    doc = V4.read("collateral")
+    first = load_collateral([doc])
+    assert isinstance(first.json_values[0], dict) and first.json_documents == (doc,)
+    again = load_collateral([doc])
+    assert again.json_values == (None,) and again.json_documents == (doc,)
+    # The verifier parses what the items did not: the quote still verifies, cold.
+    coll_mod.clear_caches()
+    pck_mod.clear_cache()
+    assert verify("tdx-quote", V4.read("quote"), collateral=again, at=V4.verify_time).tcb_status
+    bad = doc.replace(b",", b" ", 1)  # still shaped like JSON, no longer JSON
+    for _ in range(2):
+        with pytest.raises(CollateralInvalid):
+            load_collateral([bad])
+    deep = b"[" * 100 + b"]" * 100
+    for _ in range(2):
+        with pytest.raises(CollateralInvalid):
+            load_collateral([deep])

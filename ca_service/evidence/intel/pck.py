@@ -47,8 +47,8 @@ _COMP_OIDS = tuple(der.encode_oid(f"1.2.840.113741.1.13.1.2.{i}") for i in range
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    """What the Intel checks read of one exact certificate, read once (pyca rebuilds a Name, a key or
-    a digest on every access: those repeats were ~15% of a cold quote)."""
+    """What the Intel checks read of one exact certificate, read once: pyca builds a new Name, key or
+    digest on every access, and encodes the tbsCertificate again for every signature it checks."""
 
     cert: x509.Certificate
     sha256: str  # of the DER, lower-case hex: the form of a pin

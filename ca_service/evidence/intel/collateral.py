@@ -120,7 +120,7 @@ class VerifiedCollateral:
             item = ROOT_CA_CRL if w.issuer == self.root_name else PCK_CRL
             if states.get(item) in ("good", "expired"):
                 states[item] = "missing"
-                details[item] = f"no CRL from the issuer of {w.subject}"
+                details[item] = f"no CRL from the issuer of {subject_text(w.cert)}"
         checks = []
         for item in (PCK_CRL, ROOT_CA_CRL):
             state = states.setdefault(item, "missing")
@@ -236,7 +236,7 @@ def _verify_document(doc: bytes, pins: frozenset[str], parsed: object | None = N
             digests[name] = hashlib.sha256(value.encode()).hexdigest() if not _is_hex(value) else (
                 hashlib.sha256(bytes.fromhex(value)).hexdigest())
     return VerifiedCollateral(tcb_info, qe_identity, chains, tuple(usable), revoked, digests,
-                              (pck_src, root_src), tcb_chain.windows[-1].facts.subject)
+                              (pck_src, root_src), tcb_chain.windows[-1].subject)
 
 
 def _is_hex(value: str) -> bool:

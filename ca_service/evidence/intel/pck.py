@@ -92,39 +92,11 @@ def facts(cert: x509.Certificate) -> Facts:
 
 
 @dataclass(frozen=True, slots=True)
-class Window:
-    """One certificate's validity window and revocation key, checked at verification time."""
-
-    facts: Facts
-
-    @property
-    def not_before(self) -> datetime:
-        return self.facts.not_before
-
-    @property
-    def not_after(self) -> datetime:
-        return self.facts.not_after
-
-    @property
-    def serial(self) -> int:
-        return self.facts.serial
-
-    @property
-    def issuer(self) -> bytes:
-        return self.facts.issuer
-
-    @property
-    def subject(self) -> str:
-        """For error messages only: rendered when needed (building it was ~10% of a cold quote)."""
-        return subject_text(self.facts.cert)
-
-
-@dataclass(frozen=True, slots=True)
 class VerifiedChain:
     """A chain whose links and signatures verified up to a pinned root (leaf first)."""
 
     certs: tuple[x509.Certificate, ...]
-    windows: tuple[Window, ...]
+    windows: tuple[Facts, ...]  # validity windows and revocation keys, checked at verification time
 
     @property
     def leaf(self) -> x509.Certificate:
@@ -139,10 +111,11 @@ class VerifiedChain:
         for w in self.windows:
             if at < w.not_before or at > w.not_after:
                 raise CertificateExpired(
-                    f"certificate {w.subject!r} is not valid at {at.isoformat()}", subject=w.subject
+                    f"certificate {subject_text(w.cert)!r} is not valid at {at.isoformat()}",
+                    subject=subject_text(w.cert)
                 )
 
-    def check_revocation(self, revoked_by_issuer: dict[bytes, frozenset[int]]) -> tuple[Window, ...]:
+    def check_revocation(self, revoked_by_issuer: dict[bytes, frozenset[int]]) -> tuple[Facts, ...]:
         """Each non-root certificate's serial against the CRL of its issuer (keyed by issuer DER name).
 
         Returns the certificates no CRL covers: their status is unknown, which the caller reports as a
@@ -157,7 +130,7 @@ class VerifiedChain:
             if serials is None:
                 uncovered.append(w)
             elif w.serial in serials:
-                raise CertificateRevoked("a certificate in the chain is revoked", subject=w.subject)
+                raise CertificateRevoked("a certificate in the chain is revoked", subject=subject_text(w.cert))
         return tuple(uncovered)
 
 
@@ -227,7 +200,7 @@ def _verify_chain(certs: Sequence[x509.Certificate], pins: frozenset[str], what:
             _verify_link(cert, issuer)
         except InvalidSignature as exc:
             raise ChainInvalid(f"{what} chain link {i} does not verify", subject=subject_text(cert.cert)) from exc
-    return VerifiedChain(tuple(certs), tuple(Window(f) for f in read))
+    return VerifiedChain(tuple(certs), tuple(read))
 
 
 # Links verified before, by the SHA-256 of both certificates' DER: one collateral document carries
@@ -375,7 +348,7 @@ def _verify_pck(cert_data: bytes, digest: bytes, pins: frozenset[str]) -> Verifi
     if len(certs) != 3:
         raise ChainInvalid("PCK chain must be leaf, PCK CA and root")
     chain = verify_chain(certs, pins, "PCK")
-    key = chain.windows[0].facts.key
+    key = chain.windows[0].key
     if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         raise ChainInvalid("PCK certificate key is not P-256")
     return VerifiedPck(chain, parse_pck_extension(chain.leaf), key, digest.hex())

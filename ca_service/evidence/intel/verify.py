@@ -156,7 +156,7 @@ def _verify(
 def _expiries(coll: VerifiedCollateral, pck_chain: VerifiedChain) -> dict[str, datetime]:
     """nextUpdate of TCB Info, QE Identity and each CRL (named by what its issuer is), and the earliest
     notAfter of the PCK chain and of the collateral signing chains."""
-    root = pck_chain.windows[-1].facts.subject
+    root = pck_chain.windows[-1].subject
     out = {"intel.tcb_info": coll.tcb_info.next_update, "intel.qe_identity": coll.qe_identity.next_update,
            "intel.pck_chain": min(w.not_after for w in pck_chain.windows)}
     for crl in coll.crls:
